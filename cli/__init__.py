@@ -1,0 +1,1 @@
+"""The one ``segflow`` command, wiring training and serving."""

@@ -1,0 +1,566 @@
+"""The canonical event and its parsing from Segment Spec payloads.
+
+segflow accepts what the Segment and RudderStack client libraries, analytics.js
+and their webhooks send, unchanged: ``track``, ``page``, ``screen``,
+``identify``, ``alias``, ``group`` and ``batch`` payloads with camelCase
+fields. Each becomes one frozen :class:`Event`:
+
+- ``type`` is canonical: Segment's e-commerce and email names map onto
+  :data:`CANONICAL_TYPES` (``Product Viewed`` -> ``product_view``); any other
+  event name is kept as given, a custom event that rules can still count.
+- Event time is the client's ``timestamp`` corrected for clock skew the way
+  Segment does it: ``received - (sentAt - timestamp)``; with no ``sentAt`` the
+  timestamp is taken as given, and with no timestamp (nor RudderStack's
+  ``originalTimestamp``) the receive time is used.
+  Times are integer milliseconds since the Unix epoch, UTC; naive timestamps
+  are refused.
+- ``messageId`` is the idempotency key; where a client sends none it is
+  derived from a keyed hash of the event's canonical content, so a retry of
+  the same event gets the same id.
+- Personal data never passes the edge raw: known personal fields of traits
+  and properties (email, phone, names, address, IP) are pseudonymized, every
+  email address found in any string is replaced by its pseudonym, ids that
+  look like an email or phone number are pseudonymized, and the rest of
+  ``context`` (IP, user agent, ...) is dropped except device type, location
+  and timezone.
+- Unknown fields are ignored or kept as given, never refused. Errors name the
+  field: ``batch[3].timestamp: naive datetime '2024-01-01T10:00:00' has no
+  timezone (expected ISO 8601 with Z or an offset)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from features.pseudonyms import Pseudonymizer, looks_personal, redact
+
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+
+PAGE_VIEW = "page_view"
+PRODUCT_VIEW = "product_view"
+ADD_TO_CART = "add_to_cart"
+REMOVE_FROM_CART = "remove_from_cart"
+WISHLIST_ADD = "wishlist_add"
+CHECKOUT_START = "checkout_start"
+PURCHASE = "purchase"
+SEARCH = "search"
+EMAIL_SEND = "email_send"
+EMAIL_OPEN = "email_open"
+EMAIL_CLICK = "email_click"
+IDENTIFY = "identify"
+
+CANONICAL_TYPES = frozenset(
+    {
+        PAGE_VIEW,
+        PRODUCT_VIEW,
+        ADD_TO_CART,
+        REMOVE_FROM_CART,
+        WISHLIST_ADD,
+        CHECKOUT_START,
+        PURCHASE,
+        SEARCH,
+        EMAIL_SEND,
+        EMAIL_OPEN,
+        EMAIL_CLICK,
+    }
+)
+
+SEGMENT_NAMES: Mapping[str, str] = {
+    "Product Viewed": PRODUCT_VIEW,
+    "Product Clicked": PRODUCT_VIEW,
+    "Product Added": ADD_TO_CART,
+    "Product Removed": REMOVE_FROM_CART,
+    "Product Added to Wishlist": WISHLIST_ADD,
+    "Checkout Started": CHECKOUT_START,
+    "Order Completed": PURCHASE,
+    "Products Searched": SEARCH,
+    "Email Delivered": EMAIL_SEND,
+    "Email Sent": EMAIL_SEND,
+    "Email Opened": EMAIL_OPEN,
+    "Email Link Clicked": EMAIL_CLICK,
+}
+
+KINDS = ("track", "page", "screen", "identify", "alias", "group")
+
+NUMERIC_PROPERTIES = ("price", "quantity", "revenue", "time_on_page_s", "scroll_depth")
+STRING_PROPERTIES = ("product_id", "category", "url", "campaign_id")
+# Personal fields, compared lower-case with '_' removed.
+_PERSONAL_TRAITS = frozenset(
+    {
+        "email",
+        "emailaddress",
+        "phone",
+        "phonenumber",
+        "mobile",
+        "name",
+        "firstname",
+        "lastname",
+        "address",
+        "ip",
+        "username",
+    }
+)
+_PERSONAL_PROPERTIES = frozenset(
+    {"email", "emailaddress", "phone", "phonenumber", "mobile", "firstname", "lastname", "ip", "username"}
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+class EventError(ValueError):
+    """One or more payload errors, each naming its field.
+
+    >>> str(EventError([("timestamp", "expected a string")]))
+    'timestamp: expected a string'
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = [(f, redact(p)) for f, p in problems]
+        super().__init__("; ".join(f"{f}: {p}" for f, p in self.problems))
+
+
+class PayloadTooLarge(EventError):
+    """A body or event over Segment's limits (32 KB an event, 500 KB a batch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One behavioral event, canonical and pseudonymized.
+
+    Times are integer milliseconds since the Unix epoch (UTC); ``timestamp``
+    and ``received_at`` give them as timezone-aware datetimes.
+    """
+
+    message_id: str
+    type: str
+    user_id: str | None
+    anonymous_id: str | None
+    ts_ms: int
+    received_ms: int
+    kind: str = "track"
+    name: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    traits: Mapping[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    country: str | None = None
+    city: str | None = None
+    timezone: str | None = None
+
+    @property
+    def profile_id(self) -> str:
+        """The key of the profile this event belongs to (before identity stitching)."""
+        return self.user_id or self.anonymous_id  # type: ignore[return-value]
+
+    @property
+    def timestamp(self) -> datetime:
+        return ms_to_datetime(self.ts_ms)
+
+    @property
+    def received_at(self) -> datetime:
+        return ms_to_datetime(self.received_ms)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """An aware UTC datetime from epoch milliseconds.
+
+    >>> ms_to_datetime(0).isoformat()
+    '1970-01-01T00:00:00+00:00'
+    """
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def datetime_to_ms(dt: datetime) -> int:
+    """Milliseconds since the epoch of an aware datetime (naive ones are refused)."""
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(f"naive datetime {dt.isoformat()!r} has no timezone")
+    return (dt - _EPOCH) // _MS
+
+
+def format_ms(ms: int) -> str:
+    """ISO 8601 in UTC with milliseconds, as Segment writes it.
+
+    >>> format_ms(1511658000123)
+    '2017-11-26T01:00:00.123Z'
+    """
+    return ms_to_datetime(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def canonical_type(name: str) -> str:
+    """The canonical type of an event name; other names are kept as given.
+
+    >>> canonical_type("Order Completed"), canonical_type("purchase"), canonical_type("Signed Up")
+    ('purchase', 'purchase', 'Signed Up')
+    """
+    mapped = SEGMENT_NAMES.get(name)
+    if mapped is not None:
+        return mapped
+    return name
+
+
+def _parse_time(value: object, where: str) -> int:
+    if not isinstance(value, str):
+        raise EventError([(where, f"expected an ISO 8601 string, got {type(value).__name__}")])
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise EventError([(where, f"malformed timestamp {value[:64]!r} (expected ISO 8601)")]) from None
+    if dt.tzinfo is None:
+        raise EventError(
+            [(where, f"naive datetime {value[:64]!r} has no timezone (expected ISO 8601 with Z or an offset)")]
+        )
+    return (dt - _EPOCH) // _MS
+
+
+def _identifier(value: object, where: str, scrub: Pseudonymizer) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise EventError([(where, f"expected a string, got {type(value).__name__}")])
+    text = str(value)
+    if len(text) > 256:
+        raise EventError([(where, f"is {len(text)} characters long; at most 256 are allowed")])
+    if looks_personal(text):
+        return scrub(text)
+    return text
+
+
+def _scrub_value(value: Any, scrub: Pseudonymizer) -> Any:
+    if isinstance(value, str):
+        return scrub.scrub_text(value)
+    if isinstance(value, dict):
+        return {k: _scrub_value(v, scrub) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_value(v, scrub) for v in value]
+    return value
+
+
+def _personal_key(key: str, personal: frozenset[str]) -> bool:
+    return key.lower().replace("_", "") in personal
+
+
+def _scrub_mapping(data: Mapping[str, Any], personal: frozenset[str], scrub: Pseudonymizer) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is not None and _personal_key(key, personal):
+            if isinstance(value, str):
+                out[key] = scrub(value)
+            else:
+                out[key] = scrub(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode())
+        elif isinstance(value, str):
+            out[key] = scrub.scrub_text(value) if ("@" in value or "%40" in value) else value
+        elif isinstance(value, dict | list):
+            out[key] = _scrub_value(value, scrub)
+        else:
+            out[key] = value
+    return out
+
+
+def _check_properties(props: dict[str, Any], where: str) -> None:
+    for key in NUMERIC_PROPERTIES:
+        value = props.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            if isinstance(value, str):
+                try:
+                    props[key] = float(value)
+                    continue
+                except ValueError:
+                    pass
+            raise EventError([(f"{where}.{key}", f"expected a number, got {value!r:.64}")])
+    for key in STRING_PROPERTIES:
+        value = props.get(key)
+        if value is None or isinstance(value, str):
+            continue
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            props[key] = str(value)
+            continue
+        raise EventError([(f"{where}.{key}", f"expected a string, got {type(value).__name__}")])
+
+
+def _mapping(payload: Mapping[str, Any], key: str, where: str) -> dict[str, Any] | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise EventError([(where + key, f"expected an object, got {type(value).__name__}")])
+    return value
+
+
+def _context_fields(context: Mapping[str, Any] | None) -> tuple[str | None, str | None, str | None, str | None]:
+    if not context:
+        return None, None, None, None
+    device = context.get("device")
+    device_type = device.get("type") if isinstance(device, dict) else None
+    location = context.get("location")
+    country = city = None
+    if isinstance(location, dict):
+        country = location.get("country")
+        city = location.get("city")
+    timezone = context.get("timezone")
+    return (
+        device_type if isinstance(device_type, str) else None,
+        country if isinstance(country, str) else None,
+        city if isinstance(city, str) else None,
+        timezone if isinstance(timezone, str) else None,
+    )
+
+
+class SegmentParser:
+    """Parses Segment Spec payloads into canonical events.
+
+    >>> from features.pseudonyms import Pseudonymizer
+    >>> parser = SegmentParser(Pseudonymizer(b"0" * 32))
+    >>> e = parser.event({"type": "track", "event": "Product Added", "userId": "u1",
+    ...     "messageId": "m1", "timestamp": "2024-05-01T10:00:00Z",
+    ...     "properties": {"product_id": "p9", "price": 19.5}}, received_ms=0)
+    >>> e.type, e.user_id, e.properties["price"], e.timestamp.isoformat()
+    ('add_to_cart', 'u1', 19.5, '2024-05-01T10:00:00+00:00')
+    """
+
+    __slots__ = ("_scrub", "_types")
+
+    def __init__(self, pseudonymizer: Pseudonymizer) -> None:
+        self._scrub = pseudonymizer
+        self._types: dict[str, str] = {}
+
+    def _type_of(self, name: str) -> str:
+        cached = self._types.get(name)
+        if cached is None:
+            cached = canonical_type(name)
+            if len(self._types) < 10_000:
+                self._types[name] = cached
+        return cached
+
+    def event(
+        self,
+        payload: object,
+        *,
+        received_ms: int,
+        kind: str | None = None,
+        where: str = "",
+        sent_at: object = None,
+        batch_context: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """One event. ``kind`` is implied by an endpoint (``/v1/track``) or read
+        from the payload's ``type``; ``where`` prefixes field names in errors."""
+        if not isinstance(payload, dict):
+            raise EventError([(where or "$", f"expected a JSON object, got {type(payload).__name__}")])
+        scrub = self._scrub
+        given_kind = payload.get("type")
+        if kind is None:
+            if given_kind is None:
+                raise EventError([(where + "type", f"is required (one of {', '.join(KINDS)})")])
+            if given_kind not in KINDS:
+                raise EventError(
+                    [(where + "type", f"unknown type {given_kind!r:.40} (expected one of {', '.join(KINDS)})")]
+                )
+            kind = given_kind
+        user_id = _identifier(payload.get("userId"), where + "userId", scrub)
+        anonymous_id = _identifier(payload.get("anonymousId"), where + "anonymousId", scrub)
+        if user_id is None and anonymous_id is None:
+            raise EventError([(where + "userId", "one of userId or anonymousId is required")])
+
+        name: str | None
+        if kind == "track":
+            name = payload.get("event")
+            if not isinstance(name, str) or not name.strip():
+                got = "nothing" if name is None else repr(name)[:40]
+                raise EventError([(where + "event", f"a track call needs an event name, got {got}")])
+            etype = self._type_of(name)
+        elif kind in ("page", "screen"):
+            name = payload.get("name")
+            if name is not None and not isinstance(name, str):
+                raise EventError([(where + "name", f"expected a string, got {type(name).__name__}")])
+            etype = PAGE_VIEW
+        elif kind in ("identify", "alias"):
+            name = None
+            etype = IDENTIFY
+        else:  # group
+            name = None
+            etype = "group"
+
+        props_in = _mapping(payload, "properties", where)
+        traits_in = _mapping(payload, "traits", where)
+        context = _mapping(payload, "context", where)
+        if batch_context:
+            context = {**batch_context, **context} if context else dict(batch_context)
+        if kind == "alias":
+            previous = _identifier(payload.get("previousId"), where + "previousId", scrub)
+            traits_in = {**(traits_in or {}), "previousId": previous}
+        if props_in:
+            properties = _scrub_mapping(props_in, _PERSONAL_PROPERTIES, scrub)
+            _check_properties(properties, where + "properties")
+        else:
+            properties = {}
+        if kind == "page" and context:
+            page = context.get("page")
+            if isinstance(page, dict) and "url" not in properties and isinstance(page.get("url"), str):
+                properties["url"] = scrub.scrub_text(page["url"])
+        traits = _scrub_mapping(traits_in, _PERSONAL_TRAITS, scrub) if traits_in else {}
+        device, country, city, timezone = _context_fields(context)
+
+        raw_ts = payload.get("timestamp")
+        ts_field = "timestamp"
+        if raw_ts is None:  # RudderStack's SDKs send originalTimestamp
+            raw_ts = payload.get("originalTimestamp")
+            ts_field = "originalTimestamp"
+        if raw_ts is None:
+            ts_ms = received_ms
+        else:
+            ts_ms = _parse_time(raw_ts, where + ts_field)
+            own_sent = payload.get("sentAt")
+            if own_sent is not None:
+                ts_ms = received_ms - (_parse_time(own_sent, where + "sentAt") - ts_ms)
+            elif sent_at is not None:
+                ts_ms = received_ms - (_parse_time(sent_at, "sentAt") - ts_ms)
+
+        message_id = payload.get("messageId")
+        if message_id is None or message_id == "":
+            message_id = self.derive_message_id(payload)
+        elif not isinstance(message_id, str):
+            raise EventError([(where + "messageId", f"expected a string, got {type(message_id).__name__}")])
+        elif len(message_id) > 256:
+            raise EventError([(where + "messageId", f"is {len(message_id)} characters long; at most 256 are allowed")])
+
+        return Event(
+            message_id,
+            etype,
+            user_id,
+            anonymous_id,
+            ts_ms,
+            received_ms,
+            kind,
+            name,
+            properties,
+            traits,
+            device,
+            country,
+            city,
+            timezone,
+        )
+
+    def derive_message_id(self, payload: Mapping[str, Any]) -> str:
+        """A stable id from the event's canonical content (keyed, so no personal
+        data can be recovered from it); the send time is not part of it."""
+        content = {
+            k: payload.get(k)
+            for k in ("type", "event", "name", "userId", "anonymousId", "timestamp", "properties", "traits")
+        }
+        blob = orjson.dumps(content, option=orjson.OPT_SORT_KEYS).decode()
+        return "derived-" + self._scrub(blob)[4:]
+
+    def batch(self, payload: object, *, received_ms: int) -> list[Event]:
+        """A ``batch`` envelope: every event parsed, every error reported."""
+        if not isinstance(payload, dict):
+            raise EventError([("$", f"expected a JSON object, got {type(payload).__name__}")])
+        items = payload.get("batch")
+        if not isinstance(items, list):
+            got = "nothing" if items is None else type(items).__name__
+            raise EventError([("batch", f"expected a list of events, got {got}")])
+        context = payload.get("context")
+        if context is not None and not isinstance(context, dict):
+            raise EventError([("context", f"expected an object, got {type(context).__name__}")])
+        sent_at = payload.get("sentAt")
+        events: list[Event] = []
+        problems: list[tuple[str, str]] = []
+        parse = self.event
+        for i, item in enumerate(items):
+            try:
+                events.append(
+                    parse(item, received_ms=received_ms, where=f"batch[{i}].", sent_at=sent_at, batch_context=context)
+                )
+            except EventError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise EventError(problems)
+        return events
+
+    def body(self, body: bytes, *, received_ms: int, kind: str | None = None) -> list[Event]:
+        """A raw HTTP body: JSON, size limits, then ``batch`` or one event.
+
+        ``kind`` is the endpoint's (``track``, ``page``, ``identify``) or
+        ``batch``; with ``None`` the body's own ``type`` decides.
+        """
+        limit = MAX_BATCH_BYTES if kind in (None, "batch") else MAX_EVENT_BYTES
+        if len(body) > limit:
+            raise PayloadTooLarge([("$", f"body is {len(body)} bytes, over the {limit}-byte limit")])
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise EventError([("$", f"invalid JSON: {exc}")]) from None
+        if kind == "batch" or (kind is None and isinstance(payload, dict) and "batch" in payload):
+            if len(body) > MAX_EVENT_BYTES:
+                _check_event_sizes(payload)
+            return self.batch(payload, received_ms=received_ms)
+        if kind == "batch":
+            raise EventError([("batch", "expected a batch envelope")])
+        return [self.event(payload, received_ms=received_ms, kind=kind)]
+
+
+def _check_event_sizes(payload: object) -> None:
+    items = payload.get("batch") if isinstance(payload, dict) else None
+    if not isinstance(items, list):
+        return
+    for i, item in enumerate(items):
+        size = len(orjson.dumps(item))
+        if size > MAX_EVENT_BYTES:
+            fields = item if isinstance(item, dict) else {}
+            largest = max(fields, key=lambda k: len(orjson.dumps(fields[k])), default="")
+            raise PayloadTooLarge(
+                [(f"batch[{i}].{largest}", f"event is {size} bytes, over the {MAX_EVENT_BYTES}-byte limit")]
+            )
+
+
+def check_event_size(payload: Mapping[str, Any]) -> None:
+    """Refuse one event over 32 KB, naming its largest field."""
+    _check_event_sizes({"batch": [payload]})
+
+
+def to_payload(event: Event) -> dict[str, Any]:
+    """The Segment Spec payload of an event; parsing it back gives the same event.
+
+    >>> from features.pseudonyms import Pseudonymizer
+    >>> parser = SegmentParser(Pseudonymizer(b"0" * 32))
+    >>> e = Event("m1", "purchase", "u1", None, 1_700_000_000_000, 1_700_000_000_050,
+    ...     name="Order Completed", properties={"revenue": 12.0})
+    >>> parser.event(to_payload(e), received_ms=e.received_ms) == e
+    True
+    """
+    payload: dict[str, Any] = {
+        "type": event.kind,
+        "messageId": event.message_id,
+        "timestamp": format_ms(event.ts_ms),
+    }
+    if event.user_id is not None:
+        payload["userId"] = event.user_id
+    if event.anonymous_id is not None:
+        payload["anonymousId"] = event.anonymous_id
+    if event.kind == "track":
+        payload["event"] = event.name
+    elif event.name is not None:
+        payload["name"] = event.name
+    if event.properties:
+        payload["properties"] = dict(event.properties)
+    if event.traits:
+        traits = dict(event.traits)
+        if event.kind == "alias":
+            payload["previousId"] = traits.pop("previousId", None)
+        if traits:
+            payload["traits"] = traits
+    context: dict[str, Any] = {}
+    if event.device is not None:
+        context["device"] = {"type": event.device}
+    if event.country is not None or event.city is not None:
+        context["location"] = {k: v for k, v in (("country", event.country), ("city", event.city)) if v is not None}
+    if event.timezone is not None:
+        context["timezone"] = event.timezone
+    if context:
+        payload["context"] = context
+    return payload
