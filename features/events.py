@@ -240,11 +240,38 @@ def _scrub_value(value: Any, scrub: Pseudonymizer) -> Any:
     return value
 
 
+_KEY_CLASS: dict[tuple[str, bool], bool] = {}
+
+
 def _personal_key(key: str, personal: frozenset[str]) -> bool:
-    return key.lower().replace("_", "") in personal
+    """Whether a field name is personal (cached: field names repeat)."""
+    slot = (key, personal is _PERSONAL_TRAITS)
+    known = _KEY_CLASS.get(slot)
+    if known is None:
+        known = key.lower().replace("_", "") in personal
+        if len(_KEY_CLASS) < 50_000:
+            _KEY_CLASS[slot] = known
+    return known
 
 
-def _scrub_mapping(data: Mapping[str, Any], personal: frozenset[str], scrub: Pseudonymizer) -> dict[str, Any]:
+def _needs_scrub(key: str, value: Any, personal: frozenset[str]) -> bool:
+    if value is None:
+        return False
+    if _personal_key(key, personal):
+        return True
+    kind = type(value)
+    if kind is str:
+        return "@" in value or "%40" in value
+    return kind is dict or kind is list
+
+
+def _scrub_mapping(data: dict[str, Any], personal: frozenset[str], scrub: Pseudonymizer) -> dict[str, Any]:
+    """``data`` itself when nothing in it is personal, else a scrubbed copy."""
+    for key, value in data.items():
+        if _needs_scrub(key, value, personal):
+            break
+    else:
+        return data
     out: dict[str, Any] = {}
     for key, value in data.items():
         if value is not None and _personal_key(key, personal):
@@ -261,27 +288,36 @@ def _scrub_mapping(data: Mapping[str, Any], personal: frozenset[str], scrub: Pse
     return out
 
 
-def _check_properties(props: dict[str, Any], where: str) -> None:
+def _check_properties(props: dict[str, Any], where: str) -> dict[str, Any]:
+    """``props`` with the numeric and string properties that features use
+    checked (numeric strings become numbers, numbers used as ids strings)."""
+    fixed: dict[str, Any] | None = None
     for key in NUMERIC_PROPERTIES:
         value = props.get(key)
-        if value is None:
+        kind = type(value)
+        if value is None or kind is float or kind is int:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            if isinstance(value, str):
-                try:
-                    props[key] = float(value)
-                    continue
-                except ValueError:
-                    pass
-            raise EventError([(f"{where}.{key}", f"expected a number, got {value!r:.64}")])
+        if kind is str:
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+            else:
+                fixed = fixed if fixed is not None else dict(props)
+                fixed[key] = number
+                continue
+        raise EventError([(f"{where}.{key}", f"expected a number, got {value!r:.64}")])
     for key in STRING_PROPERTIES:
         value = props.get(key)
-        if value is None or isinstance(value, str):
+        kind = type(value)
+        if value is None or kind is str:
             continue
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            props[key] = str(value)
+        if kind is int or kind is float:
+            fixed = fixed if fixed is not None else dict(props)
+            fixed[key] = str(value)
             continue
-        raise EventError([(f"{where}.{key}", f"expected a string, got {type(value).__name__}")])
+        raise EventError([(f"{where}.{key}", f"expected a string, got {kind.__name__}")])
+    return props if fixed is None else fixed
 
 
 def _mapping(payload: Mapping[str, Any], key: str, where: str) -> dict[str, Any] | None:
@@ -395,14 +431,13 @@ class SegmentParser:
             previous = _identifier(payload.get("previousId"), where + "previousId", scrub)
             traits_in = {**(traits_in or {}), "previousId": previous}
         if props_in:
-            properties = _scrub_mapping(props_in, _PERSONAL_PROPERTIES, scrub)
-            _check_properties(properties, where + "properties")
+            properties = _check_properties(_scrub_mapping(props_in, _PERSONAL_PROPERTIES, scrub), where + "properties")
         else:
             properties = {}
         if kind == "page" and context:
             page = context.get("page")
             if isinstance(page, dict) and "url" not in properties and isinstance(page.get("url"), str):
-                properties["url"] = scrub.scrub_text(page["url"])
+                properties = {**properties, "url": scrub.scrub_text(page["url"])}
         traits = _scrub_mapping(traits_in, _PERSONAL_TRAITS, scrub) if traits_in else {}
         device, country, city, timezone = _context_fields(context)
 
