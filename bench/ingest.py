@@ -18,8 +18,13 @@ def batch_body(n: int = 500) -> bytes:
     items = []
     for e in events:
         p = to_payload(e)
-        p["context"] = {**p.get("context", {}), "library": {"name": "analytics.js", "version": "next-1.70.0"},
-                        "userAgent": "Mozilla/5.0 (X11; Linux x86_64)", "locale": "en-US", "ip": "203.0.113.7"}
+        p["context"] = {
+            **p.get("context", {}),
+            "library": {"name": "analytics.js", "version": "next-1.70.0"},
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64)",
+            "locale": "en-US",
+            "ip": "203.0.113.7",
+        }
         p["sentAt"] = format_ms(e.ts_ms + 150)
         p["integrations"] = {}
         items.append(p)
@@ -30,8 +35,15 @@ def main() -> None:
     users, days = 20_000, 7
     counted: list[int] = []
     seconds = best_of(1, lambda: counted.append(generate(users=users, days=days, seed=1).events.num_rows))
-    emit("generator", "generator_events_per_s", counted[0] / seconds, "events/s", ">= 20000",
-         events=counted[0], seconds=round(seconds, 2))
+    emit(
+        "generator",
+        "generator_events_per_s",
+        counted[0] / seconds,
+        "events/s",
+        ">= 20000",
+        events=counted[0],
+        seconds=round(seconds, 2),
+    )
 
     body = batch_body()
     parser = SegmentParser(Pseudonymizer(b"b" * 32))

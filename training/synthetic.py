@@ -401,13 +401,14 @@ def _session(
     p = _sigmoid(z)
     session = f"s{u}-{t}"
     add = out.add
-    landing = {"page_name": "Home", "url": "https://shop.example/"}
+    landing: dict[str, object] = {"page_name": "Home", "url": "https://shop.example/"}
     if campaign is not None:
         landing["campaign_id"] = campaign
-    landing["time_on_page_s"] = round(rnd.lognormvariate(2.5, 0.7), 1)
+    dwell = round(rnd.lognormvariate(2.5, 0.7), 1)
+    landing["time_on_page_s"] = dwell
     landing["scroll_depth"] = round(rnd.betavariate(2, 3), 3)
     add(PAGE_VIEW, user, t, p, place, device, session, landing)
-    t += int(landing["time_on_page_s"] * 1000) + 500  # type: ignore[operator]
+    t += int(dwell * 1000) + 500
     cart: list[tuple[str, str, float]] = []
     if rnd.random() < 0.3:
         add(SEARCH, user, t, p, place, device, session, {"query": "q" + str(rnd.randrange(200))})
