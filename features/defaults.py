@@ -1,0 +1,100 @@
+"""The default feature set: the signals the field calls high-impact.
+
+Recent browsing (pages, time on page, scroll depth), clickstream (email and
+site clicks), product interactions (views, cart adds and removals, wishlist,
+checkout), response to campaigns (sends, opens, clicks, click-through),
+purchases, device, location and time of day; windows from 30 minutes to 30
+days.
+
+>>> len(DEFAULT_SPECS)
+44
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from features.events import (
+    ADD_TO_CART,
+    CHECKOUT_START,
+    EMAIL_CLICK,
+    EMAIL_OPEN,
+    EMAIL_SEND,
+    PAGE_VIEW,
+    PRODUCT_VIEW,
+    PURCHASE,
+    REMOVE_FROM_CART,
+    SEARCH,
+    WISHLIST_ADD,
+)
+from features.specs import (
+    ANY,
+    CartValue,
+    Eq,
+    HourOfDay,
+    LastValue,
+    Ratio,
+    Recency,
+    Spec,
+    Weekend,
+    WindowCount,
+    WindowDistinct,
+    WindowMean,
+    WindowSum,
+)
+
+M30, H1, H24, D7, D30 = (timedelta(minutes=30), timedelta(hours=1), timedelta(hours=24), timedelta(days=7),
+                         timedelta(days=30))
+
+DEFAULT_SPECS: tuple[Spec, ...] = (
+    # recent browsing
+    WindowCount(PAGE_VIEW, M30),
+    WindowCount(PAGE_VIEW, H24),
+    WindowCount(ANY, H1),
+    WindowCount(ANY, H24),
+    WindowSum("time_on_page_s", ANY, H24),
+    WindowMean("time_on_page_s", PRODUCT_VIEW, H24),
+    WindowMean("scroll_depth", PRODUCT_VIEW, H24),
+    WindowDistinct("session_id", ANY, D7),
+    WindowCount(SEARCH, H24),
+    # product interactions
+    WindowCount(PRODUCT_VIEW, H1),
+    WindowCount(PRODUCT_VIEW, H24),
+    WindowCount(PRODUCT_VIEW, D7),
+    WindowDistinct("category", PRODUCT_VIEW, H24),
+    WindowDistinct("product_id", PRODUCT_VIEW, D7),
+    WindowCount(ADD_TO_CART, H1),
+    WindowCount(ADD_TO_CART, H24),
+    WindowCount(ADD_TO_CART, D7),
+    WindowSum("price", ADD_TO_CART, H24),
+    WindowDistinct("category", ADD_TO_CART, H24),
+    WindowCount(REMOVE_FROM_CART, H24),
+    WindowCount(WISHLIST_ADD, D7),
+    WindowCount(CHECKOUT_START, H24),
+    WindowCount(CHECKOUT_START, D7),
+    CartValue(D7),
+    # purchases
+    WindowCount(PURCHASE, D7),
+    WindowCount(PURCHASE, D30),
+    WindowSum("revenue", PURCHASE, D30),
+    # campaigns
+    WindowCount(EMAIL_SEND, D7),
+    WindowCount(EMAIL_OPEN, D7),
+    WindowCount(EMAIL_CLICK, D7),
+    Ratio(WindowCount(EMAIL_OPEN, D30), WindowCount(EMAIL_SEND, D30)),
+    Ratio(WindowCount(EMAIL_CLICK, D30), WindowCount(EMAIL_SEND, D30)),
+    # recency
+    Recency(ANY),
+    Recency(PRODUCT_VIEW),
+    Recency(ADD_TO_CART),
+    Recency(CHECKOUT_START),
+    Recency(PURCHASE),
+    Recency(EMAIL_CLICK),
+    # device, location, time of day
+    Ratio(WindowCount(ANY, D30, where=Eq("device", "mobile")), WindowCount(ANY, D30)),
+    LastValue("device"),
+    LastValue("country"),
+    HourOfDay("sin"),
+    HourOfDay("cos"),
+    Weekend(),
+)

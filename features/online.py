@@ -1,0 +1,429 @@
+"""Online features: a small per-user state updated event by event.
+
+A :class:`FeatureSet` compiles a list of specs into a plan: *streams* of time
+buckets per (event type, filter, resolution) shared by every window over
+them, distinct-value trackers, last-seen times and last values. A
+:class:`Profile` holds one user's state; :meth:`FeatureSet.update` applies an
+event in place and :meth:`FeatureSet.read` gives the vector at any time,
+windows sliding with no new event. Old buckets are dropped as they leave the
+longest window, so a profile's size is bounded whatever the number of events.
+Time semantics are in :mod:`features.specs`.
+
+>>> from datetime import timedelta
+>>> from features.events import Event
+>>> fs = FeatureSet([WindowCount("add_to_cart", timedelta(hours=1)), Recency("add_to_cart")])
+>>> p = fs.new_profile()
+>>> fs.update(p, Event("m1", "add_to_cart", "u1", None, ts_ms=10 * MINUTE_MS, received_ms=0))
+True
+>>> fs.read(p, 10 * MINUTE_MS)
+{'add_to_cart_count_1h': 1, 'add_to_cart_recency_s': 0.0}
+>>> fs.read(p, 70 * MINUTE_MS)  # the hour has passed: the window is empty, with no new event
+{'add_to_cart_count_1h': 0, 'add_to_cart_recency_s': 3600.0}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from features.events import ADD_TO_CART, PURCHASE, REMOVE_FROM_CART, Event
+from features.specs import (
+    ANY,
+    DEFAULT_LATENESS,
+    DISTINCT_CAP,
+    EVENT_FIELDS,
+    MINUTE_MS,
+    CartValue,
+    Eq,
+    HourOfDay,
+    LastValue,
+    Predicate,
+    Ratio,
+    Recency,
+    Spec,
+    Weekend,
+    WindowCount,
+    WindowDistinct,
+    WindowMean,
+    WindowSum,
+    duration_ms,
+)
+
+CART = "__cart__"  # the stream of signed cart values (adds minus removals)
+CART_VALUE = "__cart_value__"
+Value = float | int | str | None
+
+
+def field_value(event: Event, name: str) -> Any:
+    """A filterable field of an event: device/country/city/timezone, else a property."""
+    if name in EVENT_FIELDS:
+        return getattr(event, name)
+    return event.properties.get(name)
+
+
+def matches(where: Predicate | None, event: Event) -> bool:
+    if where is None:
+        return True
+    value = field_value(event, where.field)
+    if isinstance(where, Eq):
+        return value is not None and _same(value, where.value)
+    return value is not None and any(_same(value, v) for v in where.values)
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    if isinstance(wanted, bool) or isinstance(value, bool):
+        return value is wanted
+    if isinstance(wanted, int | float):
+        return isinstance(value, int | float) and float(value) == float(wanted)
+    return isinstance(value, str) and value == wanted
+
+
+def number(value: Any) -> float | None:
+    """A numeric property value, or None where it is missing or not a number."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if value == value else None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def cart_delta(event: Event) -> float:
+    """Signed value of a cart change: +price × quantity for an add, − for a removal."""
+    price = number(event.properties.get("price")) or 0.0
+    qty = number(event.properties.get("quantity"))
+    value = price * (1.0 if qty is None else qty)
+    return value if event.type == ADD_TO_CART else -value
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """Buckets of one event type and filter at one resolution, with the
+    properties whose (count, sum) each bucket keeps."""
+
+    event: str
+    where: Predicate | None
+    resolution_ms: int
+    props: tuple[str, ...]
+    keep_ms: int  # the longest window over this stream
+
+    @property
+    def key(self) -> str:
+        return f"{self.event}|{self.where!r}|{self.resolution_ms}|{','.join(self.props)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Tracker:
+    """Last-seen time per distinct value (``prop``), or of the stream itself."""
+
+    event: str
+    where: Predicate | None
+    prop: str | None
+    keep_ms: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.event}|{self.where!r}|{self.prop}"
+
+
+class Profile:
+    """One user's online feature state."""
+
+    __slots__ = ("buckets", "distinct", "last_ts", "last_values", "late", "newest")
+
+    def __init__(self, n_streams: int, n_distinct: int, n_recency: int, n_fields: int) -> None:
+        self.newest = -1
+        self.late = 0
+        self.buckets: list[dict[int, list[float]]] = [{} for _ in range(n_streams)]
+        self.distinct: list[dict[str, int]] = [{} for _ in range(n_distinct)]
+        self.last_ts: list[int] = [-1] * n_recency
+        self.last_values: list[tuple[int, str] | None] = [None] * n_fields
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Profile) and all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _flatten(specs: Iterable[Spec]) -> list[Spec]:
+    out: list[Spec] = []
+    for spec in specs:
+        if isinstance(spec, Ratio):
+            out.extend(_flatten([spec.numerator, spec.denominator]))
+        out.append(spec)
+    return out
+
+
+class FeatureSet:
+    """A list of specs compiled for online updates and reads."""
+
+    def __init__(self, specs: Sequence[Spec], lateness: timedelta = DEFAULT_LATENESS) -> None:
+        self.specs: tuple[Spec, ...] = tuple(specs)
+        self.names: tuple[str, ...] = tuple(s.name for s in self.specs)
+        dupes = {n for n in self.names if self.names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"feature names must be unique; repeated: {sorted(dupes)}")
+        self.lateness_ms = duration_ms(lateness)
+        self.categorical: tuple[str, ...] = tuple(s.name for s in self.specs if isinstance(s, LastValue))
+        props: dict[tuple[str, Predicate | None, int], set[str]] = {}
+        keep: dict[tuple[str, Predicate | None, int], int] = {}
+        trackers: dict[tuple[str, Predicate | None, str | None], int] = {}
+        fields: list[str] = []
+        for spec in _flatten(self.specs):
+            if isinstance(spec, WindowCount | WindowSum | WindowMean):
+                k = (spec.event, spec.where, spec.resolution_ms)
+                props.setdefault(k, set())
+                if isinstance(spec, WindowSum | WindowMean):
+                    props[k].add(spec.prop)
+                keep[k] = max(keep.get(k, 0), spec.within_ms)
+            elif isinstance(spec, WindowDistinct):
+                t = (spec.event, spec.where, spec.prop)
+                trackers[t] = max(trackers.get(t, 0), spec.within_ms)
+            elif isinstance(spec, Recency):
+                trackers.setdefault((spec.event, spec.where, None), 0)
+            elif isinstance(spec, CartValue):
+                k = (CART, None, spec.resolution_ms)
+                props.setdefault(k, {CART_VALUE})
+                keep[k] = max(keep.get(k, 0), duration_ms(spec.within))
+                trackers.setdefault((PURCHASE, None, None), 0)
+            elif isinstance(spec, LastValue):
+                if spec.field not in fields:
+                    fields.append(spec.field)
+            elif isinstance(spec, HourOfDay | Weekend) and "timezone" not in fields:
+                fields.append("timezone")
+        self.streams: tuple[Stream, ...] = tuple(
+            Stream(e, w, r, tuple(sorted(props[(e, w, r)])), keep[(e, w, r)]) for (e, w, r) in props
+        )
+        self.trackers: tuple[Tracker, ...] = tuple(Tracker(e, w, p, ms) for (e, w, p), ms in trackers.items())
+        self.fields: tuple[str, ...] = tuple(fields)
+        self._distinct_ix = [i for i, t in enumerate(self.trackers) if t.prop is not None]
+        self._recency_ix = [i for i, t in enumerate(self.trackers) if t.prop is None]
+        self._stream_ix = {(s.event, s.where, s.resolution_ms): i for i, s in enumerate(self.streams)}
+        self._tracker_ix = {(t.event, t.where, t.prop): i for i, t in enumerate(self.trackers)}
+        self._dispatch = self._compile_dispatch()
+        self._readers = [self._reader(s) for s in self.specs]
+
+    # -- state ---------------------------------------------------------------
+
+    def new_profile(self) -> Profile:
+        return Profile(len(self.streams), len(self._distinct_ix), len(self._recency_ix), len(self.fields))
+
+    def _slot(self, tracker_index: int) -> int:
+        tracker = self.trackers[tracker_index]
+        pool = self._distinct_ix if tracker.prop is not None else self._recency_ix
+        return pool.index(tracker_index)
+
+    def _compile_dispatch(self) -> dict[str, list[Callable[[Profile, Event], None]]]:
+        ops: list[tuple[str, Callable[[Profile, Event], None]]] = []
+        for i, s in enumerate(self.streams):
+            ops.append((s.event, self._stream_op(i, s)))
+        for i, t in enumerate(self.trackers):
+            ops.append((t.event, self._tracker_op(self._slot(i), t)))
+        dispatch: dict[str, list[Callable[[Profile, Event], None]]] = {ANY: []}
+        for event, op in ops:
+            targets = (ADD_TO_CART, REMOVE_FROM_CART) if event == CART else (event,)
+            for target in targets:
+                dispatch.setdefault(target, []).append(op)
+        return dispatch
+
+    def _stream_op(self, i: int, s: Stream) -> Callable[[Profile, Event], None]:
+        r, keep, where = s.resolution_ms, s.keep_ms, s.where
+        props = s.props
+        width = 1 + 2 * len(props)
+        is_cart = s.event == CART
+
+        def op(profile: Profile, event: Event) -> None:
+            if where is not None and not matches(where, event):
+                return
+            ts = event.ts_ms
+            k = -(-ts // r)  # right-closed buckets: ((k-1)r, kr]
+            buckets = profile.buckets[i]
+            agg = buckets.get(k)
+            if agg is None:
+                newest = profile.newest
+                if k * r + keep <= newest:
+                    return  # already out of every window over this stream
+                agg = buckets[k] = [0.0] * width
+                if len(buckets) > 1:
+                    for old in [b for b in buckets if b * r + keep <= newest]:
+                        del buckets[old]
+            agg[0] += 1
+            for j, prop in enumerate(props):
+                v = cart_delta(event) if is_cart else number(event.properties.get(prop))
+                if v is not None:
+                    agg[1 + 2 * j] += 1
+                    agg[2 + 2 * j] += v
+
+        return op
+
+    def _tracker_op(self, slot: int, t: Tracker) -> Callable[[Profile, Event], None]:
+        where, prop, keep = t.where, t.prop, t.keep_ms
+        if prop is None:
+
+            def recency(profile: Profile, event: Event) -> None:
+                if (where is None or matches(where, event)) and event.ts_ms > profile.last_ts[slot]:
+                    profile.last_ts[slot] = event.ts_ms
+
+            return recency
+
+        def distinct(profile: Profile, event: Event) -> None:
+            if where is not None and not matches(where, event):
+                return
+            raw = field_value(event, prop)
+            if raw is None:
+                return
+            value = raw if isinstance(raw, str) else str(raw)
+            seen = profile.distinct[slot]
+            ts = event.ts_ms
+            old = seen.get(value)
+            if old is None:
+                seen[value] = ts
+                if len(seen) > DISTINCT_CAP // 2:
+                    cutoff = profile.newest - keep
+                    for v in [v for v, when in seen.items() if when <= cutoff]:
+                        del seen[v]
+                    if len(seen) > DISTINCT_CAP:
+                        del seen[min(seen, key=seen.__getitem__)]
+            elif ts > old:
+                seen[value] = ts
+
+        return distinct
+
+    def update(self, profile: Profile, event: Event) -> bool:
+        """Apply one event; False (and counted in ``profile.late``) when it is
+        older than the profile's newest by more than the allowed lateness."""
+        ts = event.ts_ms
+        if ts < profile.newest - self.lateness_ms:
+            profile.late += 1
+            return False
+        if ts > profile.newest:
+            profile.newest = ts
+        dispatch = self._dispatch
+        for op in dispatch[ANY]:
+            op(profile, event)
+        ops = dispatch.get(event.type)
+        if ops is not None:
+            for op in ops:
+                op(profile, event)
+        if self.fields:
+            last = profile.last_values
+            for j, name in enumerate(self.fields):
+                value = field_value(event, name)
+                if value is not None:
+                    current = last[j]
+                    if current is None or ts >= current[0]:
+                        last[j] = (ts, str(value))
+        return True
+
+    # -- reads ---------------------------------------------------------------
+
+    def read(self, profile: Profile, at_ms: int) -> dict[str, Value]:
+        """The feature vector at ``at_ms`` (read no earlier than the newest event)."""
+        t = max(at_ms, profile.newest)
+        return {name: reader(profile, t) for name, reader in zip(self.names, self._readers, strict=True)}
+
+    def read_vector(self, profile: Profile, at_ms: int) -> list[Value]:
+        t = max(at_ms, profile.newest)
+        return [reader(profile, t) for reader in self._readers]
+
+    def _reader(self, spec: Spec) -> Callable[[Profile, int], Value]:
+        if isinstance(spec, WindowCount | WindowSum | WindowMean):
+            i = self._stream_ix[(spec.event, spec.where, spec.resolution_ms)]
+            w, r = spec.within_ms, spec.resolution_ms
+            if isinstance(spec, WindowCount):
+                return lambda p, t: _window_count(p.buckets[i], (t - w) // r + 1)
+            j = self.streams[i].props.index(spec.prop)
+            if isinstance(spec, WindowSum):
+                return lambda p, t: _window_sum(p.buckets[i], (t - w) // r + 1, 2 + 2 * j)
+            return lambda p, t: _window_mean(p.buckets[i], (t - w) // r + 1, j)
+        if isinstance(spec, WindowDistinct):
+            slot = self._slot(self._tracker_ix[(spec.event, spec.where, spec.prop)])
+            w = spec.within_ms
+            return lambda p, t: min(DISTINCT_CAP, sum(1 for when in p.distinct[slot].values() if when > t - w))
+        if isinstance(spec, Recency):
+            slot = self._slot(self._tracker_ix[(spec.event, spec.where, None)])
+            return lambda p, t: (t - p.last_ts[slot]) / 1000.0 if p.last_ts[slot] >= 0 else math.nan
+        if isinstance(spec, Ratio):
+            num, den = self._reader(spec.numerator), self._reader(spec.denominator)
+            return lambda p, t: _ratio(num(p, t), den(p, t))
+        if isinstance(spec, CartValue):
+            i = self._stream_ix[(CART, None, spec.resolution_ms)]
+            slot = self._slot(self._tracker_ix[(PURCHASE, None, None)])
+            w, r = duration_ms(spec.within), spec.resolution_ms
+            return lambda p, t: _cart_value(p.buckets[i], (t - w) // r + 1, p.last_ts[slot], r)
+        if isinstance(spec, LastValue):
+            j = self.fields.index(spec.field)
+            return lambda p, t: None if p.last_values[j] is None else p.last_values[j][1]  # type: ignore[index]
+        if isinstance(spec, HourOfDay | Weekend):
+            j = self.fields.index("timezone")
+            if isinstance(spec, Weekend):
+                return lambda p, t: 1.0 if _local(t, p.last_values[j]).weekday() >= 5 else 0.0
+            trig = math.sin if spec.part == "sin" else math.cos
+            return lambda p, t: trig(2 * math.pi * _local_hour(_local(t, p.last_values[j])) / 24.0)
+        raise TypeError(f"not a feature spec: {spec!r}")
+
+
+def _window_count(buckets: dict[int, list[float]], kmin: int) -> int:
+    return int(sum(agg[0] for k, agg in buckets.items() if k >= kmin))
+
+
+def _window_sum(buckets: dict[int, list[float]], kmin: int, slot: int) -> float:
+    total = 0.0
+    for k, agg in buckets.items():
+        if k >= kmin:
+            total += agg[slot]
+    return total
+
+
+def _window_mean(buckets: dict[int, list[float]], kmin: int, j: int) -> float:
+    n = total = 0.0
+    for k, agg in buckets.items():
+        if k >= kmin:
+            n += agg[1 + 2 * j]
+            total += agg[2 + 2 * j]
+    return total / n if n else math.nan
+
+
+def _cart_value(buckets: dict[int, list[float]], kmin: int, purchase_ms: int, r: int) -> float:
+    if purchase_ms >= 0:
+        kmin = max(kmin, -(-purchase_ms // r) + 1)
+    total = 0.0
+    for k, agg in buckets.items():
+        if k >= kmin:
+            total += agg[2]
+    return max(0.0, total)
+
+
+def _ratio(num: Value, den: Value) -> float:
+    if not isinstance(num, int | float) or not isinstance(den, int | float) or not den:
+        return 0.0
+    return num / den
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str | None) -> ZoneInfo:
+    """A timezone by name; UTC for None or an unknown name."""
+    if not name:
+        return ZoneInfo("UTC")
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError, OSError):
+        return ZoneInfo("UTC")
+
+
+def _local(t: int, tz: tuple[int, str] | None) -> datetime:
+    return datetime.fromtimestamp(t / 1000.0, tz=UTC).astimezone(zone(None if tz is None else tz[1]))
+
+
+def _local_hour(dt: datetime) -> float:
+    return dt.hour + dt.minute / 60.0
+

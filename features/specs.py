@@ -1,0 +1,331 @@
+"""Feature specs: small frozen dataclasses whose names say what they are.
+
+Every feature is declared once here and computed two ways, online
+(:mod:`features.online`, event by event) and offline (:mod:`features.offline`,
+point in time over an event table), with identical results.
+
+Time semantics
+--------------
+Times are integer milliseconds since the epoch, UTC. A read at time ``t``
+sees the events stamped at or before ``t``.
+
+- A window of length ``W`` at resolution ``r`` read at ``t`` covers the
+  events stamped in ``(⌊t − W⌋_r, t]``: the lower edge rounded down to the
+  resolution grid. With ``r`` = 1 ms this is exactly ``(t − W, t]``; at any
+  resolution an event is never dropped early and stays at most ``r`` late.
+  An event stamped ``ts`` leaves the window at the known instant
+  ``⌈ts⌉_r + W``. Resolutions (:func:`resolution_for`): 1 minute for windows
+  up to a day, 1 hour up to 8 days, 1 day beyond; a spec may set its own.
+- Recency is exact to the millisecond (reported in seconds).
+- Events with the same timestamp all count; where one must win (the last
+  country seen), the later arrival wins.
+- Out-of-order events within the allowed lateness (1 hour by default) are
+  applied exactly; an event older than the profile's newest by more than the
+  lateness is stored and counted but not applied to live windows, online and
+  offline alike (offline reads table order as arrival order).
+- Distinct counts are capped at :data:`DISTINCT_CAP` values, so profiles stay
+  bounded; below the cap they are exact.
+
+>>> from datetime import timedelta
+>>> WindowCount("add_to_cart", timedelta(hours=1)).name
+'add_to_cart_count_1h'
+>>> WindowDistinct("category", "product_view", timedelta(hours=24)).name
+'product_view_distinct_category_24h'
+>>> WindowCount("product_view", timedelta(hours=24), where=Eq("category", "shoes")).name
+'product_view_count_24h_category_shoes'
+>>> Recency("purchase").name
+'purchase_recency_s'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+ANY = "*"
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+DISTINCT_CAP = 50
+DEFAULT_LATENESS = timedelta(hours=1)
+EVENT_FIELDS = ("device", "country", "city", "timezone")
+
+
+def duration_ms(d: timedelta) -> int:
+    ms = d // timedelta(milliseconds=1)
+    if ms <= 0:
+        raise ValueError(f"a window must be longer than zero, got {d}")
+    return ms
+
+
+def format_duration(ms: int) -> str:
+    """Short names for durations: ``30m``, ``1h``, ``24h``, ``7d``.
+
+    >>> [format_duration(m) for m in (30 * MINUTE_MS, HOUR_MS, DAY_MS, 2 * DAY_MS, 7 * DAY_MS, 90_000)]
+    ['30m', '1h', '24h', '48h', '7d', '90s']
+    """
+    if ms % DAY_MS == 0 and ms > 2 * DAY_MS:
+        return f"{ms // DAY_MS}d"
+    if ms % HOUR_MS == 0:
+        return f"{ms // HOUR_MS}h"
+    if ms % MINUTE_MS == 0:
+        return f"{ms // MINUTE_MS}m"
+    if ms % 1000 == 0:
+        return f"{ms // 1000}s"
+    return f"{ms}ms"
+
+
+def resolution_for(within_ms: int) -> int:
+    """The default bucket resolution of a window (milliseconds).
+
+    >>> [resolution_for(w) // MINUTE_MS for w in (30 * MINUTE_MS, DAY_MS, 7 * DAY_MS, 30 * DAY_MS)]
+    [1, 1, 60, 1440]
+    """
+    if within_ms <= DAY_MS:
+        return MINUTE_MS
+    if within_ms <= 8 * DAY_MS:
+        return HOUR_MS
+    return DAY_MS
+
+
+def _slug(value: Any) -> str:
+    return re.sub(r"[^0-9A-Za-z]+", "_", str(value)).strip("_").lower() or "x"
+
+
+@dataclass(frozen=True, slots=True)
+class Eq:
+    """An event filter: a property (or ``device``/``country``/``city``) equals a value."""
+
+    field: str
+    value: str | float | bool
+
+    @property
+    def suffix(self) -> str:
+        return f"{_slug(self.field)}_{_slug(self.value)}"
+
+
+@dataclass(frozen=True, slots=True)
+class In:
+    """An event filter: a property is one of some values."""
+
+    field: str
+    values: tuple[str | float | bool, ...]
+
+    @property
+    def suffix(self) -> str:
+        return f"{_slug(self.field)}_in_{'_'.join(_slug(v) for v in self.values)}"
+
+
+Predicate = Eq | In
+
+
+def _where(name: str, where: Predicate | None) -> str:
+    return name if where is None else f"{name}_{where.suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Windowed:
+    event: str
+    within: timedelta
+    where: Predicate | None
+    resolution: timedelta | None
+
+    @property
+    def within_ms(self) -> int:
+        return duration_ms(self.within)
+
+    @property
+    def resolution_ms(self) -> int:
+        if self.resolution is None:
+            return resolution_for(self.within_ms)
+        r = duration_ms(self.resolution)
+        if self.within_ms % r:
+            raise ValueError(f"window {self.within} is not a whole number of {self.resolution} buckets")
+        return r
+
+    @property
+    def stream(self) -> tuple[str, Predicate | None]:
+        return (self.event, self.where)
+
+
+def _event_slug(event: str) -> str:
+    return "any" if event == ANY else _slug(event)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCount(_Windowed):
+    """Events of one type (``*``: any type) in a sliding window.
+
+    >>> WindowCount("*", timedelta(days=7)).name
+    'any_count_7d'
+    """
+
+    def __init__(self, event: str, within: timedelta, where: Predicate | None = None,
+                 resolution: timedelta | None = None) -> None:
+        _init(self, event=event, within=within, where=where, resolution=resolution)
+
+    @property
+    def name(self) -> str:
+        return _where(f"{_event_slug(self.event)}_count_{format_duration(self.within_ms)}", self.where)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSum(_Windowed):
+    """The sum of a numeric property over events in a window.
+
+    >>> WindowSum("revenue", "purchase", timedelta(days=30)).name
+    'purchase_revenue_sum_30d'
+    """
+
+    prop: str = ""
+
+    def __init__(self, prop: str, event: str, within: timedelta, where: Predicate | None = None,
+                 resolution: timedelta | None = None) -> None:
+        _init(self, prop=prop, event=event, within=within, where=where, resolution=resolution)
+
+    @property
+    def name(self) -> str:
+        base = f"{_event_slug(self.event)}_{_slug(self.prop)}_sum_{format_duration(self.within_ms)}"
+        return _where(base, self.where)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowMean(_Windowed):
+    """The mean of a numeric property over the events in a window that carry
+    it (NaN when none do).
+
+    >>> WindowMean("time_on_page_s", "product_view", timedelta(hours=24)).name
+    'product_view_time_on_page_s_mean_24h'
+    """
+
+    prop: str = ""
+
+    def __init__(self, prop: str, event: str, within: timedelta, where: Predicate | None = None,
+                 resolution: timedelta | None = None) -> None:
+        _init(self, prop=prop, event=event, within=within, where=where, resolution=resolution)
+
+    @property
+    def name(self) -> str:
+        base = f"{_event_slug(self.event)}_{_slug(self.prop)}_mean_{format_duration(self.within_ms)}"
+        return _where(base, self.where)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowDistinct(_Windowed):
+    """Distinct values of a property over events in a window (capped at
+    :data:`DISTINCT_CAP`)."""
+
+    prop: str = ""
+
+    def __init__(self, prop: str, event: str, within: timedelta, where: Predicate | None = None,
+                 resolution: timedelta | None = None) -> None:
+        _init(self, prop=prop, event=event, within=within, where=where, resolution=resolution)
+
+    @property
+    def name(self) -> str:
+        base = f"{_event_slug(self.event)}_distinct_{_slug(self.prop)}_{format_duration(self.within_ms)}"
+        return _where(base, self.where)
+
+    @property
+    def resolution_ms(self) -> int:  # distinct values keep their exact last time
+        return 1
+
+
+def _init(obj: object, **values: Any) -> None:
+    for key, value in values.items():
+        object.__setattr__(obj, key, value)
+    if not isinstance(values["within"], timedelta):
+        raise TypeError(f"within must be a timedelta, got {type(values['within']).__name__}")
+    duration_ms(values["within"])
+
+
+@dataclass(frozen=True, slots=True)
+class Recency:
+    """Seconds since the last event of a type (NaN if there was none), exact
+    to the millisecond."""
+
+    event: str
+    where: Predicate | None = None
+
+    @property
+    def name(self) -> str:
+        return _where(f"{_event_slug(self.event)}_recency_s", self.where)
+
+    @property
+    def stream(self) -> tuple[str, Predicate | None]:
+        return (self.event, self.where)
+
+
+@dataclass(frozen=True, slots=True)
+class Ratio:
+    """One feature over another (0 when the denominator is 0).
+
+    >>> d7 = timedelta(days=7)
+    >>> Ratio(WindowCount("email_click", d7), WindowCount("email_open", d7)).name
+    'email_click_count_7d_per_email_open_count_7d'
+    """
+
+    numerator: Spec
+    denominator: Spec
+
+    @property
+    def name(self) -> str:
+        return f"{self.numerator.name}_per_{self.denominator.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class CartValue:
+    """The open cart's value: price × quantity of cart adds minus removals
+    since the last purchase, over the last ``within`` (never below 0). Adds
+    in the same minute as a purchase count as bought."""
+
+    within: timedelta = timedelta(days=7)
+
+    @property
+    def name(self) -> str:
+        return f"cart_value_{format_duration(duration_ms(self.within))}"
+
+    @property
+    def resolution_ms(self) -> int:
+        return MINUTE_MS
+
+
+@dataclass(frozen=True, slots=True)
+class LastValue:
+    """The last value seen of an event field (``device``, ``country``, ...):
+    a categorical feature (None before any)."""
+
+    field: str
+
+    @property
+    def name(self) -> str:
+        return f"last_{_slug(self.field)}"
+
+
+@dataclass(frozen=True, slots=True)
+class HourOfDay:
+    """The read time's local hour of day (in the user's last seen timezone,
+    UTC before any) on the unit circle: ``hour_sin``/``hour_cos``."""
+
+    part: str = "sin"
+
+    @property
+    def name(self) -> str:
+        if self.part not in ("sin", "cos"):
+            raise ValueError(f"HourOfDay part must be 'sin' or 'cos', got {self.part!r}")
+        return f"hour_{self.part}"
+
+
+@dataclass(frozen=True, slots=True)
+class Weekend:
+    """1.0 when the read time falls on a Saturday or Sunday, local time."""
+
+    @property
+    def name(self) -> str:
+        return "weekend"
+
+
+Spec = WindowCount | WindowSum | WindowMean | WindowDistinct | Recency | Ratio | CartValue | LastValue | HourOfDay | Weekend
+CATEGORICAL = (LastValue,)
