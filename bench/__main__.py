@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import ingest
+from bench import features, ingest
 
-for module in (ingest,):
+for module in (ingest, features):
     module.main()

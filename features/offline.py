@@ -75,7 +75,7 @@ def accepted(frame: pd.DataFrame, lateness_ms: int, dedup_ms: int = DEDUP_MS) ->
         else:
             first_seen[ids[i]] = received[i]
     ts = pd.Series(_ms(frame["ts"]), dtype="float64")
-    ts[duplicate] = np.nan
+    ts[duplicate] = -np.inf  # a dropped duplicate moves no one's newest time
     users = frame["profile_id"].to_numpy(dtype=object)
     prev_max = ts.groupby(users).cummax().groupby(users).shift()
     late = (ts < prev_max - lateness_ms).to_numpy() & ~duplicate
