@@ -15,7 +15,8 @@ events later than the allowed lateness are left out of windows, as online.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -59,44 +60,51 @@ def _ms(series: pd.Series) -> Array[np.int64]:
     return series.to_numpy(dtype=np.int64)
 
 
-def accepted(frame: pd.DataFrame, lateness_ms: int, dedup_ms: int = DEDUP_MS) -> tuple[Array[np.bool_], Array[np.bool_]]:
-    """``(duplicate, late)`` masks over a frame in arrival order, as online
+def _column_ms(column: pa.ChunkedArray) -> Array[np.int64]:
+    return column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_numpy()
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[Array[np.int64], list[str]]:
+    """Integer codes of a string column, in order of first appearance, and the values."""
+    encoded = column.dictionary_encode().combine_chunks()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
+
+
+def accepted(
+    events: pa.Table | pd.DataFrame, lateness_ms: int, dedup_ms: int = DEDUP_MS
+) -> tuple[Array[np.bool_], Array[np.bool_]]:
+    """``(duplicate, late)`` masks over events in arrival order, as online
     ingestion decides them."""
-    n = len(frame)
-    ids = frame["message_id"].to_numpy(dtype=object)
-    received = _ms(frame["received_at"])
-    duplicate = np.zeros(n, dtype=bool)
-    repeated = np.flatnonzero(pd.Series(ids).duplicated(keep=False).to_numpy())
-    first_seen: dict[str, int] = {}
-    for i in repeated:  # only rows whose id occurs more than once
-        seen = first_seen.get(ids[i])
-        if seen is not None and received[i] - seen < dedup_ms:
-            duplicate[i] = True
-        else:
-            first_seen[ids[i]] = received[i]
-    ts = pd.Series(_ms(frame["ts"]), dtype="float64")
-    ts[duplicate] = -np.inf  # a dropped duplicate moves no one's newest time
-    users = frame["profile_id"].to_numpy(dtype=object)
-    prev_max = ts.groupby(users).cummax().groupby(users).shift()
-    late = (ts < prev_max - lateness_ms).to_numpy() & ~duplicate
+    duplicate, late, _ = _accepted(events, lateness_ms, dedup_ms)
     return duplicate, late
 
 
-@dataclass(slots=True)
-class _Events:
-    """Applied events sorted by (user code, time, arrival)."""
-
-    frame: pd.DataFrame
-    keys: Array[np.int64]  # code * 2^42 + ts
-    ts: Array[np.int64]
-    codes: Array[np.int64]
-
-
-@dataclass(slots=True)
-class _Cutoffs:
-    keys: Array[np.int64]
-    at: Array[np.int64]
-    start: Array[np.int64]  # code * 2^42: the lowest key of the user
+def _accepted(
+    events: pa.Table | pd.DataFrame, lateness_ms: int, dedup_ms: int = DEDUP_MS
+) -> tuple[Array[np.bool_], Array[np.bool_], tuple[Array[np.int64], list[str]]]:
+    table = events if isinstance(events, pa.Table) else pa.Table.from_pandas(events, preserve_index=False)
+    n = table.num_rows
+    ids = table.column("message_id")
+    received = _column_ms(table.column("received_at"))
+    duplicate = np.zeros(n, dtype=bool)
+    id_codes, _ = _codes(ids)
+    counts = np.bincount(id_codes, minlength=1)
+    repeated = np.flatnonzero(counts[id_codes] > 1)
+    first_seen: dict[int, int] = {}
+    for i in repeated.tolist():  # only rows whose id occurs more than once
+        code = int(id_codes[i])
+        seen = first_seen.get(code)
+        if seen is not None and received[i] - seen < dedup_ms:
+            duplicate[i] = True
+        else:
+            first_seen[code] = int(received[i])
+    ts = _column_ms(table.column("ts")).astype(np.float64)
+    ts[duplicate] = -np.inf  # a dropped duplicate moves no one's newest time
+    users, names = _codes(table.column("profile_id"))
+    prev_max = pd.Series(ts).groupby(users).cummax().groupby(users).shift().to_numpy()
+    with np.errstate(invalid="ignore"):
+        late = (ts < prev_max - lateness_ms) & ~duplicate
+    return duplicate, late, (users, names)
 
 
 class OfflineFeatures:
@@ -104,48 +112,60 @@ class OfflineFeatures:
 
     def __init__(self, features: FeatureSet, events: pa.Table | pd.DataFrame) -> None:
         self.features = features
-        frame = events.to_pandas() if isinstance(events, pa.Table) else events.reset_index(drop=True)
-        duplicate, late = accepted(frame, features.lateness_ms)
+        table = events if isinstance(events, pa.Table) else pa.Table.from_pandas(events, preserve_index=False)
+        duplicate, late, (user_codes, user_names) = _accepted(table, features.lateness_ms)
         self.duplicates = int(duplicate.sum())
         self.late = int(late.sum())
-        frame = frame.loc[~duplicate & ~late]
-        self._user_codes: dict[str, int] = {u: i for i, u in enumerate(pd.unique(frame["profile_id"]))}
-        codes = frame["profile_id"].map(self._user_codes).to_numpy(dtype=np.int64)
-        ts = _ms(frame["ts"])
+        keep = np.flatnonzero(~duplicate & ~late)
+        self._user_codes = {u: i for i, u in enumerate(user_names)}
+        codes = user_codes[keep]
+        ts = _column_ms(table.column("ts"))[keep]
         if len(ts) and (ts.min() < 0 or ts.max() >= _SHIFT - 1):
             raise ValueError("event times must lie between 1970 and 2109")
-        order = np.lexsort((np.arange(len(ts)), ts, codes))
-        frame = frame.iloc[order].reset_index(drop=True)
-        self._events = _Events(frame, codes[order] * _SHIFT + ts[order], ts[order], codes[order])
+        order = np.lexsort((keep, ts, codes))
+        self._table = table
+        self._rows = keep[order]  # table rows of the applied events, sorted by (user, time, arrival)
+        self._keys = codes[order] * _SHIFT + ts[order]
+        self._ts = ts[order]
+        self._columns: dict[str, Array] = {}
         self._json_cache: list[dict] | None = None
-        self._streams: dict[tuple[str, Predicate | None], Array[np.bool_]] = {}
+        self._masks: dict[tuple[str, Predicate | None], Array[np.bool_]] = {}
 
     # -- columns -------------------------------------------------------------
 
+    def _column(self, name: str) -> Array:
+        """A table column over the applied events in sorted order (strings as objects)."""
+        col = self._columns.get(name)
+        if col is None:
+            arrow = self._table.column(name).take(pa.array(self._rows))
+            if pa.types.is_floating(arrow.type):
+                col = arrow.to_numpy(zero_copy_only=False)
+            else:
+                col = np.asarray(arrow.to_numpy(zero_copy_only=False), dtype=object)
+            self._columns[name] = col
+        return col
+
     def _raw_properties(self) -> list[dict]:
         if self._json_cache is None:
-            self._json_cache = [orjson.loads(p) if p else {} for p in self._events.frame["properties"]]
+            self._json_cache = [orjson.loads(p) if p else {} for p in self._column("properties")]
         return self._json_cache
 
     def _field(self, name: str) -> Array:
         """Raw values (object) of a filterable field."""
-        frame = self._events.frame
-        if name in _TYPED and name in frame:
-            col = frame[name]
-            return col.astype(object).where(col.notna(), None).to_numpy(dtype=object)
+        if name in _TYPED and name in self._table.column_names and name not in NUMERIC_PROPERTIES:
+            return self._column(name)
         return np.array([p.get(name) for p in self._raw_properties()], dtype=object)
 
     def _numbers(self, name: str) -> Array[np.float64]:
-        frame = self._events.frame
-        if name in NUMERIC_PROPERTIES and name in frame:
-            return frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        if name in NUMERIC_PROPERTIES and name in self._table.column_names:
+            return self._column(name).astype(np.float64)
         return np.array([np.nan if (v := number(p.get(name))) is None else v for p in self._raw_properties()])
 
     def _mask(self, event: str, where: Predicate | None) -> Array[np.bool_]:
         key = (event, where)
-        mask = self._streams.get(key)
+        mask = self._masks.get(key)
         if mask is None:
-            types = self._events.frame["type"].to_numpy(dtype=object)
+            types = self._column("type")
             if event == CART:
                 mask = (types == ADD_TO_CART) | (types == REMOVE_FROM_CART)
             elif event == ANY:
@@ -154,7 +174,7 @@ class OfflineFeatures:
                 mask = types == event
             if where is not None:
                 mask = mask & self._where(where)
-            self._streams[key] = mask
+            self._masks[key] = mask
         return mask
 
     def _where(self, where: Predicate) -> Array[np.bool_]:
@@ -178,10 +198,24 @@ class OfflineFeatures:
         order = np.lexsort((at, codes))
         q = _Cutoffs(codes[order] * _SHIFT + at[order], at[order], codes[order] * _SHIFT)
         cache: dict[Spec, Array] = {}
-        columns = {s.name: self._compute(s, q, cache) for s in self.features.specs}
         back = np.empty_like(order)
         back[order] = np.arange(len(order))
-        out = pd.DataFrame({name: values[back] for name, values in columns.items()}, index=cutoffs.index)
+        names = self.features.names
+        categorical = set(self.features.categorical)
+        numeric = [n for n in names if n not in categorical]
+        position = {n: j for j, n in enumerate(numeric)}
+        matrix = np.empty((len(order), len(numeric)), dtype=np.float64, order="F")
+        objects: dict[str, Array] = {}
+        for spec in self.features.specs:
+            values = self._compute(spec, q, cache)
+            if spec.name in categorical:
+                objects[spec.name] = values[back]
+            else:
+                matrix[:, position[spec.name]] = values[back]
+        out = pd.DataFrame(matrix, columns=numeric, index=cutoffs.index, copy=False)
+        for name in names:
+            if name in objects:
+                out.insert(names.index(name), name, objects[name])
         return out
 
     def _compute(self, spec: Spec, q: _Cutoffs, cache: dict[Spec, Array]) -> Array:
@@ -191,23 +225,43 @@ class OfflineFeatures:
         cache[spec] = value
         return value
 
-    def _range(self, mask: Array[np.bool_], q: _Cutoffs, thr: Array[np.int64] | None) -> tuple[Array, Array, Array]:
+    def _range(
+        self, mask: Array[np.bool_], q: _Cutoffs, thr: Array[np.int64] | None, tag: object = None
+    ) -> tuple[Array, Array]:
         """Indices into the masked events: ``lo``, ``hi`` of events with
-        ``thr < ts <= at`` (``thr`` None: from the user's first), and the
-        masked keys."""
-        keys = self._events.keys[mask]
-        hi = np.searchsorted(keys, q.keys, side="right")
-        if thr is None:
-            lo = np.searchsorted(keys, q.start, side="left")
-        else:
-            lo = np.searchsorted(keys, q.start + np.maximum(thr, -1), side="right")
-        return lo, hi, keys
+        ``thr < ts <= at`` (``thr`` None: from the user's first event).
+        ``tag`` names ``thr`` for reuse across specs."""
+        mask_key = mask.tobytes() if len(mask) < 64 else id(mask)
+        keys = q.keys_of.get(mask_key)
+        if keys is None:
+            keys = q.keys_of[mask_key] = (mask, self._keys[mask])
+        masked = keys[1]
+        hi = q.hi_of.get(mask_key)
+        if hi is None:
+            hi = q.hi_of[mask_key] = np.searchsorted(masked, q.keys, side="right")
+        lo_key = (mask_key, tag if tag is not None else None if thr is None else id(thr))
+        lo = q.lo_of.get(lo_key) if tag is not None or thr is None else None
+        if lo is None:
+            if thr is None:
+                lo = np.searchsorted(masked, q.start, side="left")
+            else:
+                lo = np.searchsorted(masked, q.start + np.maximum(thr, -1), side="right")
+            if tag is not None or thr is None:
+                q.lo_of[lo_key] = lo
+        return lo, hi
+
+    def _window(
+        self, spec: WindowCount | WindowSum | WindowMean, q: _Cutoffs
+    ) -> tuple[tuple[Array, Array], Array[np.bool_]]:
+        mask = self._mask(spec.event, spec.where)
+        r = spec.resolution_ms
+        w = spec.within_ms
+        lo, hi = self._range(mask, q, (q.at - w) // r * r, tag=("window", w, r))
+        return (lo, hi), mask
 
     def _compute_uncached(self, spec: Spec, q: _Cutoffs, cache: dict[Spec, Array]) -> Array:
         if isinstance(spec, WindowCount | WindowSum | WindowMean):
-            mask = self._mask(spec.event, spec.where)
-            r = spec.resolution_ms
-            lo, hi, _ = self._range(mask, q, (q.at - spec.within_ms) // r * r)
+            (lo, hi), mask = self._window(spec, q)
             if isinstance(spec, WindowCount):
                 return hi - lo
             values = self._numbers(spec.prop)[mask]
@@ -223,12 +277,7 @@ class OfflineFeatures:
         if isinstance(spec, WindowDistinct):
             return self._distinct(spec, q)
         if isinstance(spec, Recency):
-            mask = self._mask(spec.event, spec.where)
-            lo, hi, _ = self._range(mask, q, None)
-            ts = self._events.ts[mask]
-            seen = hi > lo
-            last = np.where(seen, ts[np.maximum(hi - 1, 0)] if len(ts) else 0, 0)
-            return np.where(seen, (q.at - last) / 1000.0, np.nan)
+            return self._since(self._mask(spec.event, spec.where), q)[0]
         if isinstance(spec, Ratio):
             num = self._compute(spec.numerator, q, cache).astype(np.float64)
             den = self._compute(spec.denominator, q, cache).astype(np.float64)
@@ -239,8 +288,21 @@ class OfflineFeatures:
         if isinstance(spec, LastValue):
             return self._last_value(spec.field, q)
         if isinstance(spec, HourOfDay | Weekend):
-            return self._clock(spec, q)
+            hour, weekday = self._clock(q)
+            if isinstance(spec, Weekend):
+                return (weekday >= 5).astype(np.float64)
+            trig = np.sin if spec.part == "sin" else np.cos
+            return trig(2 * np.pi * hour / 24.0)
         raise TypeError(f"not a feature spec: {spec!r}")
+
+    def _since(self, mask: Array[np.bool_], q: _Cutoffs) -> tuple[Array[np.float64], Array[np.int64]]:
+        """Seconds since the last masked event at or before each cutoff (NaN
+        if none), and that event's time (-1 if none)."""
+        lo, hi = self._range(mask, q, None)
+        ts = self._ts[mask]
+        seen = hi > lo
+        last = np.where(seen, ts[np.maximum(hi - 1, 0)] if len(ts) else 0, -1)
+        return np.where(seen, (q.at - last) / 1000.0, np.nan), last
 
     def _distinct(self, spec: WindowDistinct, q: _Cutoffs) -> Array[np.int64]:
         """Distinct values among events in each cutoff's window.
@@ -253,13 +315,11 @@ class OfflineFeatures:
         """
         mask = self._mask(spec.event, spec.where)
         raw = self._field(spec.prop)[mask]
-        has = np.array([v is not None for v in raw], dtype=bool)
-        keys_all = self._events.keys[mask]
-        lo, hi, _ = self._range(mask, q, q.at - spec.within_ms)
+        keys_all = self._keys[mask]
+        lo, hi = self._range(mask, q, q.at - spec.within_ms, tag=("distinct", spec.within_ms))
         n = len(keys_all)
-        # positions of events with a value, and the next event of the same (user, value)
-        idx = np.flatnonzero(has)
-        values = np.array([v if isinstance(v, str) else str(v) for v in raw[idx]], dtype=object)
+        idx = np.flatnonzero(pd.notna(raw))
+        values = _as_text(raw[idx])
         users = keys_all[idx] // _SHIFT
         next_same = np.full(n, n, dtype=np.int64)
         if len(idx):
@@ -270,27 +330,19 @@ class OfflineFeatures:
             next_same[idx[a[same]]] = idx[b[same]]
         # event i counts for cutoffs with i < hi <= next_same[i] and lo <= i
         first = np.searchsorted(hi, idx, side="right")
-        stop_hi = np.searchsorted(hi, next_same[idx], side="right")
-        stop_lo = np.searchsorted(lo, idx, side="right")
-        stop = np.minimum(stop_hi, stop_lo)
+        stop = np.minimum(np.searchsorted(hi, next_same[idx], side="right"), np.searchsorted(lo, idx, side="right"))
         ok = stop > first
-        diff = np.zeros(len(hi) + 1, dtype=np.int64)
-        np.add.at(diff, first[ok], 1)
-        np.add.at(diff, stop[ok], -1)
+        diff = np.bincount(first[ok], minlength=len(hi) + 1) - np.bincount(stop[ok], minlength=len(hi) + 1)
         return np.minimum(np.cumsum(diff[:-1]), DISTINCT_CAP)
 
     def _cart_value(self, spec: CartValue, q: _Cutoffs) -> Array[np.float64]:
         r = spec.resolution_ms
-        buy = self._mask(PURCHASE, None)
-        blo, bhi, _ = self._range(buy, q, None)
-        bts = self._events.ts[buy]
-        bought = bhi > blo
-        last_buy = np.where(bought, bts[np.maximum(bhi - 1, 0)] if len(bts) else 0, -1)
+        _, last_buy = self._since(self._mask(PURCHASE, None), q)
         thr = (q.at - duration_ms(spec.within)) // r * r
-        thr = np.where(bought, np.maximum(thr, -(-last_buy // r) * r), thr)
+        thr = np.where(last_buy >= 0, np.maximum(thr, -(-last_buy // r) * r), thr)
         mask = self._mask(CART, None)
-        lo, hi, _ = self._range(mask, q, thr)
-        types = self._events.frame["type"].to_numpy(dtype=object)[mask]
+        lo, hi = self._range(mask, q, thr)
+        types = self._column("type")[mask]
         price = np.nan_to_num(self._numbers("price")[mask], nan=0.0)
         qty = self._numbers("quantity")[mask]
         value = price * np.where(np.isnan(qty), 1.0, qty)
@@ -299,29 +351,80 @@ class OfflineFeatures:
         return np.maximum(0.0, sums[hi] - sums[lo])
 
     def _last_value(self, field: str, q: _Cutoffs) -> Array:
+        cached = q.last_of.get(field)
+        if cached is not None:
+            return cached
         raw = self._field(field)
-        has = np.array([v is not None for v in raw], dtype=bool)
-        lo, hi, _ = self._range(has, q, None)
-        values = np.array([v if isinstance(v, str) else str(v) for v in raw[has]], dtype=object)
+        has = pd.notna(raw)
+        lo, hi = self._range(has, q, None)
+        values = _as_text(raw[has])
         out = np.full(len(hi), None, dtype=object)
         seen = hi > lo
         out[seen] = values[hi[seen] - 1]
+        q.last_of[field] = out
         return out
 
-    def _clock(self, spec: HourOfDay | Weekend, q: _Cutoffs) -> Array[np.float64]:
+    def _clock(self, q: _Cutoffs) -> tuple[Array[np.float64], Array[np.int64]]:
+        """Local fractional hour and weekday of each cutoff in the user's last timezone."""
+        if q.clock is not None:
+            return q.clock
         tz = self._last_value("timezone", q)
-        out = np.empty(len(q.at), dtype=np.float64)
-        when = pd.to_datetime(q.at, unit="ms", utc=True)
-        for name in pd.unique(tz):
-            rows = tz == name if name is not None else np.array([v is None for v in tz], dtype=bool)
-            local = when[rows].tz_convert(zone(name))
-            if isinstance(spec, Weekend):
-                out[rows] = (local.weekday >= 5).astype(np.float64)
-            else:
-                hour = local.hour.to_numpy() + local.minute.to_numpy() / 60.0
-                trig = np.sin if spec.part == "sin" else np.cos
-                out[rows] = trig(2 * np.pi * hour / 24.0)
-        return out
+        hour = np.empty(len(q.at), dtype=np.float64)
+        weekday = np.empty(len(q.at), dtype=np.int64)
+        inverse, names = pd.factorize(tz, use_na_sentinel=False)
+        for k, name in enumerate(names):
+            rows = inverse == k
+            offset = _utc_offsets_ms(q.at[rows], name if isinstance(name, str) else None)
+            local = q.at[rows] + offset
+            minutes = (local // 60_000) % (24 * 60)
+            hour[rows] = (minutes // 60) + (minutes % 60) / 60.0
+            weekday[rows] = ((local // 86_400_000) + 3) % 7  # 1970-01-01 was a Thursday
+        q.clock = (hour, weekday)
+        return q.clock
+
+
+def _as_text(values: Array) -> Array:
+    """Values as strings, as online trackers keep them."""
+    if all(type(v) is str for v in values[:64]) and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values
+    return np.array([v if isinstance(v, str) else str(v) for v in values], dtype=object)
+
+
+def _utc_offsets_ms(at: Array[np.int64], tz: str | None) -> Array[np.int64]:
+    """The timezone's UTC offset at each instant, from its transitions."""
+    zoneinfo = zone(tz)
+    if zoneinfo.key == "UTC" or not len(at):
+        return np.zeros(len(at), dtype=np.int64)
+    # offsets only change at transitions: evaluate once per distinct hour
+    hours = at // 3_600_000
+    unique, inverse = np.unique(hours, return_inverse=True)
+    offsets = np.array(
+        [int(datetime.fromtimestamp(h * 3600, tz=UTC).astimezone(zoneinfo).utcoffset().total_seconds() * 1000)
+         for h in unique.tolist()], dtype=np.int64)
+    # a transition inside an hour: fall back to exact per instant for those
+    exact = offsets[inverse]
+    ends = np.array(
+        [int(datetime.fromtimestamp(h * 3600 + 3599, tz=UTC).astimezone(zoneinfo).utcoffset().total_seconds() * 1000)
+         for h in unique.tolist()], dtype=np.int64)
+    changing = np.flatnonzero((ends != offsets)[inverse])
+    for i in changing.tolist():
+        moment = datetime.fromtimestamp(at[i] / 1000.0, tz=UTC).astimezone(zoneinfo)
+        exact[i] = int(moment.utcoffset().total_seconds() * 1000)
+    return exact
+
+
+@dataclass(slots=True)
+class _Cutoffs:
+    """Cutoffs sorted by (user, time), and the index ranges found for them."""
+
+    keys: Array[np.int64]
+    at: Array[np.int64]
+    start: Array[np.int64]  # code * 2^42: the lowest key of the user
+    keys_of: dict = field(default_factory=dict)
+    hi_of: dict = field(default_factory=dict)
+    lo_of: dict = field(default_factory=dict)
+    last_of: dict = field(default_factory=dict)
+    clock: tuple | None = None
 
 
 def point_in_time(features: FeatureSet, events: pa.Table | pd.DataFrame, cutoffs: pd.DataFrame) -> pd.DataFrame:
