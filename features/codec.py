@@ -39,9 +39,9 @@ def encode(features: FeatureSet, profile: Profile) -> bytes:
     streams = {}
     for stream, buckets in zip(features.streams, profile.buckets, strict=True):
         if buckets:
-            keys = sorted(buckets)
+            keys = buckets.keys
             deltas = [keys[0]] + [b - a for a, b in zip(keys, keys[1:], strict=False)]
-            streams[_tag(stream.key)] = [deltas, [_compact(buckets[k]) for k in keys]]
+            streams[_tag(stream.key)] = [deltas, [_compact(row) for row in buckets.cum]]
     distinct = {}
     recency = {}
     di = ri = 0
@@ -75,9 +75,11 @@ def decode(data: bytes, features: FeatureSet) -> Profile:
         if stored:
             deltas, aggs = stored
             key = 0
-            for d, agg in zip(deltas, aggs, strict=True):
+            target = profile.buckets[i]
+            for d, row in zip(deltas, aggs, strict=True):
                 key += d
-                profile.buckets[i][key] = [float(v) for v in agg]
+                target.keys.append(key)
+                target.cum.append([float(v) for v in row])
     di = ri = 0
     for tracker in features.trackers:
         tag = _tag(tracker.key)

@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from features.buckets import Buckets
 from features.events import ADD_TO_CART, PURCHASE, REMOVE_FROM_CART, Event
 from features.specs import (
     ANY,
@@ -140,10 +141,10 @@ class Profile:
 
     __slots__ = ("buckets", "distinct", "last_ts", "last_values", "late", "newest")
 
-    def __init__(self, n_streams: int, n_distinct: int, n_recency: int, n_fields: int) -> None:
+    def __init__(self, widths: Sequence[int], n_distinct: int, n_recency: int, n_fields: int) -> None:
         self.newest = -1
         self.late = 0
-        self.buckets: list[dict[int, list[float]]] = [{} for _ in range(n_streams)]
+        self.buckets: list[Buckets] = [Buckets(w) for w in widths]
         self.distinct: list[dict[str, int]] = [{} for _ in range(n_distinct)]
         self.last_ts: list[int] = [-1] * n_recency
         self.last_values: list[tuple[int, str] | None] = [None] * n_fields
@@ -205,6 +206,7 @@ class FeatureSet:
         )
         self.trackers: tuple[Tracker, ...] = tuple(Tracker(e, w, p, ms) for (e, w, p), ms in trackers.items())
         self.fields: tuple[str, ...] = tuple(fields)
+        self._widths = [1 + 2 * len(s.props) for s in self.streams]
         self._distinct_ix = [i for i, t in enumerate(self.trackers) if t.prop is not None]
         self._recency_ix = [i for i, t in enumerate(self.trackers) if t.prop is None]
         self._stream_ix = {(s.event, s.where, s.resolution_ms): i for i, s in enumerate(self.streams)}
@@ -215,7 +217,7 @@ class FeatureSet:
     # -- state ---------------------------------------------------------------
 
     def new_profile(self) -> Profile:
-        return Profile(len(self.streams), len(self._distinct_ix), len(self._recency_ix), len(self.fields))
+        return Profile(self._widths, len(self._distinct_ix), len(self._recency_ix), len(self.fields))
 
     def _slot(self, tracker_index: int) -> int:
         tracker = self.trackers[tracker_index]
@@ -240,28 +242,29 @@ class FeatureSet:
         props = s.props
         width = 1 + 2 * len(props)
         is_cart = s.event == CART
+        prune_after = keep + keep // 4
 
         def op(profile: Profile, event: Event) -> None:
             if where is not None and not matches(where, event):
                 return
             ts = event.ts_ms
             k = -(-ts // r)  # right-closed buckets: ((k-1)r, kr]
+            newest = profile.newest
+            if k * r + keep <= newest:
+                return  # already out of every window over this stream
             buckets = profile.buckets[i]
-            agg = buckets.get(k)
-            if agg is None:
-                newest = profile.newest
-                if k * r + keep <= newest:
-                    return  # already out of every window over this stream
-                agg = buckets[k] = [0.0] * width
-                if len(buckets) > 1:
-                    for old in [b for b in buckets if b * r + keep <= newest]:
-                        del buckets[old]
-            agg[0] += 1
-            for j, prop in enumerate(props):
-                v = cart_delta(event) if is_cart else number(event.properties.get(prop))
-                if v is not None:
-                    agg[1 + 2 * j] += 1
-                    agg[2 + 2 * j] += v
+            if width == 1:
+                buckets.count(k)
+            else:
+                values = [1.0] + [0.0] * (width - 1)
+                for j, prop in enumerate(props):
+                    v = cart_delta(event) if is_cart else number(event.properties.get(prop))
+                    if v is not None:
+                        values[1 + 2 * j] = 1.0
+                        values[2 + 2 * j] = v
+                buckets.add(k, values)
+            if buckets.keys[0] * r + prune_after <= newest:  # prune now and then, not on every event
+                buckets.drop_before((newest - keep) // r + 1)
 
         return op
 
@@ -340,10 +343,10 @@ class FeatureSet:
             i = self._stream_ix[(spec.event, spec.where, spec.resolution_ms)]
             w, r = spec.within_ms, spec.resolution_ms
             if isinstance(spec, WindowCount):
-                return lambda p, t: _window_count(p.buckets[i], (t - w) // r + 1)
+                return lambda p, t: int(p.buckets[i].total((t - w) // r + 1, 0))
             j = self.streams[i].props.index(spec.prop)
             if isinstance(spec, WindowSum):
-                return lambda p, t: _window_sum(p.buckets[i], (t - w) // r + 1, 2 + 2 * j)
+                return lambda p, t: p.buckets[i].total((t - w) // r + 1, 2 + 2 * j)
             return lambda p, t: _window_mean(p.buckets[i], (t - w) // r + 1, j)
         if isinstance(spec, WindowDistinct):
             slot = self._slot(self._tracker_ix[(spec.event, spec.where, spec.prop)])
@@ -372,35 +375,15 @@ class FeatureSet:
         raise TypeError(f"not a feature spec: {spec!r}")
 
 
-def _window_count(buckets: dict[int, list[float]], kmin: int) -> int:
-    return int(sum(agg[0] for k, agg in buckets.items() if k >= kmin))
+def _window_mean(buckets: Buckets, kmin: int, j: int) -> float:
+    n = buckets.total(kmin, 1 + 2 * j)
+    return buckets.total(kmin, 2 + 2 * j) / n if n else math.nan
 
 
-def _window_sum(buckets: dict[int, list[float]], kmin: int, slot: int) -> float:
-    total = 0.0
-    for k, agg in buckets.items():
-        if k >= kmin:
-            total += agg[slot]
-    return total
-
-
-def _window_mean(buckets: dict[int, list[float]], kmin: int, j: int) -> float:
-    n = total = 0.0
-    for k, agg in buckets.items():
-        if k >= kmin:
-            n += agg[1 + 2 * j]
-            total += agg[2 + 2 * j]
-    return total / n if n else math.nan
-
-
-def _cart_value(buckets: dict[int, list[float]], kmin: int, purchase_ms: int, r: int) -> float:
+def _cart_value(buckets: Buckets, kmin: int, purchase_ms: int, r: int) -> float:
     if purchase_ms >= 0:
         kmin = max(kmin, -(-purchase_ms // r) + 1)
-    total = 0.0
-    for k, agg in buckets.items():
-        if k >= kmin:
-            total += agg[2]
-    return max(0.0, total)
+    return max(0.0, buckets.total(kmin, 2))
 
 
 def _ratio(num: Value, den: Value) -> float:
