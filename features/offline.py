@@ -230,25 +230,27 @@ class OfflineFeatures:
     ) -> tuple[Array, Array]:
         """Indices into the masked events: ``lo``, ``hi`` of events with
         ``thr < ts <= at`` (``thr`` None: from the user's first event).
-        ``tag`` names ``thr`` for reuse across specs."""
+
+        Positions are searched once among all events (``tag`` names ``thr``
+        for reuse across specs) and mapped to each mask by its prefix count.
+        """
         mask_key = mask.tobytes() if len(mask) < 64 else id(mask)
-        keys = q.keys_of.get(mask_key)
-        if keys is None:
-            keys = q.keys_of[mask_key] = (mask, self._keys[mask])
-        masked = keys[1]
-        hi = q.hi_of.get(mask_key)
-        if hi is None:
-            hi = q.hi_of[mask_key] = np.searchsorted(masked, q.keys, side="right")
-        lo_key = (mask_key, tag if tag is not None else None if thr is None else id(thr))
-        lo = q.lo_of.get(lo_key) if tag is not None or thr is None else None
-        if lo is None:
+        held = q.prefix_of.get(mask_key)
+        if held is None:  # keep the mask alive with its prefix count, so its id stays unique
+            held = q.prefix_of[mask_key] = (mask, np.concatenate(([0], np.cumsum(mask))))
+        prefix = held[1]
+        if q.hi_all is None:
+            q.hi_all = np.searchsorted(self._keys, q.keys, side="right")
+        lo_key = "start" if thr is None else tag
+        lo_all = q.lo_of.get(lo_key) if lo_key is not None else None
+        if lo_all is None:
             if thr is None:
-                lo = np.searchsorted(masked, q.start, side="left")
+                lo_all = np.searchsorted(self._keys, q.start, side="left")
             else:
-                lo = np.searchsorted(masked, q.start + np.maximum(thr, -1), side="right")
-            if tag is not None or thr is None:
-                q.lo_of[lo_key] = lo
-        return lo, hi
+                lo_all = np.searchsorted(self._keys, q.start + np.maximum(thr, -1), side="right")
+            if lo_key is not None:
+                q.lo_of[lo_key] = lo_all
+        return prefix[lo_all], prefix[q.hi_all]
 
     def _window(
         self, spec: WindowCount | WindowSum | WindowMean, q: _Cutoffs
@@ -420,8 +422,8 @@ class _Cutoffs:
     keys: Array[np.int64]
     at: Array[np.int64]
     start: Array[np.int64]  # code * 2^42: the lowest key of the user
-    keys_of: dict = field(default_factory=dict)
-    hi_of: dict = field(default_factory=dict)
+    prefix_of: dict = field(default_factory=dict)
+    hi_all: Array[np.int64] | None = None
     lo_of: dict = field(default_factory=dict)
     last_of: dict = field(default_factory=dict)
     clock: tuple | None = None
