@@ -67,32 +67,67 @@ def main() -> None:
     events = list(table_to_events(month.events))
     gc.collect()
     gc.freeze()  # the loaded input is not garbage; a server freezes its loaded state the same way
-    emit("features", "features_online_events_per_s", online_rate(fs, events), "events/s", ">= 50000",
-         features=len(fs.names), events=len(events))
+    emit(
+        "features",
+        "features_online_events_per_s",
+        online_rate(fs, events),
+        "events/s",
+        ">= 50000",
+        features=len(fs.names),
+        events=len(events),
+    )
 
     ratio, online, rescan = rescan_ratio(fs, events)
-    emit("features", "features_vs_rescan_ratio", ratio, "x", ">= 30", online_events_per_s=round(online),
-         rescan_events_per_s=round(rescan), events_per_user=300)
+    emit(
+        "features",
+        "features_vs_rescan_ratio",
+        ratio,
+        "x",
+        ">= 30",
+        online_events_per_s=round(online),
+        rescan_events_per_s=round(rescan),
+        events_per_user=300,
+    )
 
     profiles: dict[str, Profile] = {}
     for e in events:
         p = profiles.get(e.profile_id) or profiles.setdefault(e.profile_id, fs.new_profile())
         fs.update(p, e)
     sizes = np.array([len(encode(fs, p)) for p in profiles.values()])
-    emit("features", "profile_bytes", float(np.percentile(sizes, 95)), "bytes", "<= 4096",
-         statistic="p95 of users with a month of history", median=int(np.median(sizes)), max=int(sizes.max()),
-         users=len(sizes))
+    emit(
+        "features",
+        "profile_bytes",
+        float(np.percentile(sizes, 95)),
+        "bytes",
+        "<= 4096",
+        statistic="p95 of users with a month of history",
+        median=int(np.median(sizes)),
+        max=int(sizes.max()),
+        users=len(sizes),
+    )
 
     big = generate(users=32_000, days=14, seed=5).events
     n = 1_000_000
     table = big.slice(0, min(n, big.num_rows))
-    cutoffs = pd.DataFrame({"profile_id": table.column("profile_id").to_numpy(zero_copy_only=False),
-                            "at": table.column("ts").cast(pa.int64()).to_numpy()})
+    cutoffs = pd.DataFrame(
+        {
+            "profile_id": table.column("profile_id").to_numpy(zero_copy_only=False),
+            "at": table.column("ts").cast(pa.int64()).to_numpy(),
+        }
+    )
     start = time.perf_counter()
     OfflineFeatures(fs, table).at(cutoffs)
     seconds = time.perf_counter() - start
-    emit("features", "features_offline_events_per_s", table.num_rows / seconds, "events/s", ">= 200000",
-         events=table.num_rows, cutoffs=len(cutoffs), seconds=round(seconds, 2))
+    emit(
+        "features",
+        "features_offline_events_per_s",
+        table.num_rows / seconds,
+        "events/s",
+        ">= 200000",
+        events=table.num_rows,
+        cutoffs=len(cutoffs),
+        seconds=round(seconds, 2),
+    )
 
 
 if __name__ == "__main__":

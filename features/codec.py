@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from itertools import pairwise
 
 import orjson
-
 
 from features.online import FeatureSet, Profile
 
@@ -40,7 +40,7 @@ def encode(features: FeatureSet, profile: Profile) -> bytes:
     for stream, buckets in zip(features.streams, profile.buckets, strict=True):
         if buckets:
             keys = buckets.keys
-            deltas = [keys[0]] + [b - a for a, b in zip(keys, keys[1:], strict=False)]
+            deltas = [keys[0]] + [b - a for a, b in pairwise(keys)]
             streams[_tag(stream.key)] = [deltas, [_compact(row) for row in buckets.cum]]
     distinct = {}
     recency = {}

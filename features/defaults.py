@@ -43,8 +43,13 @@ from features.specs import (
     WindowSum,
 )
 
-M30, H1, H24, D7, D30 = (timedelta(minutes=30), timedelta(hours=1), timedelta(hours=24), timedelta(days=7),
-                         timedelta(days=30))
+M30, H1, H24, D7, D30 = (
+    timedelta(minutes=30),
+    timedelta(hours=1),
+    timedelta(hours=24),
+    timedelta(days=7),
+    timedelta(days=30),
+)
 
 DEFAULT_SPECS: tuple[Spec, ...] = (
     # recent browsing

@@ -16,13 +16,13 @@ events later than the allowed lateness are left out of windows, as online.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 import numpy as np
-import numpy.typing as npt
 import orjson
 import pandas as pd
 import pyarrow as pa
+from numpy.typing import NDArray as Array
 
 from features.events import ADD_TO_CART, NUMERIC_PROPERTIES, PURCHASE, REMOVE_FROM_CART, STRING_PROPERTIES
 from features.online import CART, FeatureSet, _same, number, zone
@@ -51,7 +51,6 @@ from features.table import SESSION
 DEDUP_MS = DAY_MS
 _SHIFT = np.int64(1) << np.int64(42)
 _TYPED = {*EVENT_FIELDS, *STRING_PROPERTIES, *NUMERIC_PROPERTIES, SESSION}
-Array = npt.NDArray
 
 
 def _ms(series: pd.Series) -> Array[np.int64]:
@@ -392,6 +391,15 @@ def _as_text(values: Array) -> Array:
     return np.array([v if isinstance(v, str) else str(v) for v in values], dtype=object)
 
 
+def _at_seconds(seconds: float, zoneinfo: tzinfo) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC).astimezone(zoneinfo)
+
+
+def _offset_ms(moment: datetime) -> int:
+    offset = moment.utcoffset()
+    return 0 if offset is None else int(offset.total_seconds() * 1000)
+
+
 def _utc_offsets_ms(at: Array[np.int64], tz: str | None) -> Array[np.int64]:
     """The timezone's UTC offset at each instant, from its transitions."""
     zoneinfo = zone(tz)
@@ -400,18 +408,14 @@ def _utc_offsets_ms(at: Array[np.int64], tz: str | None) -> Array[np.int64]:
     # offsets only change at transitions: evaluate once per distinct hour
     hours = at // 3_600_000
     unique, inverse = np.unique(hours, return_inverse=True)
-    offsets = np.array(
-        [int(datetime.fromtimestamp(h * 3600, tz=UTC).astimezone(zoneinfo).utcoffset().total_seconds() * 1000)
-         for h in unique.tolist()], dtype=np.int64)
+    offsets = np.array([_offset_ms(_at_seconds(h * 3600, zoneinfo)) for h in unique.tolist()], dtype=np.int64)
     # a transition inside an hour: fall back to exact per instant for those
     exact = offsets[inverse]
-    ends = np.array(
-        [int(datetime.fromtimestamp(h * 3600 + 3599, tz=UTC).astimezone(zoneinfo).utcoffset().total_seconds() * 1000)
-         for h in unique.tolist()], dtype=np.int64)
+    ends = np.array([_offset_ms(_at_seconds(h * 3600 + 3599, zoneinfo)) for h in unique.tolist()], dtype=np.int64)
     changing = np.flatnonzero((ends != offsets)[inverse])
     for i in changing.tolist():
         moment = datetime.fromtimestamp(at[i] / 1000.0, tz=UTC).astimezone(zoneinfo)
-        exact[i] = int(moment.utcoffset().total_seconds() * 1000)
+        exact[i] = _offset_ms(moment)
     return exact
 
 

@@ -11,6 +11,7 @@ Time semantics are in :mod:`features.specs`.
 
 >>> from datetime import timedelta
 >>> from features.events import Event
+>>> from features.specs import MINUTE_MS
 >>> fs = FeatureSet([WindowCount("add_to_cart", timedelta(hours=1)), Recency("add_to_cart")])
 >>> p = fs.new_profile()
 >>> fs.update(p, Event("m1", "add_to_cart", "u1", None, ts_ms=10 * MINUTE_MS, received_ms=0))
@@ -38,7 +39,6 @@ from features.specs import (
     DEFAULT_LATENESS,
     DISTINCT_CAP,
     EVENT_FIELDS,
-    MINUTE_MS,
     CartValue,
     Eq,
     HourOfDay,
@@ -242,7 +242,7 @@ class FeatureSet:
         props = s.props
         width = 1 + 2 * len(props)
         is_cart = s.event == CART
-        prune_after = keep + keep // 4
+        prune_after = 2 * keep  # buckets are dropped in batches, at most a window's worth at a time
 
         def op(profile: Profile, event: Event) -> None:
             if where is not None and not matches(where, event):
@@ -320,7 +320,7 @@ class FeatureSet:
         if self.fields:
             last = profile.last_values
             for j, name in enumerate(self.fields):
-                value = field_value(event, name)
+                value = getattr(event, name) if name in EVENT_FIELDS else event.properties.get(name)
                 if value is not None:
                     current = last[j]
                     if current is None or ts >= current[0]:
@@ -409,4 +409,3 @@ def _local(t: int, tz: tuple[int, str] | None) -> datetime:
 
 def _local_hour(dt: datetime) -> float:
     return dt.hour + dt.minute / 60.0
-

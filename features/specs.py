@@ -162,8 +162,9 @@ class WindowCount(_Windowed):
     'any_count_7d'
     """
 
-    def __init__(self, event: str, within: timedelta, where: Predicate | None = None,
-                 resolution: timedelta | None = None) -> None:
+    def __init__(
+        self, event: str, within: timedelta, where: Predicate | None = None, resolution: timedelta | None = None
+    ) -> None:
         _init(self, event=event, within=within, where=where, resolution=resolution)
 
     @property
@@ -181,8 +182,14 @@ class WindowSum(_Windowed):
 
     prop: str = ""
 
-    def __init__(self, prop: str, event: str, within: timedelta, where: Predicate | None = None,
-                 resolution: timedelta | None = None) -> None:
+    def __init__(
+        self,
+        prop: str,
+        event: str,
+        within: timedelta,
+        where: Predicate | None = None,
+        resolution: timedelta | None = None,
+    ) -> None:
         _init(self, prop=prop, event=event, within=within, where=where, resolution=resolution)
 
     @property
@@ -202,8 +209,14 @@ class WindowMean(_Windowed):
 
     prop: str = ""
 
-    def __init__(self, prop: str, event: str, within: timedelta, where: Predicate | None = None,
-                 resolution: timedelta | None = None) -> None:
+    def __init__(
+        self,
+        prop: str,
+        event: str,
+        within: timedelta,
+        where: Predicate | None = None,
+        resolution: timedelta | None = None,
+    ) -> None:
         _init(self, prop=prop, event=event, within=within, where=where, resolution=resolution)
 
     @property
@@ -219,8 +232,14 @@ class WindowDistinct(_Windowed):
 
     prop: str = ""
 
-    def __init__(self, prop: str, event: str, within: timedelta, where: Predicate | None = None,
-                 resolution: timedelta | None = None) -> None:
+    def __init__(
+        self,
+        prop: str,
+        event: str,
+        within: timedelta,
+        where: Predicate | None = None,
+        resolution: timedelta | None = None,
+    ) -> None:
         _init(self, prop=prop, event=event, within=within, where=where, resolution=resolution)
 
     @property
@@ -327,5 +346,16 @@ class Weekend:
         return "weekend"
 
 
-Spec = WindowCount | WindowSum | WindowMean | WindowDistinct | Recency | Ratio | CartValue | LastValue | HourOfDay | Weekend
+Spec = (
+    WindowCount
+    | WindowSum
+    | WindowMean
+    | WindowDistinct
+    | Recency
+    | Ratio
+    | CartValue
+    | LastValue
+    | HourOfDay
+    | Weekend
+)
 CATEGORICAL = (LastValue,)

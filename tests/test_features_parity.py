@@ -52,8 +52,20 @@ EXTRA: tuple[Spec, ...] = (
     Ratio(WindowCount("add_to_cart", timedelta(hours=24)), WindowCount("product_view", timedelta(hours=24))),
 )
 SPECS = DEFAULT_SPECS + EXTRA
-TYPES = ["page_view", "product_view", "add_to_cart", "remove_from_cart", "checkout_start", "purchase",
-         "email_send", "email_open", "email_click", "search", "wishlist_add", "Signed Up"]
+TYPES = [
+    "page_view",
+    "product_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "checkout_start",
+    "purchase",
+    "email_send",
+    "email_open",
+    "email_click",
+    "search",
+    "wishlist_add",
+    "Signed Up",
+]
 
 
 def same(a: object, b: object) -> bool:
@@ -69,7 +81,9 @@ def same(a: object, b: object) -> bool:
 
 def assert_same(fs: FeatureSet, online: dict, offline: pd.Series, where: str) -> None:
     for name in fs.names:
-        assert same(online[name], offline[name]), f"{where}: {name}: online {online[name]!r} != offline {offline[name]!r}"
+        assert same(online[name], offline[name]), (
+            f"{where}: {name}: online {online[name]!r} != offline {offline[name]!r}"
+        )
 
 
 @st.composite
@@ -151,8 +165,12 @@ def test_online_equals_offline_on_random_streams(events: list[Event], offsets: l
 
 
 def test_windows_exit_with_no_new_event() -> None:
-    fs = FeatureSet([WindowCount("add_to_cart", timedelta(hours=1)),
-                     WindowDistinct("category", "product_view", timedelta(hours=24))])
+    fs = FeatureSet(
+        [
+            WindowCount("add_to_cart", timedelta(hours=1)),
+            WindowDistinct("category", "product_view", timedelta(hours=24)),
+        ]
+    )
     p = fs.new_profile()
     t0 = BASE + 10 * MIN + 15_000  # 00:10:15
     fs.update(p, Event("m1", "add_to_cart", "u", None, t0, t0))
@@ -179,11 +197,21 @@ def test_profile_size_is_bounded() -> None:
     p = fs.new_profile()
     sizes = []
     for i in range(40 * 24 * 12):  # an event every 5 minutes for 40 days
-        fs.update(p, Event(f"m{i}", "product_view", "u", None, BASE + i * 5 * MIN, 0,
-                           properties={"category": f"c{i % 97}", "product_id": f"p{i}"}))
+        fs.update(
+            p,
+            Event(
+                f"m{i}",
+                "product_view",
+                "u",
+                None,
+                BASE + i * 5 * MIN,
+                0,
+                properties={"category": f"c{i % 97}", "product_id": f"p{i}"},
+            ),
+        )
         if i % 2000 == 0:
             sizes.append(sum(len(b) for b in p.buckets) + sum(len(d) for d in p.distinct))
-    assert max(sizes[len(sizes) // 2:]) <= max(sizes[: len(sizes) // 2 + 1]) * 1.05
+    assert max(sizes[len(sizes) // 2 :]) <= max(sizes[: len(sizes) // 2 + 1]) * 1.05
 
 
 def _valid_cutoffs(events: Sequence[Event], applied: np.ndarray, rng: np.random.Generator, n: int) -> set[int]:
@@ -222,3 +250,29 @@ def test_online_equals_offline_on_taobao(taobao_dir: Path) -> None:
     got = OfflineFeatures(fs, table).at(pd.DataFrame([(u, t) for u, t, _ in reads], columns=["profile_id", "at"]))
     for i, (user, t, online) in enumerate(reads):
         assert_same(fs, online, got.iloc[i], f"user {user} at {t}")
+
+
+@given(streams())
+def test_codec_roundtrip_and_layout_change(events: list[Event]) -> None:
+    from features.codec import decode, encode
+
+    fs = FeatureSet(SPECS)
+    smaller = FeatureSet(DEFAULT_SPECS[:20])
+    profiles = {u: fs.new_profile() for u in ("a", "b", "c")}
+    for e in events:
+        fs.update(profiles[e.profile_id], e)
+    t = max(e.ts_ms for e in events)
+    for p in profiles.values():
+        data = encode(fs, p)
+        assert decode(data, fs) == p
+        # a feature set with fewer specs keeps what it shares
+        full, part = fs.read(p, t), smaller.read(decode(data, smaller), t)
+        for name in smaller.names:
+            assert same(part[name], full[name]), name
+
+
+def test_codec_refuses_unknown_version() -> None:
+    from features.codec import decode
+
+    with pytest.raises(ValueError, match="codec version 9 is not supported"):
+        decode(b"\x09abc", FeatureSet(DEFAULT_SPECS))
