@@ -240,37 +240,44 @@ def _scrub_value(value: Any, scrub: Pseudonymizer) -> Any:
     return value
 
 
-_KEY_CLASS: dict[tuple[str, bool], bool] = {}
+_KEY_CLASS: dict[frozenset[str], dict[str, bool]] = {_PERSONAL_TRAITS: {}, _PERSONAL_PROPERTIES: {}}
+_NUMERIC = frozenset(NUMERIC_PROPERTIES)
+_STRINGS = frozenset(STRING_PROPERTIES)
 
 
 def _personal_key(key: str, personal: frozenset[str]) -> bool:
     """Whether a field name is personal (cached: field names repeat)."""
-    slot = (key, personal is _PERSONAL_TRAITS)
-    known = _KEY_CLASS.get(slot)
+    cache = _KEY_CLASS[personal]
+    known = cache.get(key)
     if known is None:
         known = key.lower().replace("_", "") in personal
-        if len(_KEY_CLASS) < 50_000:
-            _KEY_CLASS[slot] = known
+        if len(cache) < 50_000:
+            cache[key] = known
     return known
 
 
-def _needs_scrub(key: str, value: Any, personal: frozenset[str]) -> bool:
-    if value is None:
-        return False
-    if _personal_key(key, personal):
-        return True
-    kind = type(value)
-    if kind is str:
-        return "@" in value or "%40" in value
-    return kind is dict or kind is list
+def _needs_scrub(data: dict[str, Any], personal: frozenset[str]) -> bool:
+    cache = _KEY_CLASS[personal]
+    for key, value in data.items():
+        if value is None:
+            continue
+        flag = cache.get(key)
+        if flag is None:
+            flag = _personal_key(key, personal)
+        if flag:
+            return True
+        kind = type(value)
+        if kind is str:
+            if "@" in value or "%40" in value:
+                return True
+        elif kind is dict or kind is list:
+            return True
+    return False
 
 
 def _scrub_mapping(data: dict[str, Any], personal: frozenset[str], scrub: Pseudonymizer) -> dict[str, Any]:
     """``data`` itself when nothing in it is personal, else a scrubbed copy."""
-    for key, value in data.items():
-        if _needs_scrub(key, value, personal):
-            break
-    else:
+    if not _needs_scrub(data, personal):
         return data
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -292,31 +299,29 @@ def _check_properties(props: dict[str, Any], where: str) -> dict[str, Any]:
     """``props`` with the numeric and string properties that features use
     checked (numeric strings become numbers, numbers used as ids strings)."""
     fixed: dict[str, Any] | None = None
-    for key in NUMERIC_PROPERTIES:
-        value = props.get(key)
-        kind = type(value)
-        if value is None or kind is float or kind is int:
+    for key, value in props.items():
+        if value is None:
             continue
-        if kind is str:
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-            else:
-                fixed = fixed if fixed is not None else dict(props)
-                fixed[key] = number
+        kind = type(value)
+        if key in _NUMERIC:
+            if kind is float or kind is int:
                 continue
-        raise EventError([(f"{where}.{key}", f"expected a number, got {value!r:.64}")])
-    for key in STRING_PROPERTIES:
-        value = props.get(key)
-        kind = type(value)
-        if value is None or kind is str:
-            continue
-        if kind is int or kind is float:
-            fixed = fixed if fixed is not None else dict(props)
-            fixed[key] = str(value)
-            continue
-        raise EventError([(f"{where}.{key}", f"expected a string, got {kind.__name__}")])
+            if kind is str:
+                try:
+                    number = float(value)
+                except ValueError:
+                    pass
+                else:
+                    fixed = fixed if fixed is not None else dict(props)
+                    fixed[key] = number
+                    continue
+            raise EventError([(f"{where}.{key}", f"expected a number, got {value!r:.64}")])
+        if key in _STRINGS and kind is not str:
+            if kind is int or kind is float:
+                fixed = fixed if fixed is not None else dict(props)
+                fixed[key] = str(value)
+                continue
+            raise EventError([(f"{where}.{key}", f"expected a string, got {kind.__name__}")])
     return props if fixed is None else fixed
 
 
