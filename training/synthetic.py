@@ -315,10 +315,12 @@ def generate(
         rhythm = HOURLY[local.astype(int)] * (WEEKEND if weekday >= 5 else 1.0)
         # Intent: relax towards base, sometimes a need appears.
         z = base + (z - base) * decay + rng.normal(0.0, 0.08, size=users)
-        z = z + (rng.random(users) < mission) * rng.uniform(1.5, 3.5, size=users)
+        need = rng.random(users) < mission
+        z = z + need * rng.uniform(1.5, 3.5, size=users)
         p = 1.0 / (1.0 + np.exp(-z))
-        lam = rate * rhythm * (0.5 + 3.0 * p)
-        n_sessions = rng.poisson(lam)
+        lam = rate * rhythm * (0.3 + 6.0 * p)
+        # a new need usually sends the user to the shop within the hour
+        n_sessions = rng.poisson(lam) + (need & (rng.random(users) < 0.8))
         for u in np.flatnonzero(n_sessions):
             for _ in range(int(n_sessions[u])):
                 t0 = hour_ms + int(rnd.random() * HOUR_MS)
@@ -413,25 +415,25 @@ def _session(
     if rnd.random() < 0.3:
         add(SEARCH, user, t, p, place, device, session, {"query": "q" + str(rnd.randrange(200))})
         t += int(rnd.expovariate(1 / 8000)) + 500
-    n_views = 1 + int(rnd.expovariate(1.0 / (2.5 + 6.0 * p)))
+    n_views = 1 + int(rnd.expovariate(1.0 / (1.0 + 14.0 * p)))
     for _ in range(min(n_views, 40)):
         r = rnd.random()
         ci = int(np.searchsorted(cum_taste, r * cum_taste[-1]))
         cat = CATEGORIES[min(ci, len(CATEGORIES) - 1)]
         product = f"{cat[:3]}-{int(rnd.paretovariate(1.2)) % 500:03d}"
         price = round(CATEGORY_PRICE[cat] * pers.price_level * rnd.lognormvariate(0.0, 0.5), 2)
-        dwell = round(rnd.lognormvariate(3.0 + 0.8 * p, 0.8), 1)
+        dwell = round(rnd.lognormvariate(2.6 + 2.0 * p, 0.4), 1)
         props: dict[str, object] = {
             "product_id": product,
             "category": cat,
             "price": price,
             "url": f"https://shop.example/p/{product}",
             "time_on_page_s": dwell,
-            "scroll_depth": round(min(1.0, rnd.betavariate(2 + 3 * p, 2)), 3),
+            "scroll_depth": round(min(1.0, rnd.betavariate(2 + 5 * p, 2)), 3),
         }
         add(PRODUCT_VIEW, user, t, p, place, device, session, props)
         t += int(dwell * 1000) + 300
-        if rnd.random() < 0.04 + 0.30 * p:
+        if rnd.random() < 0.01 + 0.6 * p:
             qty = 1 + int(rnd.random() < 0.2)
             add(
                 ADD_TO_CART,

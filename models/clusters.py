@@ -1,0 +1,142 @@
+"""Latent clusters of users: KMeans over scaled behavioral vectors.
+
+A scikit-learn style estimator: ``__init__`` stores parameters, ``fit``
+learns attributes ending in ``_`` and returns ``self``. Vectors are scaled by
+signed ``log1p`` then standardized; k is chosen from a range by silhouette on
+a sample; cluster ids are kept stable across retrains by matching the new
+centroids to a previous model's (Hungarian assignment); each cluster gets a
+short description from its centroid's most distinctive features; one row is
+assigned by a nearest-centroid lookup in NumPy, not ``KMeans.predict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+
+from models.vectors import log1p_value, signed_log1p
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+class ClusterModel:
+    """KMeans clusters of users with stable ids and descriptions."""
+
+    def __init__(
+        self,
+        k_range: tuple[int, int] = (3, 8),
+        features: Sequence[str] | None = None,
+        sample_size: int = 5000,
+        random_state: int = 0,
+        previous: ClusterModel | None = None,
+    ) -> None:
+        self.k_range = k_range
+        self.features = features
+        self.sample_size = sample_size
+        self.random_state = random_state
+        self.previous = previous
+
+    def _matrix(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        cols = list(self.features_in_)
+        values = X[cols].to_numpy(dtype=np.float64, na_value=np.nan)
+        return signed_log1p(np.nan_to_num(values, nan=0.0))
+
+    def fit(self, X: pd.DataFrame) -> ClusterModel:
+        numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c])]
+        self.features_in_ = list(self.features) if self.features is not None else numeric
+        raw = self._matrix(X)
+        self.mean_ = raw.mean(axis=0)
+        self.scale_ = raw.std(axis=0)
+        self.scale_[self.scale_ == 0] = 1.0
+        Z = (raw - self.mean_) / self.scale_
+        rng = np.random.default_rng(self.random_state)
+        sample = rng.choice(len(Z), size=min(self.sample_size, len(Z)), replace=False)
+        lo, hi = self.k_range
+        if len(Z) <= lo:
+            raise ValueError(f"need more than {lo} rows to cluster, got {len(Z)}")
+        self.silhouettes_: dict[int, float] = {}
+        best: tuple[float, KMeans] | None = None
+        for k in range(lo, min(hi, len(Z) - 1) + 1):
+            km = KMeans(n_clusters=k, n_init=4, random_state=self.random_state).fit(Z)
+            score = float(silhouette_score(Z[sample], km.labels_[sample]))
+            self.silhouettes_[k] = score
+            if best is None or score > best[0]:
+                best = (score, km)
+        assert best is not None
+        self.silhouette_, km = best
+        centroids = km.cluster_centers_
+        labels = km.labels_
+        order = self._stable_order(centroids)
+        self.centroids_ = centroids[order]
+        remap = np.empty(len(order), dtype=np.int64)
+        remap[order] = np.arange(len(order))
+        self.labels_ = remap[labels]
+        self.k_ = len(self.centroids_)
+        self.sizes_ = np.bincount(self.labels_, minlength=self.k_)
+        self.descriptions_ = [self._describe(c) for c in self.centroids_]
+        return self
+
+    def _stable_order(self, centroids: NDArray[np.float64]) -> NDArray[np.int64]:
+        """Order new centroids so each takes the id of the nearest previous one."""
+        prev = self.previous
+        if prev is None or not hasattr(prev, "centroids_") or list(prev.features_in_) != list(self.features_in_):
+            return np.argsort(-np.linalg.norm(centroids, axis=1), kind="stable")  # deterministic
+        # compare in this model's scaling of the previous centroids' raw positions
+        prev_raw = prev.centroids_ * prev.scale_ + prev.mean_
+        prev_z = (prev_raw - self.mean_) / self.scale_
+        cost = np.linalg.norm(centroids[:, None, :] - prev_z[None, :, :], axis=2)
+        rows, cols = linear_sum_assignment(cost)
+        order = np.full(len(centroids), -1, dtype=np.int64)
+        taken = dict(zip(cols.tolist(), rows.tolist(), strict=True))  # previous id -> new centroid
+        new_ids = [taken[i] for i in sorted(taken)]
+        rest = [i for i in range(len(centroids)) if i not in set(rows.tolist())]
+        order = np.array(new_ids + rest, dtype=np.int64)
+        return order
+
+    def _describe(self, centroid: NDArray[np.float64], top: int = 3) -> str:
+        idx = np.argsort(-np.abs(centroid))[:top]
+        parts = []
+        for i in idx:
+            level = "high" if centroid[i] > 0 else "low"
+            parts.append(f"{level} {self.features_in_[i]}")
+        return ", ".join(parts)
+
+    def _check(self) -> None:
+        if not hasattr(self, "centroids_"):
+            raise NotFittedError("this ClusterModel is not fitted yet: call fit(X) first")
+
+    def predict(self, X: pd.DataFrame) -> NDArray[np.int64]:
+        self._check()
+        Z = (self._matrix(X) - self.mean_) / self.scale_
+        d = ((Z[:, None, :] - self.centroids_[None, :, :]) ** 2).sum(axis=2)
+        return d.argmin(axis=1)
+
+    def assign_one(self, vector: Mapping[str, object]) -> int:
+        """Nearest centroid of one feature vector (a few microseconds)."""
+        self._check()
+        row = np.array(
+            [log1p_value(_num(vector.get(name))) for name in self.features_in_], dtype=np.float64
+        )
+        z = (row - self.mean_) / self.scale_
+        return int(((self.centroids_ - z) ** 2).sum(axis=1).argmin())
+
+    def profile(self) -> pd.DataFrame:
+        """Centroids (standardized) as a frame: clusters by features."""
+        self._check()
+        return pd.DataFrame(self.centroids_, columns=self.features_in_,
+                            index=[f"{i}: {d}" for i, d in enumerate(self.descriptions_)])
+
+
+def _num(value: object) -> float:
+    if value is None or isinstance(value, str):
+        return 0.0
+    v = float(value)  # type: ignore[arg-type]
+    return 0.0 if v != v else v

@@ -1,0 +1,41 @@
+"""Feature vectors as model inputs: one numeric transform shared by models.
+
+Categorical features (``last_country``, ``last_device``) are kept as strings
+for LightGBM's native handling and one-hot encoding in River; numeric ones go
+through a signed ``log1p`` (counts, sums and recencies have heavy tails) with
+NaN (no such event yet) mapped to a missing indicator.
+
+>>> signed_log1p(np.array([0.0, 9.0, -9.0, np.nan])).round(3).tolist()
+[0.0, 2.303, -2.303, nan]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+def signed_log1p(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def log1p_value(v: float) -> float:
+    return math.copysign(math.log1p(abs(v)), v)
+
+
+def river_features(vector: Mapping[str, object], categorical: Sequence[str]) -> dict[str, float | str]:
+    """A feature vector as River expects it: numbers (missing → 0 plus an
+    indicator), categoricals as strings."""
+    out: dict[str, float | str] = {}
+    for name, value in vector.items():
+        if name in categorical:
+            if value is not None:
+                out[name] = str(value)
+        elif value is None or (isinstance(value, float) and value != value):
+            out[f"{name}_missing"] = 1.0
+        else:
+            out[name] = log1p_value(float(value))  # type: ignore[arg-type]
+    return out

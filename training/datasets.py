@@ -1,0 +1,94 @@
+"""Training sets: point-in-time features at sampled cutoffs, with labels.
+
+Cutoffs are event times, at most one per user per ``every`` (default 30
+minutes: an event of the user's slot drawn at random by seed), so a busy user does not
+dominate and consecutive moments are not near-copies. Features come from the
+offline computation (nothing after the cutoff enters them); labels are
+purchase within the horizon after the cutoff; censored moments (horizon past
+the end of the data) are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.events import PURCHASE
+from features.offline import OfflineFeatures
+from features.online import FeatureSet
+from features.specs import DAY_MS
+from training.labels import purchase_within
+
+MINUTE_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSet:
+    X: pd.DataFrame
+    y: np.ndarray
+    cutoffs: pd.DataFrame  # profile_id, at (ms), message_id of the event at the cutoff
+
+    def split_by_time(self, test_fraction: float = 0.3) -> tuple[TrainingSet, TrainingSet]:
+        """Earlier cutoffs to train, later ones to test (no look-ahead)."""
+        at = self.cutoffs["at"].to_numpy()
+        edge = np.quantile(at, 1 - test_fraction)
+        train, test = at < edge, at >= edge
+        return self.take(train), self.take(test)
+
+    def take(self, mask: np.ndarray) -> TrainingSet:
+        return TrainingSet(self.X.loc[mask].reset_index(drop=True), self.y[mask],
+                           self.cutoffs.loc[mask].reset_index(drop=True))
+
+
+def sample_cutoffs(table: pa.Table, every_ms: int = 30 * MINUTE_MS, seed: int = 0,
+                   max_per_user: int | None = None) -> pd.DataFrame:
+    """At most one cutoff per user per ``every_ms`` slot, at event times."""
+    frame = pd.DataFrame({
+        "profile_id": table.column("profile_id").to_numpy(zero_copy_only=False),
+        "at": pc.cast(table.column("ts"), pa.int64()).to_numpy(),
+        "message_id": table.column("message_id").to_numpy(zero_copy_only=False),
+        "type": table.column("type").to_numpy(zero_copy_only=False),
+    })
+    frame = frame[frame["type"] != "identify"]
+    frame["slot"] = frame["at"] // every_ms
+    rng = np.random.default_rng(seed)
+    frame["r"] = rng.random(len(frame))
+    picked = frame.sort_values("r", kind="stable").drop_duplicates(["profile_id", "slot"])
+    if max_per_user is not None:
+        picked = picked.groupby("profile_id", sort=False).head(max_per_user)
+    return picked.sort_values("at", kind="stable")[["profile_id", "at", "message_id"]].reset_index(drop=True)
+
+
+def build(table: pa.Table, features: FeatureSet, horizon_ms: int = DAY_MS, every_ms: int = 30 * MINUTE_MS,
+          max_per_user: int | None = None, seed: int = 0, offline: OfflineFeatures | None = None) -> TrainingSet:
+    """Features and purchase-within-horizon labels at sampled cutoffs."""
+    cutoffs = sample_cutoffs(table, every_ms, seed, max_per_user)
+    users = table.column("profile_id").to_numpy(zero_copy_only=False)
+    ts = pc.cast(table.column("ts"), pa.int64()).to_numpy()
+    is_buy = (table.column("type").to_numpy(zero_copy_only=False) == PURCHASE)
+    end = int(ts.max()) if len(ts) else 0
+    # labels at the cutoffs: append the cutoffs as probes to the events
+    n = len(users)
+    all_users = np.concatenate([users, cutoffs["profile_id"].to_numpy()])
+    all_ts = np.concatenate([ts, cutoffs["at"].to_numpy()])
+    all_buy = np.concatenate([is_buy, np.zeros(len(cutoffs), dtype=bool)])
+    label, known = purchase_within(all_users, all_ts, all_buy, horizon_ms=horizon_ms, end_ms=end)
+    label, known = label[n:], known[n:]
+    cutoffs = cutoffs.loc[known].reset_index(drop=True)
+    offline = offline or OfflineFeatures(features, table)
+    X = offline.at(cutoffs[["profile_id", "at"]])
+    return TrainingSet(X.reset_index(drop=True), label[known].astype(np.int8), cutoffs)
+
+
+def user_vectors(table: pa.Table, features: FeatureSet, offline: OfflineFeatures | None = None) -> pd.DataFrame:
+    """One vector per user at the end of the data (for clustering)."""
+    users = pd.unique(table.column("profile_id").to_numpy(zero_copy_only=False))
+    end = int(pc.max(pc.cast(table.column("ts"), pa.int64())).as_py())
+    offline = offline or OfflineFeatures(features, table)
+    X = offline.at(pd.DataFrame({"profile_id": users, "at": end}))
+    X.index = users
+    return X
