@@ -18,6 +18,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 
+NEVER = math.log1p(90 * 86_400.0)
+
+
 def signed_log1p(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.sign(x) * np.log1p(np.abs(x))
 
@@ -35,7 +38,12 @@ def river_features(vector: Mapping[str, object], categorical: Sequence[str]) -> 
             if value is not None:
                 out[name] = str(value)
         elif value is None or (isinstance(value, float) and value != value):
+            # the indicator is always sent: River's scaler learns nothing from a feature that is only ever 1
             out[f"{name}_missing"] = 1.0
+            if name.endswith("_recency_s"):
+                out[name] = NEVER  # never is long ago, not just now
         else:
             out[name] = log1p_value(float(value))  # type: ignore[arg-type]
+            if name.endswith("_recency_s") or "_mean_" in name:
+                out[f"{name}_missing"] = 0.0
     return out

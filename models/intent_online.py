@@ -1,0 +1,173 @@
+"""Online purchase intent: a River model that scores every event and keeps
+learning from labels that arrive late.
+
+Each scored moment may wait as a *pending sample* (at most one per user per
+``sample_every``, so learning does not cost a model update per event) until
+a purchase within the horizon resolves it positive, or the horizon passes and
+resolves it negative; then the model learns from it. Scores recorded when a
+sample was taken and compared with its label when resolved give the
+prequential (test-then-train) evaluation, with the real delays. ADWIN watches
+the log loss of resolved samples and flags drift.
+
+>>> m = OnlineIntentModel(horizon_ms=1000, sample_every_ms=0)
+>>> p = m.score("u", {"add_to_cart_count_1h": 2.0}, at_ms=0)
+>>> 0.0 < p < 1.0, m.pending
+(True, 1)
+>>> m.observe_purchase("u", at_ms=500); m.pending, m.learned
+(1, 0)
+>>> m.advance(now_ms=1001); m.pending, m.learned, m.evaluated[0][0]
+(0, 1, 1)
+"""
+
+from __future__ import annotations
+
+import heapq
+import numbers
+import math
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from river import compose, drift, linear_model, optim, preprocessing
+
+from models.vectors import river_features
+
+DAY_MS = 86_400_000
+# a pending sample: (taken at, features, score then, [label so far])
+Sample = tuple[int, dict[str, Any], float, list[bool]]
+
+
+def make_pipeline(kind: str = "logistic", seed: int = 0) -> compose.Pipeline:
+    """The River pipeline by name: ``logistic`` (default) or ``logistic-l2``."""
+    if kind == "logistic":
+        lr = linear_model.LogisticRegression(optimizer=optim.SGD(0.02), intercept_lr=0.02)
+    elif kind == "logistic-l2":
+        lr = linear_model.LogisticRegression(optimizer=optim.Adam(0.01), l2=1e-4)
+    else:
+        raise ValueError(f"unknown online model {kind!r} (expected 'logistic' or 'logistic-l2')")
+    encode = (compose.SelectType(str) | preprocessing.OneHotEncoder()) + (
+        compose.SelectType(numbers.Number) | preprocessing.StandardScaler()
+    )
+    return compose.Pipeline(("encode", encode), ("model", lr))
+
+
+class OnlineIntentModel:
+    """Scores every event; learns from delayed purchase labels."""
+
+    def __init__(
+        self,
+        horizon_ms: int = DAY_MS,
+        sample_every_ms: int = 30 * 60_000,
+        max_pending_per_user: int = 64,
+        kind: str = "logistic",
+        categorical: Sequence[str] = ("last_country", "last_device"),
+        seed: int = 0,
+    ) -> None:
+        self.horizon_ms = horizon_ms
+        self.sample_every_ms = sample_every_ms
+        self.max_pending_per_user = max_pending_per_user
+        self.kind = kind
+        self.categorical = tuple(categorical)
+        self.seed = seed
+        self.pipeline_ = make_pipeline(kind, seed)
+        self.drift_ = drift.ADWIN()
+        self.drift_detected_ = False
+        self._pending: dict[str, list[Sample]] = {}
+        self._deadlines: list[tuple[int, int, str]] = []
+        self._last_sample: dict[str, tuple[int, int]] = {}
+        self._rng = random.Random(seed)
+        self._seq = 0
+        self.learned = 0
+        self.evaluated: list[tuple[int, float]] = []  # (label, score when sampled)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(v) for v in self._pending.values())
+
+    def features(self, vector: Mapping[str, object]) -> dict[str, Any]:
+        return river_features(vector, self.categorical)
+
+    def predict(self, x: Mapping[str, Any]) -> float:
+        return float(self.pipeline_.predict_proba_one(x).get(True, 0.0))
+
+    def score(self, user: str, vector: Mapping[str, object], at_ms: int, sample: bool = True) -> float:
+        """Score one moment; maybe keep it as a pending sample for later learning."""
+        self.advance(at_ms)
+        x = self.features(vector)
+        p = self.predict(x)
+        if sample:
+            self._sample(user, at_ms, x, p)
+        return p
+
+    def _sample(self, user: str, at_ms: int, x: dict[str, Any], p: float) -> None:
+        """Keep one moment per user per ``sample_every`` slot, drawn uniformly
+        among the slot's moments (reservoir sampling), so samples are not all
+        session starts."""
+        slot = at_ms // self.sample_every_ms if self.sample_every_ms else at_ms
+        queue = self._pending.setdefault(user, [])
+        last = self._last_sample.get(user)
+        if last is not None and last[0] == slot and queue and queue[-1][0] // max(self.sample_every_ms, 1) == slot:
+            n = last[1] + 1
+            self._last_sample[user] = (slot, n)
+            if self._rng.random() * n >= 1.0:
+                return
+            queue[-1] = (at_ms, x, p, [False])
+        else:
+            if len(queue) >= self.max_pending_per_user:
+                return
+            self._last_sample[user] = (slot, 1)
+            queue.append((at_ms, x, p, [False]))
+        self._seq += 1
+        heapq.heappush(self._deadlines, (at_ms + self.horizon_ms, self._seq, user))
+
+    def observe_purchase(self, user: str, at_ms: int) -> None:
+        """A purchase labels the user's pending samples taken in the horizon
+        before it positive. They are learned when their horizon ends, like the
+        negatives, so the model learns in the order moments were taken: learning
+        positives at once and negatives a horizon later skews an SGD learner."""
+        for sample in self._pending.get(user, ()):
+            if sample[0] < at_ms <= sample[0] + self.horizon_ms:
+                sample[3][0] = True
+
+    def advance(self, now_ms: int) -> None:
+        """Learn every sample whose horizon has passed, with its label."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] < now_ms:
+            due, _, user = heapq.heappop(deadlines)
+            queue = self._pending.get(user)
+            if not queue:
+                continue
+            keep = []
+            for sample in queue:
+                if sample[0] + self.horizon_ms <= due:
+                    self._learn(sample, sample[3][0])
+                else:
+                    keep.append(sample)
+            if keep:
+                self._pending[user] = keep
+            else:
+                del self._pending[user]
+
+    def _learn(self, sample: Sample, label: bool) -> None:
+        x, p = sample[1], sample[2]
+        self.evaluated.append((int(label), p))
+        loss = -math.log(max(p if label else 1.0 - p, 1e-9))
+        self.drift_.update(loss)
+        if self.drift_.drift_detected:
+            self.drift_detected_ = True
+        self.pipeline_.learn_one(x, label)
+        self.learned += 1
+
+    def learn(self, vector: Mapping[str, object], label: bool) -> None:
+        """Learn one labeled moment directly (warm start from history)."""
+        x = self.features(vector)
+        self._learn((0, x, self.predict(x), [label]), label)
+
+    def contributions(self, vector: Mapping[str, object], k: int = 5) -> list[tuple[str, float]]:
+        """Weight × scaled value of the features that moved the score most."""
+        x = self.features(vector)
+        encoded = self.pipeline_["encode"].transform_one(x)
+        weights = self.pipeline_["model"].weights
+        parts = [(name, weights.get(name, 0.0) * value) for name, value in encoded.items()]
+        parts.sort(key=lambda kv: -abs(kv[1]))
+        return parts[:k]
