@@ -1,0 +1,101 @@
+"""MLflow save and load: every model as a pyfunc with its feature spec.
+
+Registered names: ``segflow-clusters``, ``segflow-intent-batch``,
+``segflow-intent-online``; serving loads them by the alias ``champion``,
+which moves only when a new model beats the current champion on the same
+evaluation set. The batch intent pyfunc returns the calibrated purchase
+probability, not a class label; the cluster pyfunc returns cluster ids.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+CLUSTERS = "segflow-clusters"
+INTENT_BATCH = "segflow-intent-batch"
+INTENT_ONLINE = "segflow-intent-online"
+CHAMPION = "champion"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def configure(tracking_uri: str | None = None) -> str:
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+class SegflowModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """A pickled segflow model behind MLflow's pyfunc interface."""
+
+    def load_context(self, context: Any) -> None:
+        with open(context.artifacts["model"], "rb") as f:
+            self.model = pickle.load(f)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        model = self.model
+        kind = type(model).__name__
+        if kind == "BatchIntentModel":
+            return model.predict_proba(model_input)
+        if kind == "ClusterModel":
+            return model.predict(model_input)
+        if kind == "OnlineIntentModel":
+            return np.array([model.predict(model.features(row)) for row in model_input.to_dict("records")])
+        raise TypeError(f"no pyfunc prediction for {kind}")
+
+
+def log_model(model: Any, example: pd.DataFrame, feature_spec: list[str]) -> str:
+    """Log a model into the active run, with signature and feature spec; returns its URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pkl"
+        with open(path, "wb") as f:
+            pickle.dump(model, f)
+        wrapper = SegflowModel()
+        wrapper.model = model
+        output = wrapper.predict(None, example)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=SegflowModel(),
+            artifacts={"model": str(path)},
+            signature=infer_signature(example, np.asarray(output)),
+            pip_requirements=[],
+        )
+        mlflow.log_dict({"features": feature_spec}, "feature_spec.json")
+    return str(info.model_uri)
+
+
+def register(model_uri: str, name: str) -> str:
+    """Register a logged model; returns the new version."""
+    version = mlflow.register_model(model_uri, name)
+    return str(version.version)
+
+
+def champion_version(name: str) -> str | None:
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def promote(name: str, version: str) -> None:
+    MlflowClient().set_registered_model_alias(name, CHAMPION, version)
+
+
+def load(name: str, alias: str = CHAMPION) -> Any:
+    """The segflow model behind a registered alias (None if there is none)."""
+    try:
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    except MlflowException:
+        return None
+    return pyfunc.unwrap_python_model().model
