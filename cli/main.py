@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -137,6 +140,163 @@ def inspect(
         out.print_json(json.dumps(summary.as_dict()))
     else:
         print_summary(summary, str(path))
+
+
+train_app = typer.Typer(help="Train models and track them in MLflow.", invoke_without_command=True)
+app.add_typer(train_app, name="train")
+
+DEFAULT_TABLE = Path("data/synthetic.parquet")
+
+
+def _history(table: Path | None, users: int, days: int, seed: int) -> Path:
+    """The event table to train on: the one given, else the default synthetic
+    history (generated when missing)."""
+    if table is not None:
+        if not table.exists():
+            raise _usage(f"{table}: no such event table")
+        return table
+    if not DEFAULT_TABLE.exists():
+        console.print(f"generating a synthetic history ({users:,} users, {days} days) → {DEFAULT_TABLE}")
+        generate_history(users=users, days=days, seed=seed).write(DEFAULT_TABLE)
+    return DEFAULT_TABLE
+
+
+@train_app.callback()
+def train(
+    ctx: typer.Context,
+    table: Annotated[Path | None, typer.Option(help="event table (default: the synthetic history)")] = None,
+    horizon: Annotated[str, typer.Option(help="purchase label horizon, e.g. 24h or 30m")] = "24h",
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    register: Annotated[bool, typer.Option(help="register the models (alias champion if better)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object of metrics")] = False,
+    users: Annotated[int, typer.Option(help="users in a generated history")] = 2000,
+    days: Annotated[int, typer.Option(help="days in a generated history")] = 14,
+) -> None:
+    """Train the batch and online intent models and the clusters on an event table."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from features.specs import parse_duration
+    from models import registry
+    from training.pipelines import train_all
+    from training.synthetic import truth_paths
+
+    try:
+        horizon_ms = parse_duration(horizon) // timedelta(milliseconds=1)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    path = _history(table, users, days, seed)
+    events = read_table(path)
+    users_path, intent_path = truth_paths(path)
+    users_truth = pd.read_parquet(users_path) if users_path.exists() else None
+    intent_truth = pd.read_parquet(intent_path) if intent_path.exists() else None
+    uri = registry.configure(tracking_uri)
+    console.print(f"training on {path} ({events.num_rows:,} events), tracking at {uri}")
+    result = train_all(
+        events,
+        users_truth,
+        intent_truth,
+        horizon_ms=horizon_ms,
+        seed=seed,
+        register=register,
+        progress=lambda msg: console.print(msg),
+    )
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "metrics": result.metrics,
+                    "versions": result.versions,
+                    "promoted": result.promoted,
+                    "seconds": result.seconds,
+                }
+            )
+        )
+    else:
+        for name, metrics in result.metrics.items():
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+            out.print(f"[bold]{name}[/bold]: {shown}")
+        for name, version in result.versions.items():
+            state = "champion" if result.promoted.get(name) else "kept the current champion"
+            out.print(f"registered {name} v{version} ({state})")
+
+
+@train_app.command("intent")
+def train_intent(
+    table: Annotated[Path, typer.Option(help="labeled feature table, CSV or Parquet")],
+    label: Annotated[str, typer.Option(help="the label column")],
+    seed: Annotated[int, typer.Option(help="seed of the stratified 70/30 split")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object of metrics")] = False,
+    register: Annotated[bool, typer.Option(help="register the model in MLflow")] = False,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+) -> None:
+    """Train the batch intent model on any labeled feature table."""
+    from training.tabular import read_table as read_features
+    from training.tabular import train_on_table
+
+    try:
+        frame = read_features(table)
+        result = train_on_table(frame, label, seed)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _usage(str(exc)) from None
+    metrics: dict[str, object] = {k: (int(v) if k in ("n_train", "n_test") else v) for k, v in result.metrics.items()}
+    if register:
+        import mlflow
+
+        from models import registry
+
+        registry.configure(tracking_uri)
+        mlflow.set_experiment(registry.INTENT_BATCH)
+        with mlflow.start_run(run_name=f"table:{table.name}"):
+            mlflow.log_params({"table": str(table), "label": label, "seed": seed})
+            mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()})
+            uri = registry.log_model(result.model, result.X_test.head(5), list(result.X_test.columns))
+            metrics["version"] = registry.register(uri, registry.INTENT_BATCH)
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        out.print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+
+
+@app.command()
+def evaluate(
+    table: Annotated[Path | None, typer.Option(help="event table (default: the synthetic history)")] = None,
+    horizon: Annotated[str, typer.Option(help="purchase label horizon")] = "24h",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+) -> None:
+    """Evaluate the registered champions on an event table's later part."""
+    from features.defaults import DEFAULT_SPECS
+    from features.online import FeatureSet
+    from features.specs import parse_duration
+    from models import registry
+    from training.datasets import build
+    from training.evaluation import intent_metrics
+
+    path = _history(table, 2000, 14, 0)
+    registry.configure(tracking_uri)
+    fs = FeatureSet(DEFAULT_SPECS)
+    data = build(read_table(path), fs, horizon_ms=parse_duration(horizon) // timedelta(milliseconds=1))
+    _, test = data.split_by_time()
+    found = False
+    batch = registry.load(registry.INTENT_BATCH)
+    if batch is not None:
+        found = True
+        m = intent_metrics(test.y, batch.predict_proba(test.X), 0.5)
+        out.print(
+            f"[bold]intent batch[/bold]: ROC-AUC {m['roc_auc']:.3f}, PR-AUC {m['pr_auc']:.3f}, "
+            f"Brier {m['brier']:.3f}, ECE {m['ece']:.3f}"
+        )
+    online = registry.load(registry.INTENT_ONLINE)
+    if online is not None:
+        found = True
+        p = [online.predict(online.features(r)) for r in test.X.to_dict("records")]
+        m = intent_metrics(test.y, np.asarray(p), 0.5)
+        out.print(
+            f"[bold]intent online[/bold]: ROC-AUC {m['roc_auc']:.3f}, PR-AUC {m['pr_auc']:.3f}, "
+            f"Brier {m['brier']:.3f}, ECE {m['ece']:.3f}"
+        )
+    if not found:
+        raise _usage("no champion registered: run `segflow train` first")
 
 
 def main() -> None:

@@ -359,3 +359,19 @@ Spec = (
     | Weekend
 )
 CATEGORICAL = (LastValue,)
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS, "w": 7 * DAY_MS}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30m``, ``24h``, ``7d`` and the like.
+
+    >>> parse_duration("48h"), parse_duration("30m")
+    (datetime.timedelta(days=2), datetime.timedelta(seconds=1800))
+    """
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (expected a number and a unit: ms, s, m, h, d or w, as in 24h)")
+    return timedelta(milliseconds=int(m.group(1)) * _UNIT_MS[m.group(2)])

@@ -122,17 +122,16 @@ class ClusterModel:
     def assign_one(self, vector: Mapping[str, object]) -> int:
         """Nearest centroid of one feature vector (a few microseconds)."""
         self._check()
-        row = np.array(
-            [log1p_value(_num(vector.get(name))) for name in self.features_in_], dtype=np.float64
-        )
+        row = np.array([log1p_value(_num(vector.get(name))) for name in self.features_in_], dtype=np.float64)
         z = (row - self.mean_) / self.scale_
         return int(((self.centroids_ - z) ** 2).sum(axis=1).argmin())
 
     def profile(self) -> pd.DataFrame:
         """Centroids (standardized) as a frame: clusters by features."""
         self._check()
-        return pd.DataFrame(self.centroids_, columns=self.features_in_,
-                            index=[f"{i}: {d}" for i, d in enumerate(self.descriptions_)])
+        return pd.DataFrame(
+            self.centroids_, columns=self.features_in_, index=[f"{i}: {d}" for i, d in enumerate(self.descriptions_)]
+        )
 
 
 def _num(value: object) -> float:

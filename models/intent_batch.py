@@ -100,7 +100,10 @@ class BatchIntentModel:
         train = lgb.Dataset(data.iloc[:cut_stop], y[:cut_stop], free_raw_data=False)
         stop = lgb.Dataset(data.iloc[cut_stop:cut_cal], y[cut_stop:cut_cal], reference=train)
         self.booster_ = lgb.train(
-            params, train, num_boost_round=self.num_boost_round, valid_sets=[stop],
+            params,
+            train,
+            num_boost_round=self.num_boost_round,
+            valid_sets=[stop],
             callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
         )
         self.best_iteration_ = self.booster_.best_iteration or self.booster_.current_iteration()
@@ -171,8 +174,9 @@ class BatchIntentModel:
 
     def top_contributions(self, vector: Mapping[str, object], k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` features that moved one vector's score most, with their log-odds push."""
-        contrib = self.booster_.predict(self.row(vector).reshape(1, -1), num_iteration=self.best_iteration_,
-                                        pred_contrib=True)[0][:-1]
+        contrib = self.booster_.predict(
+            self.row(vector).reshape(1, -1), num_iteration=self.best_iteration_, pred_contrib=True
+        )[0][:-1]
         order = np.argsort(-np.abs(contrib))[:k]
         return [(self.features_in_[i], float(contrib[i])) for i in order]
 

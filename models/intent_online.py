@@ -22,8 +22,8 @@ the log loss of resolved samples and flags drift.
 from __future__ import annotations
 
 import heapq
-import numbers
 import math
+import numbers
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -88,7 +88,7 @@ class OnlineIntentModel:
         return river_features(vector, self.categorical)
 
     def predict(self, x: Mapping[str, Any]) -> float:
-        return float(self.pipeline_.predict_proba_one(x).get(True, 0.0))
+        return float(self.pipeline_.predict_proba_one(dict(x)).get(True, 0.0))
 
     def score(self, user: str, vector: Mapping[str, object], at_ms: int, sample: bool = True) -> float:
         """Score one moment; maybe keep it as a pending sample for later learning."""

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
 CLUSTERS = "segflow-clusters"
@@ -36,7 +38,7 @@ def configure(tracking_uri: str | None = None) -> str:
     return uri
 
 
-class SegflowModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class SegflowModel(PythonModel):
     """A pickled segflow model behind MLflow's pyfunc interface."""
 
     def load_context(self, context: Any) -> None:

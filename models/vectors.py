@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-
 NEVER = math.log1p(90 * 86_400.0)
 
 

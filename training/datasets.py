@@ -40,19 +40,23 @@ class TrainingSet:
         return self.take(train), self.take(test)
 
     def take(self, mask: np.ndarray) -> TrainingSet:
-        return TrainingSet(self.X.loc[mask].reset_index(drop=True), self.y[mask],
-                           self.cutoffs.loc[mask].reset_index(drop=True))
+        return TrainingSet(
+            self.X.loc[mask].reset_index(drop=True), self.y[mask], self.cutoffs.loc[mask].reset_index(drop=True)
+        )
 
 
-def sample_cutoffs(table: pa.Table, every_ms: int = 30 * MINUTE_MS, seed: int = 0,
-                   max_per_user: int | None = None) -> pd.DataFrame:
+def sample_cutoffs(
+    table: pa.Table, every_ms: int = 30 * MINUTE_MS, seed: int = 0, max_per_user: int | None = None
+) -> pd.DataFrame:
     """At most one cutoff per user per ``every_ms`` slot, at event times."""
-    frame = pd.DataFrame({
-        "profile_id": table.column("profile_id").to_numpy(zero_copy_only=False),
-        "at": pc.cast(table.column("ts"), pa.int64()).to_numpy(),
-        "message_id": table.column("message_id").to_numpy(zero_copy_only=False),
-        "type": table.column("type").to_numpy(zero_copy_only=False),
-    })
+    frame = pd.DataFrame(
+        {
+            "profile_id": table.column("profile_id").to_numpy(zero_copy_only=False),
+            "at": pc.cast(table.column("ts"), pa.int64()).to_numpy(),
+            "message_id": table.column("message_id").to_numpy(zero_copy_only=False),
+            "type": table.column("type").to_numpy(zero_copy_only=False),
+        }
+    )
     frame = frame[frame["type"] != "identify"]
     frame["slot"] = frame["at"] // every_ms
     rng = np.random.default_rng(seed)
@@ -63,13 +67,20 @@ def sample_cutoffs(table: pa.Table, every_ms: int = 30 * MINUTE_MS, seed: int = 
     return picked.sort_values("at", kind="stable")[["profile_id", "at", "message_id"]].reset_index(drop=True)
 
 
-def build(table: pa.Table, features: FeatureSet, horizon_ms: int = DAY_MS, every_ms: int = 30 * MINUTE_MS,
-          max_per_user: int | None = None, seed: int = 0, offline: OfflineFeatures | None = None) -> TrainingSet:
+def build(
+    table: pa.Table,
+    features: FeatureSet,
+    horizon_ms: int = DAY_MS,
+    every_ms: int = 30 * MINUTE_MS,
+    max_per_user: int | None = None,
+    seed: int = 0,
+    offline: OfflineFeatures | None = None,
+) -> TrainingSet:
     """Features and purchase-within-horizon labels at sampled cutoffs."""
     cutoffs = sample_cutoffs(table, every_ms, seed, max_per_user)
     users = table.column("profile_id").to_numpy(zero_copy_only=False)
     ts = pc.cast(table.column("ts"), pa.int64()).to_numpy()
-    is_buy = (table.column("type").to_numpy(zero_copy_only=False) == PURCHASE)
+    is_buy = table.column("type").to_numpy(zero_copy_only=False) == PURCHASE
     end = int(ts.max()) if len(ts) else 0
     # labels at the cutoffs: append the cutoffs as probes to the events
     n = len(users)

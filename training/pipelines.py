@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.metrics import adjusted_rand_score, roc_auc_score, silhouette_score
 
-from features.defaults import DEFAULT_SPECS
+from features.defaults import CLUSTER_SPECS, DEFAULT_SPECS
 from features.events import PURCHASE
 from features.offline import OfflineFeatures
 from features.online import FeatureSet
@@ -53,8 +53,16 @@ def _log_figures(figs: dict[str, Any]) -> None:
     close(list(figs.values()))
 
 
-def _finish(result: TrainResult, name: str, model: Any, example: pd.DataFrame, features: list[str],
-            score_current: Callable[[Any], float], score_new: float, register: bool) -> None:
+def _finish(
+    result: TrainResult,
+    name: str,
+    model: Any,
+    example: pd.DataFrame,
+    features: list[str],
+    score_current: Callable[[Any], float],
+    score_new: float,
+    register: bool,
+) -> None:
     uri = registry.log_model(model, example, features)
     if not register:
         return
@@ -71,6 +79,14 @@ def _finish(result: TrainResult, name: str, model: Any, example: pd.DataFrame, f
         registry.promote(name, version)
     result.promoted[name] = better
     mlflow.set_tag("promoted_to_champion", str(better))
+
+
+def purchases_of(table: pa.Table) -> pd.DataFrame:
+    """The purchases of an event table: ``at`` (ms) and ``profile_id``."""
+    ts = pc.cast(table.column("ts"), pa.int64()).to_numpy()
+    is_buy = table.column("type").to_numpy(zero_copy_only=False) == PURCHASE
+    users = table.column("profile_id").to_numpy(zero_copy_only=False)
+    return pd.DataFrame({"at": ts[is_buy], "profile_id": users[is_buy]})
 
 
 def replay_online(model: OnlineIntentModel, data: TrainingSet, purchases: pd.DataFrame) -> np.ndarray:
@@ -115,8 +131,14 @@ def train_all(
     summary = summarize(table).as_dict()
     result.seconds["features"] = time.perf_counter() - started
     say(f"training set: {len(train.y):,} train / {len(test.y):,} test cutoffs")
-    data_params = {"events": summary["events"], "users": summary["users"], "horizon_ms": horizon_ms,
-                   "seed": seed, "train_cutoffs": len(train.y), "test_cutoffs": len(test.y)}
+    data_params = {
+        "events": summary["events"],
+        "users": summary["users"],
+        "horizon_ms": horizon_ms,
+        "seed": seed,
+        "train_cutoffs": len(train.y),
+        "test_cutoffs": len(test.y),
+    }
     oracle = None
     if intent_truth is not None:
         latent = intent_truth.set_index("message_id")["latent_intent"]
@@ -134,14 +156,20 @@ def train_all(
         metrics = intent_metrics(test.y, p, threshold)
         if oracle is not None:
             metrics["oracle_roc_auc"] = oracle
-        mlflow.log_params({**data_params, "best_iteration": model.best_iteration_,
-                           "calibration": model.calibration})
+        mlflow.log_params({**data_params, "best_iteration": model.best_iteration_, "calibration": model.calibration})
         mlflow.log_dict(summary, "data_summary.json")
         mlflow.log_metrics(metrics)
         _log_figures(intent_plots(test.y, p, model.importance()))
-        _finish(result, registry.INTENT_BATCH, model, test.X.head(5), names,
-                lambda champ: float(roc_auc_score(test.y, champ.predict_proba(test.X))), metrics["roc_auc"],
-                register)
+        _finish(
+            result,
+            registry.INTENT_BATCH,
+            model,
+            test.X.head(5),
+            names,
+            lambda champ: float(roc_auc_score(test.y, champ.predict_proba(test.X))),
+            metrics["roc_auc"],
+            register,
+        )
         result.metrics["intent_batch"] = metrics
     say(f"batch intent: ROC-AUC {metrics['roc_auc']:.3f}" + (f" (oracle {oracle:.3f})" if oracle else ""))
 
@@ -152,8 +180,9 @@ def train_all(
         online = OnlineIntentModel(horizon_ms=horizon_ms, seed=seed)
         ts = pc.cast(table.column("ts"), pa.int64()).to_numpy()
         is_buy = table.column("type").to_numpy(zero_copy_only=False) == PURCHASE
-        purchases = pd.DataFrame({"at": ts[is_buy],
-                                  "profile_id": table.column("profile_id").to_numpy(zero_copy_only=False)[is_buy]})
+        purchases = pd.DataFrame(
+            {"at": ts[is_buy], "profile_id": table.column("profile_id").to_numpy(zero_copy_only=False)[is_buy]}
+        )
         scores = replay_online(online, data, purchases)
         result.seconds["online_replay"] = time.perf_counter() - t
         test_mask = data.cutoffs["at"].to_numpy() >= test.cutoffs["at"].min()
@@ -172,8 +201,7 @@ def train_all(
         def online_auc(champ: OnlineIntentModel) -> float:
             return float(roc_auc_score(test.y, [champ.predict(champ.features(r)) for r in test.X.to_dict("records")]))
 
-        _finish(result, registry.INTENT_ONLINE, online, test.X.head(5), names, online_auc, online_auc(online),
-                register)
+        _finish(result, registry.INTENT_ONLINE, online, test.X.head(5), names, online_auc, online_auc(online), register)
         result.metrics["intent_online"] = metrics
     say(f"online intent: ROC-AUC {metrics['roc_auc']:.3f} (prequential, delayed labels)")
 
@@ -181,8 +209,9 @@ def train_all(
     mlflow.set_experiment(registry.CLUSTERS)
     with mlflow.start_run(run_name="kmeans"):
         t = time.perf_counter()
-        vectors = user_vectors(table, fs, offline)
-        numeric = vectors[[c for c in vectors.columns if c not in fs.categorical]]
+        cluster_features = FeatureSet(CLUSTER_SPECS)
+        numeric = user_vectors(table, cluster_features)
+        vectors = numeric
         previous = registry.load(registry.CLUSTERS) if register else None
         clusters = ClusterModel(random_state=seed, previous=previous).fit(numeric)
         result.seconds["clusters"] = time.perf_counter() - t
@@ -204,10 +233,20 @@ def train_all(
             z = (champ._matrix(sample) - champ.mean_) / champ.scale_
             return float(silhouette_score(z, labels))
 
-        _finish(result, registry.CLUSTERS, clusters, numeric.head(5), list(numeric.columns), silhouette,
-                silhouette(clusters), register)
+        _finish(
+            result,
+            registry.CLUSTERS,
+            clusters,
+            numeric.head(5),
+            list(cluster_features.names),
+            silhouette,
+            silhouette(clusters),
+            register,
+        )
         result.metrics["clusters"] = metrics
-    say(f"clusters: k={clusters.k_}, silhouette {clusters.silhouette_:.3f}"
-        + (f", persona ARI {metrics['persona_ari']:.3f}" if "persona_ari" in metrics else ""))
+    say(
+        f"clusters: k={clusters.k_}, silhouette {clusters.silhouette_:.3f}"
+        + (f", persona ARI {metrics['persona_ari']:.3f}" if "persona_ari" in metrics else "")
+    )
     result.seconds["total"] = time.perf_counter() - started
     return result

@@ -303,7 +303,10 @@ def generate(
     z = base + rng.normal(0.0, 0.7, size=users)
     decay = 0.5 ** (1.0 / INTENT_HALF_LIFE_H)
     ids = [f"u{i:06d}" for i in range(users)]
-    devices = [("mobile" if rnd.random() < PERSONAS[persona_idx[i]].mobile else "desktop") for i in range(users)]
+    # each user leans to mobile or desktop as their persona does; each visit picks one
+    mobile_share = np.clip(
+        np.array([PERSONAS[i].mobile for i in persona_idx]) + rng.normal(0.0, 0.15, size=users), 0.02, 0.98
+    ).tolist()
     out = _Writer(seed)
     campaign = 0
     hours = days * 24
@@ -333,7 +336,7 @@ def generate(
                     float(z[u]),
                     persona_idx[u],
                     PLACES[place_idx[u]],
-                    devices[u],
+                    "mobile" if rnd.random() < mobile_share[u] else "desktop",
                     cum_tastes[u],
                     None,
                 )
@@ -347,7 +350,7 @@ def generate(
                 t = hour_ms + int(rnd.random() * 20 * MINUTE_MS)
                 zu = float(z[u])
                 pu = _sigmoid(zu)
-                dev = devices[u]
+                dev = "mobile" if rnd.random() < mobile_share[u] else "desktop"
                 out.add(EMAIL_SEND, ids[u], t, pu, place, dev, None, {"campaign_id": cid})
                 if rnd.random() < pers.email_open * (0.6 + 0.8 * pu):
                     t += int(rnd.expovariate(1.0 / (90 * MINUTE_MS)))

@@ -1,0 +1,189 @@
+"""Model behavior: clusters, batch and online intent, MLflow round trips."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from cli.main import app
+from features.defaults import CLUSTER_SPECS, DEFAULT_SPECS
+from features.events import Event
+from features.online import FeatureSet
+from models.clusters import ClusterModel, NotFittedError
+from models.intent_batch import BatchIntentModel, monotone_for
+from models.intent_online import OnlineIntentModel
+from training.datasets import TrainingSet, build, user_vectors
+from training.synthetic import SyntheticHistory, generate
+
+FS = FeatureSet(DEFAULT_SPECS)
+
+
+@pytest.fixture(scope="module")
+def history() -> SyntheticHistory:
+    return generate(users=800, days=12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def data(history: SyntheticHistory) -> tuple[TrainingSet, TrainingSet]:
+    return build(history.events, FS, seed=1).split_by_time()
+
+
+@pytest.fixture(scope="module")
+def batch(data: tuple[TrainingSet, TrainingSet]) -> BatchIntentModel:
+    train, _ = data
+    return BatchIntentModel(random_state=0).fit(train.X, train.y)
+
+
+def test_batch_intent_scores_are_calibrated_probabilities(batch: BatchIntentModel, data: tuple) -> None:
+    _, test = data
+    p = batch.predict_proba(test.X)
+    assert ((p >= 0) & (p <= 1)).all()
+    assert roc_auc_score(test.y, p) > 0.7
+    # calibrated: the mean score is near the observed rate
+    assert abs(p.mean() - test.y.mean()) < 0.05
+    rows = test.X.head(20).to_dict("records")
+    assert np.allclose([batch.score_one(r) for r in rows], p[:20])
+    assert np.allclose(batch.score_rows(np.vstack([batch.row(r) for r in rows])), p[:20])
+    top = batch.top_contributions(rows[0], 3)
+    assert len(top) == 3 and all(name in FS.names for name, _ in top)
+    contrib = batch.contributions(test.X.head(5))
+    # contributions add up to the raw score's log-odds
+    assert np.allclose(1 / (1 + np.exp(-contrib.sum(axis=1))), batch.predict_raw(test.X.head(5)))
+
+
+def test_more_cart_adds_or_checkouts_never_lower_intent(batch: BatchIntentModel, data: tuple) -> None:
+    _, test = data
+    increasing = [c for c, m in zip(batch.features_in_, monotone_for(batch.features_in_), strict=True) if m]
+    assert "add_to_cart_count_1h" in increasing and "checkout_start_count_24h" in increasing
+    base = test.X.sample(300, random_state=0).reset_index(drop=True)
+    before = batch.predict_raw(base)
+    for col in increasing:
+        more = base.copy()
+        more[col] = more[col] + np.random.default_rng(0).integers(1, 4, len(more))
+        assert (batch.predict_raw(more) >= before - 1e-12).all(), col
+
+
+def test_an_unused_property_leaves_scores_unchanged(batch: BatchIntentModel) -> None:
+    t = 1_767_225_600_000
+    events = [
+        Event(f"m{i}", k, "u", None, t + i * 60_000, 0, properties={"price": 20.0, "category": "shoes"})
+        for i, k in enumerate(["page_view", "product_view", "add_to_cart", "checkout_start"])
+    ]
+    other = [replace(e, properties={**e.properties, "coupon": "SPRING", "colour": "red"}) for e in events]
+    vectors = []
+    for stream in (events, other):
+        p = FS.new_profile()
+        for e in stream:
+            FS.update(p, e)
+        vectors.append(FS.read(p, t + 10 * 60_000))
+    assert vectors[0] == vectors[1]
+    assert batch.score_one(vectors[0]) == batch.score_one(vectors[1])
+
+
+def test_not_fitted_models_say_so() -> None:
+    with pytest.raises(NotFittedError, match="call fit"):
+        BatchIntentModel().predict_proba(pd.DataFrame({"a": [1.0]}))
+    with pytest.raises(NotFittedError, match="call fit"):
+        ClusterModel().assign_one({})
+    with pytest.raises(ValueError, match="single class"):
+        BatchIntentModel().fit(pd.DataFrame({"a": [1.0, 2.0]}), [0, 0])
+
+
+def test_clusters_assign_rows_like_batch_and_keep_ids(history: SyntheticHistory) -> None:
+    vectors = user_vectors(history.events, FeatureSet(CLUSTER_SPECS))
+    first = ClusterModel(random_state=0).fit(vectors)
+    assert first.k_ >= 3 and len(first.descriptions_) == first.k_
+    rows = vectors.head(50)
+    assert [first.assign_one(r) for r in rows.to_dict("records")] == first.predict(rows).tolist()
+    again = ClusterModel(random_state=1, previous=first, k_range=(first.k_, first.k_)).fit(vectors)
+    agree = (again.predict(vectors) == first.predict(vectors)).mean()
+    assert agree > 0.9  # ids follow the matched centroids, not KMeans' arbitrary order
+
+
+def test_online_intent_learns_from_delayed_labels(history: SyntheticHistory, data: tuple) -> None:
+    from training.pipelines import purchases_of, replay_online
+
+    full = build(history.events, FS, seed=1)
+    model = OnlineIntentModel()
+    scores = replay_online(model, full, purchases_of(history.events))
+    later = full.cutoffs["at"].to_numpy() >= np.quantile(full.cutoffs["at"], 0.7)
+    assert model.learned > 1000 and model.pending < model.learned
+    assert roc_auc_score(full.y[later], scores[later]) > 0.65
+    top = model.contributions(full.X.iloc[0].to_dict(), 3)
+    assert len(top) == 3
+
+
+def test_train_intent_on_a_labeled_table(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 600
+    x = rng.normal(size=n)
+    frame = pd.DataFrame(
+        {
+            "x": x,
+            "noise": rng.normal(size=n),
+            "plan": rng.choice(["gold", "basic"], n),
+            "bought": np.where(x + rng.normal(scale=0.5, size=n) > 0.5, "Yes", "no"),
+        }
+    )
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    result = CliRunner().invoke(app, ["train", "intent", "--table", str(path), "--label", "bought", "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    for key in ("roc_auc", "pr_auc", "f1", "precision", "recall", "brier", "ece", "threshold", "n_train", "n_test"):
+        assert key in metrics
+    assert metrics["n_train"] == 420 and metrics["n_test"] == 180 and metrics["roc_auc"] > 0.85
+    bad = CliRunner().invoke(app, ["train", "intent", "--table", str(path), "--label", "plan"])
+    assert bad.exit_code == 2 and "not yes/no" in bad.output
+
+
+def test_mlflow_champions_load_in_a_fresh_process(tmp_path: Path, history: SyntheticHistory) -> None:
+    from models import registry
+    from training.pipelines import train_all
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    registry.configure(uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    small = generate(users=400, days=10, seed=5)
+    first = train_all(small.events, small.users.to_pandas(), small.intent.to_pandas(), seed=0)
+    assert all(first.promoted.values())
+    again = train_all(small.events, seed=0)  # same data and seed: no better, champion stays
+    assert not any(again.promoted.values())
+    assert registry.champion_version(registry.INTENT_BATCH) == first.versions[registry.INTENT_BATCH]
+
+    data = build(small.events, FS, seed=0)
+    sample = data.X.head(25)
+    sample.to_parquet(tmp_path / "x.parquet")
+    batch = registry.load(registry.INTENT_BATCH)
+    online = registry.load(registry.INTENT_ONLINE)
+    clusters = registry.load(registry.CLUSTERS)
+    cluster_x = user_vectors(small.events, FeatureSet(CLUSTER_SPECS)).head(25)
+    cluster_x.to_parquet(tmp_path / "c.parquet")
+    code = f"""
+import json, mlflow, pandas as pd
+mlflow.set_tracking_uri({uri!r})
+x = pd.read_parquet({str(tmp_path / "x.parquet")!r}); c = pd.read_parquet({str(tmp_path / "c.parquet")!r})
+batch = mlflow.pyfunc.load_model("models:/segflow-intent-batch@champion").predict(x)
+online = mlflow.pyfunc.load_model("models:/segflow-intent-online@champion").predict(x)
+clusters = mlflow.pyfunc.load_model("models:/segflow-clusters@champion").predict(c)
+print(json.dumps({{"batch": list(map(float, batch)), "online": list(map(float, online)),
+                  "clusters": list(map(int, clusters))}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert np.allclose(got["batch"], batch.predict_proba(sample))
+    assert all(0.0 <= p <= 1.0 for p in got["batch"])
+    assert np.allclose(got["online"], [online.predict(online.features(r)) for r in sample.to_dict("records")])
+    assert got["clusters"] == [clusters.assign_one(r) for r in cluster_x.to_dict("records")]
