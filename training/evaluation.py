@@ -38,7 +38,7 @@ def expected_calibration_error(y: NDArray, p: NDArray, bins: int = 10) -> float:
     for b in range(bins):
         m = which == b
         if m.any():
-            total += m.sum() * abs(y[m].mean() - p[m].mean())
+            total += float(m.sum() * abs(y[m].mean() - p[m].mean()))
     return total / max(len(y), 1)
 
 
