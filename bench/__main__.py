@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import features, ingest
+from bench import features, ingest, training
 
-for module in (ingest, features):
+for module in (ingest, features, training):
     module.main()
