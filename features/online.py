@@ -409,3 +409,28 @@ def _local(t: int, tz: tuple[int, str] | None) -> datetime:
 
 def _local_hour(dt: datetime) -> float:
     return dt.hour + dt.minute / 60.0
+
+
+def next_change(features: FeatureSet, profile: Profile, spec: Spec, at_ms: int) -> int | None:
+    """The next instant after ``at_ms`` at which a windowed feature changes
+    with no new event (an event leaves its window), or None. For recency
+    the last event's time is returned: the rule layer adds its thresholds."""
+    if isinstance(spec, WindowCount | WindowSum | WindowMean):
+        i = features._stream_ix[(spec.event, spec.where, spec.resolution_ms)]
+        w, r = spec.within_ms, spec.resolution_ms
+        buckets = profile.buckets[i]
+        kmin = (at_ms - w) // r + 1
+        from bisect import bisect_left
+
+        j = bisect_left(buckets.keys, kmin)
+        return buckets.keys[j] * r + w if j < len(buckets.keys) else None
+    if isinstance(spec, WindowDistinct):
+        slot = features._slot(features._tracker_ix[(spec.event, spec.where, spec.prop)])
+        w = spec.within_ms
+        live = [when + w for when in profile.distinct[slot].values() if when + w > at_ms]
+        return min(live) if live else None
+    if isinstance(spec, Recency):
+        slot = features._slot(features._tracker_ix[(spec.event, spec.where, None)])
+        last = profile.last_ts[slot]
+        return last if last >= 0 else None
+    return None

@@ -1,0 +1,117 @@
+"""Membership as pure functions: state + features + scores + time → memberships,
+old vs new → transitions, each with its reason; and when time alone could
+change the answer next.
+
+Segments are evaluated in dependency order, so ``in_segment`` sees this
+moment's memberships. A segment with an ``exit`` rule holds once entered until
+its exit rule holds (hysteresis); ``min_dwell`` keeps a member in at least
+that long. In a group, only the highest-priority segment that holds is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from features.online import FeatureSet, Profile, next_change
+from features.specs import Recency
+from segments.config import SegmentConfig
+from segments.rules import Context
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a transition happened: the config version, the rule, and each clause with its value."""
+
+    config_id: str
+    rule: str
+    clauses: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    segment: str
+    kind: str  # "enter" or "exit"
+    at_ms: int
+    reason: Reason
+
+
+@dataclass(slots=True)
+class Memberships:
+    """A user's segments and when each was entered."""
+
+    entered: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self.entered)
+
+
+def evaluate(
+    config: SegmentConfig,
+    features: Mapping[str, Any],
+    scores: Mapping[str, float],
+    cluster: str | None,
+    current: Memberships,
+    at_ms: int,
+) -> tuple[Memberships, list[Transition]]:
+    """New memberships at ``at_ms`` and the transitions from ``current``."""
+    holding: set[str] = set()
+    ctx = Context(features, scores, cluster, holding, config.thresholds)
+    for name, seg in config.segments.items():
+        was_in = name in current.entered
+        if was_in and seg.min_dwell_ms and at_ms < current.entered[name] + seg.min_dwell_ms:
+            holding.add(name)
+            continue
+        if was_in and seg.exit is not None:
+            if not seg.exit.holds(ctx):
+                holding.add(name)
+            continue
+        if seg.rule.holds(ctx):
+            holding.add(name)
+    for group in config.groups:
+        members = [s for s in group.segments if s in holding]
+        for loser in members[1:]:
+            holding.discard(loser)
+    new = Memberships({n: current.entered.get(n, at_ms) for n in config.segments if n in holding})
+    transitions: list[Transition] = []
+    for name, seg in config.segments.items():
+        before, after = name in current.entered, name in holding
+        if before == after:
+            continue
+        rule = seg.exit if (before and seg.exit is not None) else seg.rule
+        reason = Reason(config.config_id, rule.text.strip(), tuple(rule.explain(ctx)))
+        transitions.append(Transition(name, "enter" if after else "exit", at_ms, reason))
+    return new, transitions
+
+
+def next_due(
+    config: SegmentConfig, features: FeatureSet, profile: Profile, current: Memberships, at_ms: int
+) -> int | None:
+    """The earliest instant after ``at_ms`` at which some membership could
+    change with no new event: a window edge, a recency threshold, a dwell end.
+    Waking earlier than needed is harmless; never later."""
+    due: list[int] = []
+    for name, seg in config.segments.items():
+        if name in current.entered and seg.min_dwell_ms:
+            end = current.entered[name] + seg.min_dwell_ms
+            if end > at_ms:
+                due.append(end)
+        for rule in (seg.rule, seg.exit):
+            if rule is None:
+                continue
+            for spec in rule.specs:
+                when = next_change(features, profile, spec, at_ms)
+                if when is None:
+                    continue
+                if isinstance(spec, Recency):
+                    for seconds in rule.durations:
+                        t = when + math.ceil(seconds * 1000)
+                        for edge in (t, t + 1):  # >= flips at t, > just after
+                            if edge > at_ms:
+                                due.append(edge)
+                elif when > at_ms:
+                    due.append(when)
+    return min(due) if due else None

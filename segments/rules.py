@@ -1,0 +1,457 @@
+"""The rule language: parsed with a real grammar, compiled to closures, never ``eval``.
+
+A rule is a boolean expression over a user's features, scores, cluster and
+other segments::
+
+    count(product_view, 24h, category == "shoes") >= 1 and not in_segment("buyers")
+    at_least(2, count(product_view, 1h) >= 1, distinct(category, add_to_cart, 24h) >= 2)
+    since(add_to_cart) <= 30m or intent >= thresholds.likely_buyer
+
+It has ``and``, ``or``, ``not``, parentheses, comparisons, numbers, strings,
+durations (``30m``, ``24h``, ``7d``, compared as seconds), windowed functions
+with optional property filters (``count(event, window[, filters])``,
+``sum(property, event, window[, filters])``, ``mean(...)``,
+``distinct(property, event, window[, filters])``; ``any`` is every event type),
+recency (``since(event[, filters])``, seconds; infinite when there was none), ``at_least(n,
+cond, ...)``, scores (``intent``, ``intent_online``, ``intent_batch``),
+``cluster == "..."``, ``in_segment("...")``, named thresholds
+(``thresholds.name``) and any feature of the feature set by name. Features the
+rules name are derived as feature specs (:attr:`Rule.specs`). Errors name the
+line and column, the problem and, where one is close, the likely name.
+
+>>> rule = compile_rule('count(add_to_cart, 1h) >= 2 and intent > 0.5')
+>>> [s.name for s in rule.specs]
+['add_to_cart_count_1h']
+>>> rule.holds(Context({"add_to_cart_count_1h": 2}, {"intent": 0.7}))
+True
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from features.specs import (
+    ANY,
+    Eq,
+    In,
+    Predicate,
+    Recency,
+    Spec,
+    WindowCount,
+    WindowDistinct,
+    WindowMean,
+    WindowSum,
+    parse_duration,
+)
+
+SCORES = ("intent", "intent_online", "intent_batch")
+
+GRAMMAR = r"""
+?start: expr
+?expr: or_expr
+?or_expr: and_expr (_OR and_expr)*
+?and_expr: not_expr (_AND not_expr)*
+?not_expr: _NOT not_expr -> not_
+         | comparison
+?comparison: operand (COMP operand)?
+         | operand _IN "(" literal ("," literal)* ")" -> in_
+?operand: literal
+        | call
+        | dotted
+        | "(" expr ")"
+call: NAME "(" [expr ("," expr)*] ")"
+dotted: NAME ("." NAME)*
+?literal: DURATION -> duration
+        | NUMBER -> number
+        | STRING -> string
+        | _TRUE -> true
+        | _FALSE -> false
+DURATION.2: /\d+(ms|s|m|h|d|w)\b/
+COMP: "==" | "!=" | ">=" | "<=" | ">" | "<"
+_OR.2: /or\b/
+_AND.2: /and\b/
+_NOT.2: /not\b/
+_IN.2: /in\b/
+_TRUE.2: /true\b/
+_FALSE.2: /false\b/
+NAME: /[A-Za-z_][A-Za-z0-9_]*/
+STRING: /"[^"\n]*"/ | /'[^'\n]*'/
+%import common.NUMBER
+%import common.WS
+%ignore WS
+"""
+
+_PARSER = Lark(GRAMMAR, parser="lalr", propagate_positions=True)
+
+
+class RuleError(ValueError):
+    """A rule that cannot be loaded, with where and why."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        self.line, self.column, self.problem = line, column, message
+        where = f"{line}:{column}: " if line is not None else ""
+        super().__init__(f"{where}{message}")
+
+
+@dataclass(slots=True)
+class Context:
+    """What a rule reads: features, scores, cluster, current memberships,
+    thresholds."""
+
+    features: Mapping[str, Any]
+    scores: Mapping[str, float] = field(default_factory=dict)
+    cluster: str | None = None
+    segments: frozenset[str] | set[str] = frozenset()
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+
+
+Fn = Callable[[Context], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """A leaf of a rule that decides it: its text, and how to read its value."""
+
+    text: str
+    fn: Fn
+    feature: str | None = None
+
+
+@dataclass(slots=True)
+class Rule:
+    """A compiled rule: ``holds(ctx)``, the specs it needs, its clauses."""
+
+    text: str
+    fn: Fn
+    specs: list[Spec]
+    clauses: list[Clause]
+    segments: set[str]
+    thresholds: set[str]
+    durations: list[float] = field(default_factory=list)  # seconds, as written in comparisons
+
+    def holds(self, ctx: Context) -> bool:
+        return bool(self.fn(ctx))
+
+    def explain(self, ctx: Context) -> list[tuple[str, Any]]:
+        """Each clause with its value now (what decided the rule)."""
+        return [(c.text, _plain(c.fn(ctx))) for c in self.clauses]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _close(name: str, known: Sequence[str]) -> str:
+    guess = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {guess[0]!r}?)" if guess else ""
+
+
+class _Compiler:
+    def __init__(
+        self,
+        text: str,
+        known_features: Sequence[str],
+        known_events: Sequence[str] | None,
+        thresholds: Mapping[str, float] | None,
+    ) -> None:
+        self.text = text
+        self.known_features = list(known_features)
+        self.known_events = known_events
+        self.threshold_names = None if thresholds is None else set(thresholds)
+        self.specs: list[Spec] = []
+        self.clauses: list[Clause] = []
+        self.segments: set[str] = set()
+        self.thresholds: set[str] = set()
+        self.recency: list[Spec] = []
+        self.durations: list[float] = []
+
+    def fail(self, node: Tree | Token, message: str) -> RuleError:
+        meta = node if isinstance(node, Token) else node.meta
+        line = getattr(meta, "line", None)
+        column = getattr(meta, "column", None)
+        return RuleError(message, line, column)
+
+    def source(self, node: Tree | Token) -> str:
+        if isinstance(node, Token):
+            return str(node)
+        meta = node.meta
+        return self.text[meta.start_pos : meta.end_pos] if not meta.empty else ""
+
+    # -- values: (kind, fn), kind in bool/number/string ---------------------------
+
+    def value(self, node: Tree | Token) -> tuple[str, Fn]:
+        if isinstance(node, Token):
+            raise self.fail(node, f"unexpected {node!s}")
+        kind = node.data
+        if kind == "or_expr":
+            parts = [self.boolean(c) for c in node.children]
+            return "bool", lambda ctx, parts=parts: any(p(ctx) for p in parts)
+        if kind == "and_expr":
+            parts = [self.boolean(c) for c in node.children]
+            return "bool", lambda ctx, parts=parts: all(p(ctx) for p in parts)
+        if kind == "not_":
+            inner = self.boolean(node.children[0])
+            return "bool", lambda ctx: not inner(ctx)
+        if kind == "comparison":
+            return "bool", self.comparison(node)
+        if kind == "in_":
+            return "bool", self.membership(node)
+        if kind == "number":
+            v = float(str(node.children[0]))
+            return "number", lambda ctx: v
+        if kind == "duration":
+            seconds = parse_duration(str(node.children[0])).total_seconds()
+            self.durations.append(seconds)
+            return "number", lambda ctx: seconds
+        if kind == "string":
+            s = str(node.children[0])[1:-1]
+            return "string", lambda ctx: s
+        if kind == "true":
+            return "bool", lambda ctx: True
+        if kind == "false":
+            return "bool", lambda ctx: False
+        if kind == "dotted":
+            return self.name(node)
+        if kind == "call":
+            return self.call(node)
+        raise self.fail(node, f"unsupported expression {kind}")
+
+    def boolean(self, node: Tree | Token) -> Fn:
+        kind, fn = self.value(node)
+        if kind != "bool":
+            raise self.fail(
+                node,
+                f"expected a condition, got a {kind}: {self.source(node)!r} (compare it, as in "
+                f"{self.source(node)} >= 1)",
+            )
+        if isinstance(node, Tree) and node.data in ("call", "dotted"):
+            self.clauses.append(Clause(self.source(node), fn))
+        return fn
+
+    def name(self, node: Tree) -> tuple[str, Fn]:
+        parts = [str(t) for t in node.children]
+        if parts[0] == "thresholds":
+            if len(parts) != 2:
+                raise self.fail(node, "a threshold is named thresholds.NAME")
+            key = parts[1]
+            if self.threshold_names is not None and key not in self.threshold_names:
+                raise self.fail(node, f"unknown threshold {key!r}{_close(key, sorted(self.threshold_names))}")
+            self.thresholds.add(key)
+            return "number", lambda ctx: ctx.thresholds[key]
+        if len(parts) != 1:
+            raise self.fail(node, f"unknown name {'.'.join(parts)!r}")
+        name = parts[0]
+        if name in SCORES:
+            return "number", lambda ctx: ctx.scores.get(name, math.nan)
+        if name == "cluster":
+            return "string", lambda ctx: ctx.cluster
+        if name in self.known_features:
+            return "number", lambda ctx: ctx.features.get(name, math.nan)
+        known = [*self.known_features, *SCORES, "cluster", "thresholds"]
+        raise self.fail(node, f"unknown name {name!r}{_close(name, known)}")
+
+    def comparison(self, node: Tree) -> Fn:
+        left, op, right = node.children
+        lk, lf = self.value(left)
+        rk, rf = self.value(right)
+        op = str(op)
+        if lk != rk:
+            raise self.fail(node, f"cannot compare a {lk} with a {rk}: {self.source(node)!r}")
+        if lk in ("bool", "string") and op not in ("==", "!="):
+            raise self.fail(node, f"{op} needs numbers: {self.source(node)!r}")
+        compare = _OPS[op]
+        fn: Fn = lambda ctx: _compare(compare, lf(ctx), rf(ctx))  # noqa: E731
+        reads = left if isinstance(left, Tree) and left.data in ("call", "dotted") else None
+        self.clauses.append(Clause(self.source(node), lf if reads is not None else fn))
+        return fn
+
+    def membership(self, node: Tree) -> Fn:
+        left, *options = node.children
+        kind, lf = self.value(left)
+        values = [self.value(o) for o in options]
+        if any(k != kind for k, _ in values):
+            raise self.fail(node, f"every option of 'in' must be a {kind}")
+        wanted = {f(None) for _, f in values}  # type: ignore[arg-type]
+        self.clauses.append(Clause(self.source(node), lf))
+        return lambda ctx: lf(ctx) in wanted
+
+    # -- calls ---------------------------------------------------------------------
+
+    def call(self, node: Tree) -> tuple[str, Fn]:
+        name_token, *args = node.children
+        args = [a for a in args if a is not None]
+        name = str(name_token)
+        if name in ("count", "sum", "mean", "distinct"):
+            return "number", self.window(node, name, args)
+        if name == "since":
+            if not args:
+                raise self.fail(node, "since(event[, filters]) needs an event")
+            event = self.event(args[0])
+            where = self.filters(args[1:])
+            spec = Recency(event, where)
+            seconds = self.feature(spec)
+            self.recency.append(spec)
+            # never is longer ago than any duration: since(purchase) > 48h holds for a user who never bought
+            return "number", lambda ctx: _never_is_infinite(seconds(ctx))
+        if name == "at_least":
+            if len(args) < 2:
+                raise self.fail(node, "at_least(n, condition, ...) needs a count and conditions")
+            kind, nf = self.value(args[0])
+            if kind != "number" or not isinstance(args[0], Tree) or args[0].data != "number":
+                raise self.fail(args[0], "at_least's first argument is a whole number")
+            n = int(nf(None))  # type: ignore[arg-type]
+            conds = [self.boolean(a) for a in args[1:]]
+            if not 0 < n <= len(conds):
+                raise self.fail(node, f"at_least({n}, ...) with {len(conds)} conditions can never hold")
+            return "bool", lambda ctx: sum(1 for c in conds if c(ctx)) >= n
+        if name == "in_segment":
+            if len(args) != 1 or not isinstance(args[0], Tree) or args[0].data != "string":
+                raise self.fail(node, 'in_segment takes one segment name in quotes: in_segment("buyers")')
+            segment = str(args[0].children[0])[1:-1]
+            self.segments.add(segment)
+            return "bool", lambda ctx: segment in ctx.segments
+        functions = ["count", "sum", "mean", "distinct", "since", "at_least", "in_segment"]
+        raise self.fail(node, f"unknown function {name!r}{_close(name, functions)}")
+
+    def window(self, node: Tree, fn_name: str, args: list[Any]) -> Fn:
+        if fn_name == "count":
+            if len(args) < 2:
+                raise self.fail(node, "count(event, window[, filters]) needs an event and a window")
+            event, within, rest = self.event(args[0]), self.within(args[1]), args[2:]
+            spec: Spec = WindowCount(event, within, self.filters(rest))
+        else:
+            if len(args) < 3:
+                raise self.fail(
+                    node, f"{fn_name}(property, event, window[, filters]) needs a property, an event and a window"
+                )
+            prop = self.bare(args[0], "a property name")
+            event, within, rest = self.event(args[1]), self.within(args[2]), args[3:]
+            where = self.filters(rest)
+            if fn_name == "sum":
+                spec = WindowSum(prop, event, within, where)
+            elif fn_name == "mean":
+                spec = WindowMean(prop, event, within, where)
+            else:
+                spec = WindowDistinct(prop, event, within, where)
+        return self.feature(spec)
+
+    def feature(self, spec: Spec) -> Fn:
+        if spec not in self.specs:
+            self.specs.append(spec)
+        name = spec.name
+        return lambda ctx: ctx.features.get(name, math.nan)
+
+    def bare(self, node: Any, what: str) -> str:
+        if isinstance(node, Tree) and node.data == "dotted" and len(node.children) == 1:
+            return str(node.children[0])
+        raise self.fail(node, f"expected {what}, got {self.source(node)!r}")
+
+    def event(self, node: Any) -> str:
+        name = self.bare(node, "an event type")
+        if name == "any":
+            return ANY
+        if self.known_events is not None and name not in self.known_events:
+            raise self.fail(node, f"unknown event type {name!r}{_close(name, list(self.known_events))}")
+        return name
+
+    def within(self, node: Any) -> timedelta:
+        if isinstance(node, Tree) and node.data == "duration":
+            return parse_duration(str(node.children[0]))
+        raise self.fail(node, f"expected a window such as 24h, got {self.source(node)!r}")
+
+    def filters(self, nodes: list[Any]) -> Predicate | None:
+        if not nodes:
+            return None
+        if len(nodes) > 1:
+            raise self.fail(nodes[1], "one property filter per function (field == value or field in (...))")
+        node = nodes[0]
+        if isinstance(node, Tree) and node.data == "comparison":
+            left, op, right = node.children
+            if str(op) != "==":
+                raise self.fail(node, f"a filter compares with ==, got {op}")
+            return Eq(self.bare(left, "a property name"), self.literal(right))
+        if isinstance(node, Tree) and node.data == "in_":
+            left, *options = node.children
+            return In(self.bare(left, "a property name"), tuple(self.literal(o) for o in options))
+        raise self.fail(node, f'expected a filter such as category == "shoes", got {self.source(node)!r}')
+
+    def literal(self, node: Any) -> str | float | bool:
+        if isinstance(node, Tree):
+            if node.data == "string":
+                return str(node.children[0])[1:-1]
+            if node.data == "number":
+                return float(str(node.children[0]))
+            if node.data in ("true", "false"):
+                return node.data == "true"
+        raise self.fail(node, f"expected a literal value, got {self.source(node)!r}")
+
+
+def _never_is_infinite(value: Any) -> float:
+    return math.inf if value is None or value != value else value
+
+
+def _compare(op: Callable[[Any, Any], bool], a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return False
+    if isinstance(a, float) and math.isnan(a):
+        return False
+    return op(a, b)
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+}
+
+
+def parse(text: str) -> Tree:
+    try:
+        return _PARSER.parse(text)
+    except UnexpectedCharacters as exc:
+        char = text[exc.pos_in_stream] if exc.pos_in_stream is not None else "?"
+        raise RuleError(f"unexpected character {char!r}", exc.line, exc.column) from None
+    except UnexpectedEOF:
+        line = text.count("\n") + 1
+        raise RuleError(
+            "the rule ends too early (an operand or ')' is missing)", line, len(text.rsplit("\n", 1)[-1]) + 1
+        ) from None
+    except UnexpectedToken as exc:
+        token = exc.token
+        if token.type == "$END":
+            line = text.count("\n") + 1
+            raise RuleError(
+                "the rule ends too early (an operand or ')' is missing)", line, len(text.rsplit("\n", 1)[-1]) + 1
+            ) from None
+        raise RuleError(f"unexpected {token!s}", token.line, token.column) from None
+    except UnexpectedInput as exc:  # pragma: no cover - lark's other errors
+        raise RuleError(str(exc), getattr(exc, "line", None), getattr(exc, "column", None)) from None
+
+
+def compile_rule(
+    text: str,
+    known_features: Sequence[str] = (),
+    known_events: Sequence[str] | None = None,
+    thresholds: Mapping[str, float] | None = None,
+) -> Rule:
+    """Parse and compile one rule; names are checked against what is known."""
+    if not text or not text.strip():
+        raise RuleError("the rule is empty", 1, 1)
+    tree = parse(text)
+    compiler = _Compiler(text, known_features, known_events, thresholds)
+    fn = compiler.boolean(tree)
+    clauses = compiler.clauses or [Clause(text.strip(), fn)]
+    return Rule(text, fn, compiler.specs, clauses, compiler.segments, compiler.thresholds, compiler.durations)

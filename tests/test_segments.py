@@ -1,0 +1,184 @@
+"""Segments: the shipped rules on literal timelines, with exact enter and exit
+times (time-driven ones found by next_due, with no new event), reasons, and
+errors that name line, column and problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from features.defaults import DEFAULT_SPECS
+from features.events import Event
+from segments.config import ConfigError, SegmentConfig, load, loads
+from segments.rules import RuleError, compile_rule
+from segments.timeline import feature_set_for, fold
+
+ROOT = Path(__file__).resolve().parent.parent
+MIN = 60_000
+H = 60 * MIN
+T0 = 1_767_225_600_000 + 10 * MIN + 15_000  # 2026-01-01 00:10:15 UTC
+NAMES = [s.name for s in DEFAULT_SPECS]
+
+
+@pytest.fixture(scope="module")
+def config() -> SegmentConfig:
+    return load(ROOT / "config/segments.yaml", NAMES)
+
+
+def ev(at: int, etype: str, n: int = 0, **props: object) -> Event:
+    return Event(f"m{at}-{etype}-{n}", etype, "u", None, at, at, properties=props)
+
+
+def run(config: SegmentConfig, events: list[Event], until: int, scores=None) -> list[tuple[str, str, int]]:
+    fs = feature_set_for(config, DEFAULT_SPECS)
+    return [(t.segment, t.kind, t.at_ms) for t in fold(config, events, until, fs, scores)]
+
+
+def only(transitions: list[tuple[str, str, int]], segment: str) -> list[tuple[str, int]]:
+    return [(kind, at) for s, kind, at in transitions if s == segment]
+
+
+def test_visited_category_in_last_24h_exits_when_window_slides(config: SegmentConfig) -> None:
+    got = only(run(config, [ev(T0, "product_view", category="shoes")], T0 + 48 * H), "shoes_browsers_24h")
+    # the minute bucket (00:10, 00:11] leaves the 24h window at 00:11:00 the next day
+    assert got == [("enter", T0), ("exit", T0 - 15_000 + MIN + 24 * H)]
+
+
+def test_three_email_clicks_in_a_week(config: SegmentConfig) -> None:
+    clicks = [ev(T0 + i * H, "email_click") for i in range(3)]
+    got = only(run(config, clicks, T0 + 9 * 24 * H), "email_clickers_7d")
+    first_hour_end = T0 - 10 * MIN - 15_000 + H  # 7d windows count by the hour
+    assert got == [("enter", T0 + 2 * H), ("exit", first_hour_end + 7 * 24 * H)]
+
+
+def test_cart_abandonment_enters_48h_after_the_add(config: SegmentConfig) -> None:
+    alone = [ev(T0, "add_to_cart", price=30.0)]
+    assert only(run(config, alone, T0 + 10 * 24 * H), "cart_abandoners_48h") == [
+        ("enter", T0 + 48 * H),
+        ("exit", T0 + 7 * 24 * H),
+    ]
+    bought_before = [ev(T0 - 5 * H, "purchase"), ev(T0, "add_to_cart", price=30.0)]
+    assert only(run(config, bought_before, T0 + 3 * 24 * H), "cart_abandoners_48h") == [("enter", T0 + 48 * H)]
+    bought_after = [ev(T0, "add_to_cart", price=30.0), ev(T0 + 10 * H, "purchase")]
+    assert only(run(config, bought_after, T0 + 3 * 24 * H), "cart_abandoners_48h") == []
+
+
+def test_active_now_exits_30_minutes_after_last_activity(config: SegmentConfig) -> None:
+    got = only(run(config, [ev(T0, "page_view"), ev(T0 + 20 * MIN, "page_view")], T0 + 2 * H), "active_now")
+    assert got == [("enter", T0), ("exit", T0 + 50 * MIN + 1)]
+
+
+def test_category_and_cart(config: SegmentConfig) -> None:
+    events = [ev(T0, "product_view", category="electronics"), ev(T0 + MIN, "add_to_cart", price=5.0)]
+    got = only(run(config, events, T0 + 2 * H), "electronics_carters")
+    assert got == [("enter", T0 + MIN)]
+
+
+def test_lifecycle_moves_from_interested_to_ready_to_buy(config: SegmentConfig) -> None:
+    events = [ev(T0 + i * MIN, "product_view", i) for i in range(3)] + [ev(T0 + 5 * MIN, "add_to_cart", price=9.0)]
+    got = run(config, events, T0 + 10 * MIN)
+    lifecycle = [(s, k, t) for s, k, t in got if s in ("browsing", "interested", "ready_to_buy")]
+    assert lifecycle == [
+        ("browsing", "enter", T0),
+        ("browsing", "exit", T0 + 2 * MIN),
+        ("interested", "enter", T0 + 2 * MIN),
+        ("interested", "exit", T0 + 5 * MIN),
+        ("ready_to_buy", "enter", T0 + 5 * MIN),
+    ]
+
+
+def test_high_purchase_intent_needs_two_signals(config: SegmentConfig) -> None:
+    one = [ev(T0, "product_view", category="a")]
+    assert only(run(config, one, T0 + 10 * MIN), "high_purchase_intent") == []
+    two = [
+        *one,
+        ev(T0 + MIN, "add_to_cart", category="a", price=1.0),
+        ev(T0 + 2 * MIN, "add_to_cart", category="b", price=1.0),
+    ]
+    got = only(run(config, two, T0 + 3 * H), "high_purchase_intent")
+    # enters with the second cart category; leaves when the product view is an hour old
+    assert got == [("enter", T0 + 2 * MIN), ("exit", T0 - 15_000 + MIN + H)]
+
+
+def test_intent_threshold_with_hysteresis_and_dwell(config: SegmentConfig) -> None:
+    def scores(t: int) -> dict[str, float]:
+        if t < T0 + 10 * MIN:
+            return {"intent": 0.40}
+        if t < T0 + 20 * MIN:
+            return {"intent": 0.32}  # below entry, above exit: stays
+        return {"intent": 0.10}  # below exit, but dwell keeps the member until T0 + 1h
+
+    events = [ev(T0 + i * 10 * MIN, "page_view", i) for i in range(3)] + [ev(T0 + 70 * MIN, "page_view", 9)]
+    got = only(run(config, events, T0 + 2 * H, scores), "likely_buyers")
+    assert got == [("enter", T0), ("exit", T0 + 60 * MIN)]  # woken at the dwell end, no event needed
+
+
+def test_transitions_carry_reasons(config: SegmentConfig) -> None:
+    fs = feature_set_for(config, DEFAULT_SPECS)
+    (enter, *_rest) = [
+        t
+        for t in fold(config, [ev(T0, "product_view", category="shoes")], T0 + 1, fs)
+        if t.segment == "shoes_browsers_24h"
+    ]
+    assert enter.reason.config_id == config.config_id
+    assert enter.reason.clauses == (('count(product_view, 24h, category == "shoes") >= 1', 1),)
+
+
+BROKEN = [
+    ("count(product_view, 24h >= 1", 1, "ends too early"),
+    ("count(product_view 24h) >= 1", 1, "unexpected"),
+    ("since(add_to_cart) <= 30m and", 1, "ends too early"),
+    ("count(prodcut_view, 24h) >= 1", 1, "did you mean 'product_view'"),
+    ("intnet > 0.5", 1, "did you mean 'intent'"),
+    ("count(product_view, 24h)", 1, "expected a condition"),
+    ('cluster >= "a"', 1, "needs numbers"),
+    ('intent > "high"', 1, "cannot compare a number with a string"),
+    ("at_least(3, intent > 0.1, intent > 0.2)", 1, "can never hold"),
+    ("sum(price, add_to_cart) > 1", 1, "needs a property"),
+    ("count(add_to_cart, 1h) >= 1 and\n  since(purchase) <= 5 parsecs", 2, "unexpected"),
+    ("countt(add_to_cart, 1h) >= 1", 1, "did you mean 'count'"),
+    ("intent >= thresholds.likly", 1, "did you mean 'likely'"),
+    ("count(add_to_cart, 1h, price > 3) >= 1", 1, "a filter compares with =="),
+    ("intent @ 3", 1, "unexpected character '@'"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "problem"), BROKEN)
+def test_broken_rules_name_line_column_and_problem(text: str, line: int, problem: str) -> None:
+    with pytest.raises(RuleError) as info:
+        compile_rule(text, NAMES, ["product_view", "add_to_cart", "purchase"], {"likely": 0.5})
+    assert info.value.line == line and info.value.column is not None
+    assert problem in str(info.value)
+
+
+def test_config_errors_name_file_line_and_problem() -> None:
+    text = """version: 1
+thresholds: {likely: 0.5}
+segments:
+  - name: a
+    rule: in_segment("b") and intent > thresholds.likely
+  - name: b
+    rule: in_segment("a")
+  - name: c
+    rule: count(add_to_cart, 1h) >= 1 and cart_valu_7d > 3
+  - name: d
+    rule: in_segment("e")
+groups:
+  - name: g
+    segments: [a, zz]
+"""
+    with pytest.raises(ConfigError) as info:
+        loads(text, "segs.yaml", NAMES)
+    problems = "\n".join(info.value.problems)
+    assert "segs.yaml:9:43: segment 'c': unknown name 'cart_valu_7d' (did you mean 'cart_value_7d'?)" in problems
+    assert "cycle: a -> b -> a" in problems
+    assert "in_segment('e') names no segment" in problems
+    assert "group 'g': unknown segment 'zz'" in problems
+
+
+def test_shipped_config_is_valid_and_derives_its_features(config: SegmentConfig) -> None:
+    names = {s.name for s in config.specs}
+    assert "product_view_count_24h_category_shoes" in names and "purchase_recency_s" in names
+    assert all(seg.description for seg in config.segments.values())
+    assert len(config.config_id) == 12
