@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import features, ingest, training
+from bench import features, ingest, rules, training
 
-for module in (ingest, features, training):
+for module in (ingest, features, rules, training):
     module.main()

@@ -33,8 +33,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 DATA_ERRORS = 1
 USAGE_ERRORS = 2
@@ -297,6 +297,99 @@ def evaluate(
         )
     if not found:
         raise _usage("no champion registered: run `segflow train` first")
+
+
+segments_app = typer.Typer(help="Segment rules: validate, test with fixtures, diff.", no_args_is_help=True)
+app.add_typer(segments_app, name="segments")
+
+
+def _known_features() -> list[str]:
+    from features.defaults import DEFAULT_SPECS
+
+    return [s.name for s in DEFAULT_SPECS]
+
+
+@segments_app.command("validate")
+def segments_validate(path: Annotated[Path, typer.Argument(help="segments.yaml")]) -> None:
+    """Check a segment config: exit 0 valid, 1 invalid (every error listed), 2 usage."""
+    from segments.config import ConfigError, load
+
+    if not path.exists():
+        raise _usage(f"{path}: no such file")
+    try:
+        config = load(path, _known_features())
+    except ConfigError as exc:
+        for problem in exc.problems:
+            console.print(problem, markup=False, highlight=False)
+        console.print(f"{len(exc.problems)} problem(s)")
+        raise typer.Exit(DATA_ERRORS) from None
+    out.print(
+        f"{path}: valid, {len(config.segments)} segments, {len(config.specs)} derived features, "
+        f"config id {config.config_id}"
+    )
+
+
+@segments_app.command("test")
+def segments_test(files: Annotated[list[Path], typer.Argument(help="fixture YAML files")]) -> None:
+    """Run timeline fixtures: expected enters and exits at exact times."""
+    from segments.config import ConfigError
+    from segments.fixtures import run_file
+
+    failed = total = 0
+    for path in files:
+        if not path.exists():
+            raise _usage(f"{path}: no such file")
+        try:
+            results = run_file(path)
+        except (ValueError, ConfigError, KeyError) as exc:
+            raise _usage(f"{path}: {exc}") from None
+        for r in results:
+            total += 1
+            if r.passed:
+                out.print(f"[green]ok[/green]   {r.name}")
+            else:
+                failed += 1
+                out.print(f"[red]FAIL[/red] {r.name}")
+                out.print(r.diff, markup=False, highlight=False)
+    out.print(f"{total - failed} passed, {failed} failed")
+    if failed:
+        raise typer.Exit(DATA_ERRORS)
+
+
+@segments_app.command("diff")
+def segments_diff(
+    old: Annotated[Path, typer.Argument(help="the current segments.yaml")],
+    new: Annotated[Path, typer.Argument(help="the changed segments.yaml")],
+) -> None:
+    """What changed, rule by rule."""
+    from segments.config import ConfigError, as_dict, load
+
+    try:
+        a, b = as_dict(load(old, _known_features())), as_dict(load(new, _known_features()))
+    except (ConfigError, FileNotFoundError) as exc:
+        raise _usage(str(exc)) from None
+    changed = 0
+    for name in sorted(set(a["segments"]) | set(b["segments"])):
+        before, after = a["segments"].get(name), b["segments"].get(name)
+        if before == after:
+            continue
+        changed += 1
+        if before is None:
+            out.print(f"+ {name}: {after['rule']}", markup=False)
+        elif after is None:
+            out.print(f"- {name}: {before['rule']}", markup=False)
+        else:
+            for key in ("rule", "exit", "min_dwell_ms", "description"):
+                if before[key] != after[key]:
+                    out.print(f"~ {name}.{key}: {before[key]!r} -> {after[key]!r}", markup=False)
+    for key in sorted(set(a["thresholds"]) | set(b["thresholds"])):
+        if a["thresholds"].get(key) != b["thresholds"].get(key):
+            changed += 1
+            out.print(f"~ thresholds.{key}: {a['thresholds'].get(key)} -> {b['thresholds'].get(key)}", markup=False)
+    if a["groups"] != b["groups"]:
+        changed += 1
+        out.print(f"~ groups: {a['groups']} -> {b['groups']}", markup=False)
+    out.print(f"{changed} change(s); config {a['config_id']} -> {b['config_id']}")
 
 
 def main() -> None:

@@ -59,8 +59,15 @@ def timelines(draw: st.DrawFn) -> list[Event]:
     steps = draw(st.lists(st.sampled_from([0, 1, 10, 29, 30, 31, 60, 61, 180, 240]), min_size=n, max_size=n))
     times = BASE + np.cumsum(steps) * MIN + draw(st.integers(0, 59_999))
     return [
-        Event(f"m{i}", draw(st.sampled_from(TYPES)), "u", None, int(t), int(t),
-              properties={"category": draw(st.sampled_from(["shoes", "hats"]))})
+        Event(
+            f"m{i}",
+            draw(st.sampled_from(TYPES)),
+            "u",
+            None,
+            int(t),
+            int(t),
+            properties={"category": draw(st.sampled_from(["shoes", "hats"]))},
+        )
         for i, t in enumerate(times)
     ]
 
