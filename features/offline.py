@@ -233,9 +233,9 @@ class OfflineFeatures:
         Positions are searched once among all events (``tag`` names ``thr``
         for reuse across specs) and mapped to each mask by its prefix count.
         """
-        mask_key = mask.tobytes() if len(mask) < 64 else id(mask)
+        mask_key = id(mask)  # masks are cached per stream, so one mask, one prefix count
         held = q.prefix_of.get(mask_key)
-        if held is None:  # keep the mask alive with its prefix count, so its id stays unique
+        if held is None:  # holding the mask keeps its id from being reused
             held = q.prefix_of[mask_key] = (mask, np.concatenate(([0], np.cumsum(mask))))
         prefix = held[1]
         if q.hi_all is None:

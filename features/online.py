@@ -25,6 +25,7 @@ True
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -209,6 +210,7 @@ class FeatureSet:
         self._widths = [1 + 2 * len(s.props) for s in self.streams]
         self._distinct_ix = [i for i, t in enumerate(self.trackers) if t.prop is not None]
         self._recency_ix = [i for i, t in enumerate(self.trackers) if t.prop is None]
+        self._slots = {ti: n for pool in (self._distinct_ix, self._recency_ix) for n, ti in enumerate(pool)}
         self._stream_ix = {(s.event, s.where, s.resolution_ms): i for i, s in enumerate(self.streams)}
         self._tracker_ix = {(t.event, t.where, t.prop): i for i, t in enumerate(self.trackers)}
         self._dispatch = self._compile_dispatch()
@@ -220,9 +222,8 @@ class FeatureSet:
         return Profile(self._widths, len(self._distinct_ix), len(self._recency_ix), len(self.fields))
 
     def _slot(self, tracker_index: int) -> int:
-        tracker = self.trackers[tracker_index]
-        pool = self._distinct_ix if tracker.prop is not None else self._recency_ix
-        return pool.index(tracker_index)
+        """A tracker's position among the profile's distinct or recency slots."""
+        return self._slots[tracker_index]
 
     def _compile_dispatch(self) -> dict[str, list[Callable[[Profile, Event], None]]]:
         ops: list[tuple[str, Callable[[Profile, Event], None]]] = []
@@ -374,6 +375,28 @@ class FeatureSet:
             return lambda p, t: trig(2 * math.pi * _local_hour(_local(t, p.last_values[j])) / 24.0)
         raise TypeError(f"not a feature spec: {spec!r}")
 
+    def next_change(self, profile: Profile, spec: Spec, at_ms: int) -> int | None:
+        """The next instant after ``at_ms`` at which a windowed feature changes
+        with no new event (an event leaves its window), or None. For recency
+        the last event's time is returned: the rule layer adds its thresholds."""
+        if isinstance(spec, WindowCount | WindowSum | WindowMean):
+            i = self._stream_ix[(spec.event, spec.where, spec.resolution_ms)]
+            w, r = spec.within_ms, spec.resolution_ms
+            buckets = profile.buckets[i]
+            kmin = (at_ms - w) // r + 1
+            j = bisect_left(buckets.keys, kmin)
+            return buckets.keys[j] * r + w if j < len(buckets.keys) else None
+        if isinstance(spec, WindowDistinct):
+            slot = self._slot(self._tracker_ix[(spec.event, spec.where, spec.prop)])
+            w = spec.within_ms
+            live = [when + w for when in profile.distinct[slot].values() if when + w > at_ms]
+            return min(live) if live else None
+        if isinstance(spec, Recency):
+            slot = self._slot(self._tracker_ix[(spec.event, spec.where, None)])
+            last = profile.last_ts[slot]
+            return last if last >= 0 else None
+        return None
+
 
 def _window_mean(buckets: Buckets, kmin: int, j: int) -> float:
     n = buckets.total(kmin, 1 + 2 * j)
@@ -409,28 +432,3 @@ def _local(t: int, tz: tuple[int, str] | None) -> datetime:
 
 def _local_hour(dt: datetime) -> float:
     return dt.hour + dt.minute / 60.0
-
-
-def next_change(features: FeatureSet, profile: Profile, spec: Spec, at_ms: int) -> int | None:
-    """The next instant after ``at_ms`` at which a windowed feature changes
-    with no new event (an event leaves its window), or None. For recency
-    the last event's time is returned: the rule layer adds its thresholds."""
-    if isinstance(spec, WindowCount | WindowSum | WindowMean):
-        i = features._stream_ix[(spec.event, spec.where, spec.resolution_ms)]
-        w, r = spec.within_ms, spec.resolution_ms
-        buckets = profile.buckets[i]
-        kmin = (at_ms - w) // r + 1
-        from bisect import bisect_left
-
-        j = bisect_left(buckets.keys, kmin)
-        return buckets.keys[j] * r + w if j < len(buckets.keys) else None
-    if isinstance(spec, WindowDistinct):
-        slot = features._slot(features._tracker_ix[(spec.event, spec.where, spec.prop)])
-        w = spec.within_ms
-        live = [when + w for when in profile.distinct[slot].values() if when + w > at_ms]
-        return min(live) if live else None
-    if isinstance(spec, Recency):
-        slot = features._slot(features._tracker_ix[(spec.event, spec.where, None)])
-        last = profile.last_ts[slot]
-        return last if last >= 0 else None
-    return None

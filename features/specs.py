@@ -173,12 +173,8 @@ class WindowCount(_Windowed):
 
 
 @dataclass(frozen=True, slots=True)
-class WindowSum(_Windowed):
-    """The sum of a numeric property over events in a window.
-
-    >>> WindowSum("revenue", "purchase", timedelta(days=30)).name
-    'purchase_revenue_sum_30d'
-    """
+class _PropertyWindowed(_Windowed):
+    """A window over one property of the events: ``(prop, event, within, where, resolution)``."""
 
     prop: str = ""
 
@@ -191,6 +187,15 @@ class WindowSum(_Windowed):
         resolution: timedelta | None = None,
     ) -> None:
         _init(self, prop=prop, event=event, within=within, where=where, resolution=resolution)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class WindowSum(_PropertyWindowed):
+    """The sum of a numeric property over events in a window.
+
+    >>> WindowSum("revenue", "purchase", timedelta(days=30)).name
+    'purchase_revenue_sum_30d'
+    """
 
     @property
     def name(self) -> str:
@@ -198,8 +203,8 @@ class WindowSum(_Windowed):
         return _where(base, self.where)
 
 
-@dataclass(frozen=True, slots=True)
-class WindowMean(_Windowed):
+@dataclass(frozen=True, slots=True, init=False)
+class WindowMean(_PropertyWindowed):
     """The mean of a numeric property over the events in a window that carry
     it (NaN when none do).
 
@@ -207,40 +212,16 @@ class WindowMean(_Windowed):
     'product_view_time_on_page_s_mean_24h'
     """
 
-    prop: str = ""
-
-    def __init__(
-        self,
-        prop: str,
-        event: str,
-        within: timedelta,
-        where: Predicate | None = None,
-        resolution: timedelta | None = None,
-    ) -> None:
-        _init(self, prop=prop, event=event, within=within, where=where, resolution=resolution)
-
     @property
     def name(self) -> str:
         base = f"{_event_slug(self.event)}_{_slug(self.prop)}_mean_{format_duration(self.within_ms)}"
         return _where(base, self.where)
 
 
-@dataclass(frozen=True, slots=True)
-class WindowDistinct(_Windowed):
+@dataclass(frozen=True, slots=True, init=False)
+class WindowDistinct(_PropertyWindowed):
     """Distinct values of a property over events in a window (capped at
     :data:`DISTINCT_CAP`)."""
-
-    prop: str = ""
-
-    def __init__(
-        self,
-        prop: str,
-        event: str,
-        within: timedelta,
-        where: Predicate | None = None,
-        resolution: timedelta | None = None,
-    ) -> None:
-        _init(self, prop=prop, event=event, within=within, where=where, resolution=resolution)
 
     @property
     def name(self) -> str:

@@ -121,9 +121,6 @@ class BatchIntentModel:
         self._numeric = [c not in self.categories_ for c in self.features_in_]
         return self
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
     # -- scoring ---------------------------------------------------------------
 
     def _check(self) -> None:

@@ -276,10 +276,6 @@ def _order(segments: dict[str, Segment], problems: list[str], source: str) -> li
     return order
 
 
-def dump_specs(config: SegmentConfig) -> list[str]:
-    return [s.name for s in config.specs]
-
-
 def as_dict(config: SegmentConfig) -> dict[str, Any]:
     return {
         "version": config.version,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from features.online import FeatureSet, Profile, next_change
+from features.online import FeatureSet, Profile
 from features.specs import Recency
 from segments.config import SegmentConfig
 from segments.rules import Context
@@ -103,7 +103,7 @@ def next_due(
             if rule is None:
                 continue
             for spec in rule.specs:
-                when = next_change(features, profile, spec, at_ms)
+                when = features.next_change(profile, spec, at_ms)
                 if when is None:
                     continue
                 if isinstance(spec, Recency):

@@ -172,7 +172,6 @@ class _Compiler:
         self.clauses: list[Clause] = []
         self.segments: set[str] = set()
         self.thresholds: set[str] = set()
-        self.recency: list[Spec] = []
         self.durations: list[float] = []
 
     def fail(self, node: Tree | Token, message: str) -> RuleError:
@@ -300,7 +299,6 @@ class _Compiler:
             where = self.filters(args[1:])
             spec = Recency(event, where)
             seconds = self.feature(spec)
-            self.recency.append(spec)
             # never is longer ago than any duration: since(purchase) > 48h holds for a user who never bought
             return "number", lambda ctx: _never_is_infinite(seconds(ctx))
         if name == "at_least":
