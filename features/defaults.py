@@ -107,21 +107,16 @@ DEFAULT_SPECS: tuple[Spec, ...] = (
 D21 = timedelta(days=21)
 _SESSIONS_21D = WindowDistinct("session_id", ANY, D21)
 
-# A user's longer-run habits, for clustering: activity, funnel depth, campaign
-# response, device mix and price level over three weeks.
+# A user's longer-run habits, for clustering: rates and levels rather than
+# volumes (volumes all move together with activity and drown the rest):
+# activity, funnel depth, campaign response, device mix and price level over
+# three weeks.
 CLUSTER_SPECS: tuple[Spec, ...] = (
     _SESSIONS_21D,
-    WindowCount(PRODUCT_VIEW, D21),
-    WindowCount(ADD_TO_CART, D21),
-    WindowCount(PURCHASE, D21),
-    WindowSum("revenue", PURCHASE, D21),
-    WindowCount(EMAIL_OPEN, D21),
-    WindowCount(EMAIL_CLICK, D21),
+    Ratio(WindowCount(ADD_TO_CART, D21), WindowCount(PRODUCT_VIEW, D21)),
+    Ratio(WindowCount(PURCHASE, D21), _SESSIONS_21D),
     Ratio(WindowCount(EMAIL_OPEN, D21), WindowCount(EMAIL_SEND, D21)),
     Ratio(WindowCount(EMAIL_CLICK, D21), WindowCount(EMAIL_SEND, D21)),
     Ratio(WindowCount(ANY, D21, where=Eq("device", "mobile")), WindowCount(ANY, D21)),
     WindowMean("price", PRODUCT_VIEW, D21),
-    WindowCount(SEARCH, D21),
-    WindowCount(WISHLIST_ADD, D21),
-    Ratio(WindowCount(PRODUCT_VIEW, D21), _SESSIONS_21D),
 )

@@ -2,7 +2,8 @@
 
 A scikit-learn style estimator: ``__init__`` stores parameters, ``fit``
 learns attributes ending in ``_`` and returns ``self``. Vectors are scaled by
-signed ``log1p`` then standardized; k is chosen from a range by silhouette on
+signed ``log1p`` then standardized, with a missing value (a mean over no
+events) taken as the column's median at fit time; k is chosen from a range by silhouette on
 a sample; cluster ids are kept stable across retrains by matching the new
 centroids to a previous model's (Hungarian assignment); each cluster gets a
 short description from its centroid's most distinctive features; one row is
@@ -20,7 +21,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
-from models.vectors import log1p_value, signed_log1p
+from models.vectors import signed_log1p
 
 
 class NotFittedError(RuntimeError):
@@ -47,11 +48,13 @@ class ClusterModel:
     def _matrix(self, X: pd.DataFrame) -> NDArray[np.float64]:
         cols = list(self.features_in_)
         values = X[cols].to_numpy(dtype=np.float64, na_value=np.nan)
-        return signed_log1p(np.nan_to_num(values, nan=0.0))
+        return signed_log1p(np.where(np.isnan(values), self.medians_, values))
 
     def fit(self, X: pd.DataFrame) -> ClusterModel:
         numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c])]
         self.features_in_ = list(self.features) if self.features is not None else numeric
+        medians = X[self.features_in_].astype(np.float64).median(skipna=True).to_numpy(dtype=np.float64)
+        self.medians_ = np.nan_to_num(medians, nan=0.0)
         raw = self._matrix(X)
         self.mean_ = raw.mean(axis=0)
         self.scale_ = raw.std(axis=0)
@@ -122,7 +125,8 @@ class ClusterModel:
     def assign_one(self, vector: Mapping[str, object]) -> int:
         """Nearest centroid of one feature vector (a few microseconds)."""
         self._check()
-        row = np.array([log1p_value(_num(vector.get(name))) for name in self.features_in_], dtype=np.float64)
+        raw = np.array([_num(vector.get(name)) for name in self.features_in_], dtype=np.float64)
+        row = signed_log1p(np.where(np.isnan(raw), self.medians_, raw))
         z = (row - self.mean_) / self.scale_
         return int(((self.centroids_ - z) ** 2).sum(axis=1).argmin())
 
@@ -135,7 +139,7 @@ class ClusterModel:
 
 
 def _num(value: object) -> float:
+    """A vector value as a float; missing (None, NaN, text) as NaN."""
     if value is None or isinstance(value, str):
-        return 0.0
-    v = float(value)  # type: ignore[arg-type]
-    return 0.0 if v != v else v
+        return float("nan")
+    return float(value)  # type: ignore[arg-type]
