@@ -215,6 +215,7 @@ class FeatureSet:
         self._tracker_ix = {(t.event, t.where, t.prop): i for i, t in enumerate(self.trackers)}
         self._dispatch = self._compile_dispatch()
         self._readers = [self._reader(s) for s in self.specs]
+        self._changes: dict[Spec, Callable[[Profile, int], int | None]] = {}
 
     # -- state ---------------------------------------------------------------
 
@@ -379,23 +380,40 @@ class FeatureSet:
         """The next instant after ``at_ms`` at which a windowed feature changes
         with no new event (an event leaves its window), or None. For recency
         the last event's time is returned: the rule layer adds its thresholds."""
+        fn = self._changes.get(spec)
+        if fn is None:
+            fn = self._changes[spec] = self._change_of(spec)
+        return fn(profile, at_ms)
+
+    def _change_of(self, spec: Spec) -> Callable[[Profile, int], int | None]:
         if isinstance(spec, WindowCount | WindowSum | WindowMean):
             i = self._stream_ix[(spec.event, spec.where, spec.resolution_ms)]
             w, r = spec.within_ms, spec.resolution_ms
-            buckets = profile.buckets[i]
-            kmin = (at_ms - w) // r + 1
-            j = bisect_left(buckets.keys, kmin)
-            return buckets.keys[j] * r + w if j < len(buckets.keys) else None
+
+            def window(profile: Profile, at_ms: int) -> int | None:
+                keys = profile.buckets[i].keys
+                j = bisect_left(keys, (at_ms - w) // r + 1)
+                return keys[j] * r + w if j < len(keys) else None
+
+            return window
         if isinstance(spec, WindowDistinct):
             slot = self._slot(self._tracker_ix[(spec.event, spec.where, spec.prop)])
-            w = spec.within_ms
-            live = [when + w for when in profile.distinct[slot].values() if when + w > at_ms]
-            return min(live) if live else None
+            wd = spec.within_ms
+
+            def distinct(profile: Profile, at_ms: int) -> int | None:
+                live = [when + wd for when in profile.distinct[slot].values() if when + wd > at_ms]
+                return min(live) if live else None
+
+            return distinct
         if isinstance(spec, Recency):
-            slot = self._slot(self._tracker_ix[(spec.event, spec.where, None)])
-            last = profile.last_ts[slot]
-            return last if last >= 0 else None
-        return None
+            rslot = self._slot(self._tracker_ix[(spec.event, spec.where, None)])
+
+            def recency(profile: Profile, at_ms: int) -> int | None:
+                last = profile.last_ts[rslot]
+                return last if last >= 0 else None
+
+            return recency
+        return lambda profile, at_ms: None
 
 
 def _window_mean(buckets: Buckets, kmin: int, j: int) -> float:

@@ -25,6 +25,7 @@ import heapq
 import math
 import numbers
 import random
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,6 +63,7 @@ class OnlineIntentModel:
         kind: str = "logistic",
         categorical: Sequence[str] = ("last_country", "last_device"),
         seed: int = 0,
+        keep_evaluated: int = 2_000_000,
     ) -> None:
         self.horizon_ms = horizon_ms
         self.sample_every_ms = sample_every_ms
@@ -69,6 +71,7 @@ class OnlineIntentModel:
         self.kind = kind
         self.categorical = tuple(categorical)
         self.seed = seed
+        self.keep_evaluated = keep_evaluated
         self.pipeline_ = make_pipeline(kind, seed)
         self.drift_ = drift.ADWIN()
         self.drift_detected_ = False
@@ -78,7 +81,8 @@ class OnlineIntentModel:
         self._rng = random.Random(seed)
         self._seq = 0
         self.learned = 0
-        self.evaluated: list[tuple[int, float]] = []  # (label, score when sampled)
+        # (label, score when sampled), the prequential record; bounded for a long-running service
+        self.evaluated: deque[tuple[int, float]] = deque(maxlen=keep_evaluated)
 
     @property
     def pending(self) -> int:
@@ -88,7 +92,31 @@ class OnlineIntentModel:
         return river_features(vector, self.categorical)
 
     def predict(self, x: Mapping[str, Any]) -> float:
-        return float(self.pipeline_.predict_proba_one(dict(x)).get(True, 0.0))
+        """P(purchase within the horizon) of River features ``x``.
+
+        The default pipeline (one-hot and standard scaling, then logistic
+        regression) is evaluated directly from its learned state, which gives
+        River's own answer several times faster; other pipelines go through River.
+        """
+        pipeline = self.pipeline_
+        if "encode" not in pipeline.steps or not isinstance(pipeline["model"], linear_model.LogisticRegression):
+            return float(pipeline.predict_proba_one(dict(x)).get(True, 0.0))
+        scaler = pipeline["encode"].transformers["Pipeline1"]["StandardScaler"]
+        lr = pipeline["model"]
+        weights, means, variances = lr._weights, scaler.means, scaler.vars
+        z = lr.intercept
+        for name, value in x.items():
+            if type(value) is str:
+                z += weights.get(f"{name}_{value}", 0.0)
+            else:
+                var = variances.get(name, 0.0)
+                if var:
+                    z += weights.get(name, 0.0) * ((value - means.get(name, 0.0)) / var**0.5)
+        if z < -30:
+            return 0.0
+        if z > 30:
+            return 1.0
+        return 1.0 / (1.0 + math.exp(-z))
 
     def score(self, user: str, vector: Mapping[str, object], at_ms: int, sample: bool = True) -> float:
         """Score one moment; maybe keep it as a pending sample for later learning."""
@@ -128,6 +156,11 @@ class OnlineIntentModel:
         for sample in self._pending.get(user, ()):
             if sample[0] < at_ms <= sample[0] + self.horizon_ms:
                 sample[3][0] = True
+
+    def forget(self, user: str) -> None:
+        """Drop a user's pending samples (erasure)."""
+        self._pending.pop(user, None)
+        self._last_sample.pop(user, None)
 
     def advance(self, now_ms: int) -> None:
         """Learn every sample whose horizon has passed, with its label."""

@@ -32,17 +32,41 @@ def river_features(vector: Mapping[str, object], categorical: Sequence[str]) -> 
     """A feature vector as River expects it: numbers (missing → 0 plus an
     indicator), categoricals as strings."""
     out: dict[str, float | str] = {}
+    kinds = _kinds(tuple(categorical))
     for name, value in vector.items():
-        if name in categorical:
+        kind = kinds.get(name)
+        if kind is None:
+            kind = kinds[name] = _kind(name, categorical)
+        if kind == _CATEGORICAL:
             if value is not None:
                 out[name] = str(value)
-        elif value is None or (isinstance(value, float) and value != value):
+        elif value is None or value != value:
             # the indicator is always sent: River's scaler learns nothing from a feature that is only ever 1
-            out[f"{name}_missing"] = 1.0
-            if name.endswith("_recency_s"):
+            out[name + "_missing"] = 1.0
+            if kind == _RECENCY:
                 out[name] = NEVER  # never is long ago, not just now
         else:
-            out[name] = log1p_value(float(value))  # type: ignore[arg-type]
-            if name.endswith("_recency_s") or "_mean_" in name:
-                out[f"{name}_missing"] = 0.0
+            v = float(value)  # type: ignore[arg-type]
+            out[name] = math.log1p(v) if v >= 0 else -math.log1p(-v)
+            if kind != _PLAIN:
+                out[name + "_missing"] = 0.0
     return out
+
+
+_PLAIN, _CATEGORICAL, _RECENCY, _MEAN = range(4)
+_KINDS: dict[tuple[str, ...], dict[str, int]] = {}
+
+
+def _kinds(categorical: tuple[str, ...]) -> dict[str, int]:
+    kinds = _KINDS.get(categorical)
+    if kinds is None:
+        kinds = _KINDS[categorical] = {}
+    return kinds
+
+
+def _kind(name: str, categorical: Sequence[str]) -> int:
+    if name in categorical:
+        return _CATEGORICAL
+    if name.endswith("_recency_s"):
+        return _RECENCY
+    return _MEAN if "_mean_" in name else _PLAIN

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from features.online import FeatureSet, Profile
-from features.specs import Recency
+from features.specs import Recency, Spec
 from segments.config import SegmentConfig
 from segments.rules import Context
 
@@ -93,25 +93,54 @@ def next_due(
     """The earliest instant after ``at_ms`` at which some membership could
     change with no new event: a window edge, a recency threshold, a dwell end.
     Waking earlier than needed is harmless; never later."""
-    due: list[int] = []
-    for name, seg in config.segments.items():
-        if name in current.entered and seg.min_dwell_ms:
-            end = current.entered[name] + seg.min_dwell_ms
-            if end > at_ms:
-                due.append(end)
+    dwell, windows, recencies = _plan(config)
+    due = math.inf
+    for name, ms in dwell:
+        if name in current.entered:
+            end = current.entered[name] + ms
+            if at_ms < end < due:
+                due = end
+    next_change = features.next_change
+    for spec in windows:
+        when = next_change(profile, spec, at_ms)
+        if when is not None and at_ms < when < due:
+            due = when
+    for spec, offsets in recencies:
+        when = next_change(profile, spec, at_ms)
+        if when is None:
+            continue
+        for offset in offsets:  # >= flips at the threshold, > just after
+            t = when + offset
+            if at_ms < t < due:
+                due = t
+    return None if due == math.inf else int(due)
+
+
+_Plan = tuple[tuple[tuple[str, int], ...], tuple[Spec, ...], tuple[tuple[Spec, tuple[int, ...]], ...]]
+_plans: dict[str, _Plan] = {}
+
+
+def _plan(config: SegmentConfig) -> _Plan:
+    """What ``next_due`` looks at for a config, worked out once: dwell times,
+    windowed specs, and recency specs with the offsets their rules compare."""
+    plan = _plans.get(config.config_id)
+    if plan is not None:
+        return plan
+    dwell = tuple((name, seg.min_dwell_ms) for name, seg in config.segments.items() if seg.min_dwell_ms)
+    windows: dict[Spec, None] = {}
+    recencies: dict[Spec, set[int]] = {}
+    for seg in config.segments.values():
         for rule in (seg.rule, seg.exit):
             if rule is None:
                 continue
             for spec in rule.specs:
-                when = features.next_change(profile, spec, at_ms)
-                if when is None:
-                    continue
                 if isinstance(spec, Recency):
+                    offsets = recencies.setdefault(spec, set())
                     for seconds in rule.durations:
-                        t = when + math.ceil(seconds * 1000)
-                        for edge in (t, t + 1):  # >= flips at t, > just after
-                            if edge > at_ms:
-                                due.append(edge)
-                elif when > at_ms:
-                    due.append(when)
-    return min(due) if due else None
+                        t = math.ceil(seconds * 1000)
+                        offsets.update((t, t + 1))
+                else:
+                    windows[spec] = None
+    plan = (dwell, tuple(windows), tuple((s, tuple(sorted(o))) for s, o in recencies.items()))
+    _plans[config.config_id] = plan
+    return plan

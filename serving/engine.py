@@ -1,0 +1,334 @@
+"""The live engine: one path per event, and timers for time alone.
+
+For each accepted event: dedup by ``messageId`` (24 h), write it to the log
+(before the caller acknowledges), update the user's profile, read the
+vector, score it (online intent, batch intent, cluster), evaluate
+memberships, emit the transitions. A heap of timers wakes each profile at its
+``next_due`` time, so a window's exit or a deadline's entry happens when it
+is due with no new event; stale timers are skipped when popped, so the cost
+does not grow with idle profiles.
+
+Time comes from a clock: on the ``event`` clock an event happens at its own
+timestamp and the watermark (the newest time seen) drives the timers, as in
+replays, previews, demos and tests; on the ``wall`` clock an event happens
+when it was received and a background task calls :meth:`Engine.advance`
+with the wall time. Either way the engine is deterministic given the log,
+which is how recovery restores exactly the acknowledged state.
+
+Several events of one user at the same instant are evaluated once, after the
+last, so no membership flaps within a millisecond.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from features import codec
+from features.events import PURCHASE, Event
+from features.online import FeatureSet, Profile
+from segments.config import SegmentConfig
+from segments.membership import Memberships, Transition, evaluate, next_due
+from serving.log import EventLog
+from serving.scorers import Scorers
+from serving.store import MemoryStore, StateStore
+
+Clock = Literal["event", "wall"]
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One user's transition."""
+
+    profile_id: str
+    transition: Transition
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one ingest call did."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    late: int = 0
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Stats:
+    events: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    late: int = 0
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    scores: Counter[int] = field(default_factory=Counter)  # intent score, tenths
+
+
+@dataclass(slots=True)
+class UserState:
+    """What the engine keeps per user beside the feature profile."""
+
+    members: Memberships = field(default_factory=Memberships)
+    last: dict[str, Transition] = field(default_factory=dict)  # segment -> last transition
+    scores: dict[str, float] = field(default_factory=dict)
+    cluster: str | None = None
+    evaluated_ms: int = -1
+
+
+class Engine:
+    """Profiles, scores and memberships kept current event by event."""
+
+    def __init__(
+        self,
+        config: SegmentConfig,
+        features: FeatureSet,
+        scorers: Scorers,
+        *,
+        clock: Clock = "event",
+        store: StateStore | None = None,
+        log: EventLog | None = None,
+        dedup_ms: int = DAY_MS,
+        outbox_size: int = 10_000,
+    ) -> None:
+        if clock not in ("event", "wall"):
+            raise ValueError(f"clock must be 'event' or 'wall', not {clock!r}")
+        self.config = config
+        self.features = features
+        self.scorers = scorers
+        self.clock: Clock = clock
+        self.store: StateStore = store if store is not None else MemoryStore()
+        self.log = log
+        self.dedup_ms = dedup_ms
+        self.users: dict[str, UserState] = {}
+        self.members_of: dict[str, set[str]] = {name: set() for name in config.segments}
+        self.suppressed: set[str] = set()
+        self.outbox: deque[Change] = deque(maxlen=outbox_size)
+        self.stats = Stats()
+        self.watermark = -1
+        self.seq = 0  # the last log sequence number applied
+        self._seen: dict[str, tuple[int, str]] = {}  # message id -> (time, profile id)
+        self._seen_order: deque[tuple[int, str]] = deque()
+        self._timers: list[tuple[int, int, str]] = []
+        self._due: dict[str, int] = {}
+        self._timer_seq = 0
+
+    # -- ingest ----------------------------------------------------------------
+
+    def ingest(self, events: Sequence[Event]) -> Outcome:
+        """Accept a request's events: dedup, log, apply; the transitions they caused."""
+        out = Outcome()
+        fresh: list[Event] = []
+        batch_ids: set[str] = set()
+        for e in events:
+            if e.message_id in self._seen or e.message_id in batch_ids:
+                out.duplicates += 1
+            elif e.profile_id in self.suppressed:
+                out.suppressed += 1
+            else:
+                batch_ids.add(e.message_id)
+                fresh.append(e)
+        if self.log is not None and fresh:
+            self.seq = self.log.append(fresh)
+        self.stats.duplicates += out.duplicates
+        self.stats.suppressed += out.suppressed
+        self._apply_all(fresh, out)
+        return out
+
+    def replay(self, events: Iterable[Event], seq: int | None = None) -> None:
+        """Apply logged events again (recovery): no dedup check, no logging."""
+        out = Outcome()
+        self._apply_all(list(events), out)
+        if seq is not None:
+            self.seq = seq
+
+    def _apply_all(self, events: list[Event], out: Outcome) -> None:
+        n = len(events)
+        for i, e in enumerate(events):
+            nxt = events[i + 1] if i + 1 < n else None
+            same_instant = nxt is not None and nxt.profile_id == e.profile_id and nxt.ts_ms == e.ts_ms
+            self._apply(e, out, evaluate_now=not same_instant)
+
+    def _time_of(self, event: Event) -> int:
+        return event.ts_ms if self.clock == "event" else event.received_ms
+
+    def _apply(self, event: Event, out: Outcome, evaluate_now: bool) -> None:
+        t = self._time_of(event)
+        self._remember(event, t)
+        if t > self.watermark:
+            self._fire(t, inclusive=False, out=out)
+            self.watermark = t
+        pid = event.profile_id
+        profile = self.store.get(pid)
+        if profile is None:
+            profile = self.features.new_profile()
+            self.store.put(pid, profile)
+        self.stats.events += 1
+        out.accepted += 1
+        if not self.features.update(profile, event):
+            self.stats.late += 1
+            out.late += 1
+            return
+        if event.type == PURCHASE:
+            self.scorers.online.observe_purchase(pid, event.ts_ms)
+        if evaluate_now:
+            self._evaluate(pid, profile, max(t, profile.newest), sample=True, out=out)
+
+    def _remember(self, event: Event, t: int) -> None:
+        seen, order = self._seen, self._seen_order
+        seen[event.message_id] = (t, event.profile_id)
+        order.append((t, event.message_id))
+        horizon = self.watermark - self.dedup_ms
+        while order and order[0][0] < horizon:
+            _, mid = order.popleft()
+            kept = seen.get(mid)
+            if kept is not None and kept[0] < horizon:
+                del seen[mid]
+
+    # -- evaluation ------------------------------------------------------------
+
+    def _evaluate(self, pid: str, profile: Profile, t: int, sample: bool, out: Outcome | None) -> None:
+        vector = self.features.read(profile, t)
+        scores = self.scorers.scores(pid, vector, t, sample)
+        cluster = self.scorers.cluster(vector)
+        state = self.users.get(pid)
+        if state is None:
+            state = self.users[pid] = UserState()
+        state.scores, state.cluster, state.evaluated_ms = scores, cluster, t
+        if sample:
+            self.stats.scores[min(int(scores["intent"] * 10), 9)] += 1
+        new, transitions = evaluate(self.config, vector, scores, cluster, state.members, t)
+        state.members = new
+        for tr in transitions:
+            change = Change(pid, tr)
+            state.last[tr.segment] = tr
+            members = self.members_of[tr.segment]
+            if tr.kind == "enter":
+                members.add(pid)
+            else:
+                members.discard(pid)
+            self.stats.transitions[(tr.segment, tr.kind)] += 1
+            self.outbox.append(change)
+            if out is not None:
+                out.changes.append(change)
+        self._schedule(pid, profile, new, t)
+
+    def _schedule(self, pid: str, profile: Profile, members: Memberships, t: int) -> None:
+        due = next_due(self.config, self.features, profile, members, t)
+        if due is None:
+            self._due.pop(pid, None)
+            return
+        if self._due.get(pid) == due:
+            return
+        self._due[pid] = due
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (due, self._timer_seq, pid))
+
+    def _fire(self, limit: int, inclusive: bool, out: Outcome | None) -> None:
+        """Wake every profile due before ``limit`` (or at it, when inclusive), in time order."""
+        timers, dues = self._timers, self._due
+        while timers and (timers[0][0] < limit or (inclusive and timers[0][0] == limit)):
+            due, _, pid = heapq.heappop(timers)
+            if dues.get(pid) != due:
+                continue  # stale: rescheduled or erased since
+            del dues[pid]
+            profile = self.store.get(pid)
+            if profile is None:
+                continue
+            self.scorers.online.advance(due)
+            self._evaluate(pid, profile, due, sample=False, out=out)
+
+    def advance(self, now_ms: int) -> list[Change]:
+        """Move the clock to ``now_ms``: every timer due by then fires, at its own due time."""
+        out = Outcome()
+        self._fire(now_ms, inclusive=True, out=out)
+        if now_ms > self.watermark:
+            self.watermark = now_ms
+            self.scorers.online.advance(now_ms)
+        return out.changes
+
+    def next_timer(self) -> int | None:
+        """When the earliest live timer is due."""
+        timers, dues = self._timers, self._due
+        while timers and dues.get(timers[0][2]) != timers[0][0]:
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
+    # -- reads -----------------------------------------------------------------
+
+    def vector(self, pid: str, at_ms: int | None = None) -> dict[str, Any] | None:
+        profile = self.store.get(pid)
+        if profile is None:
+            return None
+        return self.features.read(profile, self.watermark if at_ms is None else at_ms)
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(members) for name, members in self.members_of.items()}
+
+    # -- state ---------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """Everything recovery needs, as of log sequence ``seq`` (profiles through the codec)."""
+        return {
+            "seq": self.seq,
+            "watermark": self.watermark,
+            "config_id": self.config.config_id,
+            "features": list(self.features.names),
+            "profiles": {pid: codec.encode(self.features, p) for pid, p in self.store.items()},
+            "users": self.users,
+            "seen": self._seen,
+            "seen_order": self._seen_order,
+            "online": self.scorers.online,
+            "stats": self.stats,
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Load an exported state into this (fresh) engine of the same config and features."""
+        if state["config_id"] != self.config.config_id or state["features"] != list(self.features.names):
+            raise ValueError("this state was saved under another config or feature set; rebuild from the log")
+        for pid, data in state["profiles"].items():
+            self.store.put(pid, codec.decode(data, self.features))
+        self.users = state["users"]
+        self._seen, self._seen_order = state["seen"], state["seen_order"]
+        self.scorers.online = state["online"]
+        self.stats = state["stats"]
+        self.watermark, self.seq = state["watermark"], state["seq"]
+        self.members_of = {name: set() for name in self.config.segments}
+        for pid, user in self.users.items():
+            for name in user.members.entered:
+                self.members_of[name].add(pid)
+        self.reschedule()
+
+    def reschedule(self) -> None:
+        """Set every profile's timer afresh (after a restore)."""
+        self._timers, self._due = [], {}
+        for pid, profile in self.store.items():
+            user = self.users.get(pid)
+            if user is not None:
+                self._schedule(pid, profile, user.members, max(user.evaluated_ms, profile.newest))
+
+    # -- erasure ---------------------------------------------------------------
+
+    def erase(self, pid: str) -> bool:
+        """Forget a user everywhere and drop the user's later events."""
+        known = self.store.delete(pid)
+        state = self.users.pop(pid, None)
+        known = known or state is not None
+        if state is not None:
+            for name in state.members.entered:
+                self.members_of[name].discard(pid)
+        self._due.pop(pid, None)
+        self.scorers.online.forget(pid)
+        for mid in [m for m, (_, p) in self._seen.items() if p == pid]:
+            del self._seen[mid]
+        kept = [c for c in self.outbox if c.profile_id != pid]
+        self.outbox.clear()
+        self.outbox.extend(kept)
+        if self.log is not None:
+            known = self.log.erase(pid) > 0 or known
+        self.suppressed.add(pid)
+        return known

@@ -1,0 +1,138 @@
+"""The event log: every accepted event, appended before it is acknowledged.
+
+SQLite in WAL mode, one transaction per request (group commit). Durability is
+a setting, as with Redis's AOF: ``process`` writes each commit to the
+operating system before answering, so an acknowledged event survives a crash
+of segflow; ``power`` also fsyncs, so it survives the machine losing power.
+The log keeps at least the longest feature window, so recovery and a config
+reload that derives a new feature can rebuild profiles from it. Erasure
+deletes a user's rows and remembers the user as suppressed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import orjson
+
+from features.events import Event
+
+Durability = Literal["process", "power"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    profile_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);
+CREATE TABLE IF NOT EXISTS suppressed (profile_id TEXT PRIMARY KEY);
+"""
+
+
+def encode_event(event: Event) -> bytes:
+    """An event as compact JSON; :func:`decode_event` gives it back exactly."""
+    return orjson.dumps(
+        [
+            event.message_id,
+            event.type,
+            event.user_id,
+            event.anonymous_id,
+            event.ts_ms,
+            event.received_ms,
+            event.kind,
+            event.name,
+            dict(event.properties),
+            dict(event.traits),
+            event.device,
+            event.country,
+            event.city,
+            event.timezone,
+        ]
+    )
+
+
+def decode_event(body: bytes) -> Event:
+    return Event(*orjson.loads(body))
+
+
+class EventLog:
+    """Append-only, durable log of accepted events."""
+
+    def __init__(self, path: Path, durability: Durability = "process") -> None:
+        if durability not in ("process", "power"):
+            raise ValueError(f"durability must be 'process' or 'power', not {durability!r}")
+        self.path = path
+        self.durability = durability
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL commits reach the OS on every commit; FULL adds the fsync
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'OFF'}")
+        self._db.executescript(_SCHEMA)
+
+    def append(self, events: Sequence[Event]) -> int:
+        """Write events in one transaction; the sequence number of the last (0 if none ever)."""
+        if events:
+            rows = [(e.profile_id, e.ts_ms, encode_event(e)) for e in events]
+            with self._transaction():
+                self._db.executemany("INSERT INTO events (profile_id, ts_ms, body) VALUES (?, ?, ?)", rows)
+        return self.last_seq()
+
+    def last_seq(self) -> int:
+        row = self._db.execute("SELECT max(seq) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def read(self, after_seq: int = 0, since_ms: int | None = None) -> Iterator[tuple[int, Event]]:
+        """Events in arrival order after ``after_seq`` (and at or after ``since_ms``)."""
+        sql = "SELECT seq, body FROM events WHERE seq > ?"
+        args: list[int] = [after_seq]
+        if since_ms is not None:
+            sql += " AND ts_ms >= ?"
+            args.append(since_ms)
+        cursor = self._db.execute(sql + " ORDER BY seq", args)
+        while rows := cursor.fetchmany(5000):
+            for seq, body in rows:
+                yield int(seq), decode_event(body)
+
+    def count(self, profile_id: str | None = None) -> int:
+        if profile_id is None:
+            return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
+        return int(self._db.execute("SELECT count(*) FROM events WHERE profile_id = ?", (profile_id,)).fetchone()[0])
+
+    def trim(self, before_ms: int) -> int:
+        """Drop events older than ``before_ms``; how many went."""
+        with self._transaction():
+            return self._db.execute("DELETE FROM events WHERE ts_ms < ?", (before_ms,)).rowcount
+
+    def erase(self, profile_id: str) -> int:
+        """Delete every event of a user and suppress the user's later events."""
+        with self._transaction():
+            n = self._db.execute("DELETE FROM events WHERE profile_id = ?", (profile_id,)).rowcount
+            self._db.execute("INSERT OR IGNORE INTO suppressed (profile_id) VALUES (?)", (profile_id,))
+        return n
+
+    def suppressed(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT profile_id FROM suppressed")}
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")

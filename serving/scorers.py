@@ -1,0 +1,92 @@
+"""The models the engine scores with, loaded from the MLflow registry by alias.
+
+Every event gets the online intent score (and, when a batch model is
+registered, the batch score and the cluster). ``intent`` is the batch score
+when there is one, else the online one. With nothing registered the engine
+starts with a fresh online model and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from models import registry
+from models.clusters import ClusterModel
+from models.intent_batch import BatchIntentModel
+from models.intent_online import OnlineIntentModel
+
+log = logging.getLogger("segflow.scorers")
+
+
+@dataclass
+class Scorers:
+    online: OnlineIntentModel
+    intent_features: tuple[str, ...]
+    batch: BatchIntentModel | None = None
+    clusters: ClusterModel | None = None
+    versions: dict[str, str] = field(default_factory=dict)  # registered name -> version, or "fresh"
+
+    def scores(self, user: str, vector: Mapping[str, Any], at_ms: int, sample: bool) -> dict[str, float]:
+        """Scores of one moment; ``sample`` lets the online model keep it to learn from later."""
+        x = {name: vector[name] for name in self.intent_features}
+        online = self.online.score(user, x, at_ms, sample=sample)
+        if self.batch is None:
+            return {"intent_online": online, "intent": online}
+        batch = self.batch.score_one(vector)
+        return {"intent_online": online, "intent_batch": batch, "intent": batch}
+
+    def cluster(self, vector: Mapping[str, Any]) -> str | None:
+        if self.clusters is None:
+            return None
+        return cluster_name(self.clusters.assign_one(vector))
+
+    def cluster_description(self, name: str | None) -> str | None:
+        if self.clusters is None or name is None:
+            return None
+        return str(self.clusters.descriptions_[int(name.removeprefix("c"))])
+
+    def contributions(self, vector: Mapping[str, Any], k: int = 5) -> dict[str, list[tuple[str, float]]]:
+        """The features that moved each score most (computed when read, not per event)."""
+        x = {name: vector[name] for name in self.intent_features}
+        out = {"intent_online": self.online.contributions(x, k)}
+        if self.batch is not None:
+            out["intent_batch"] = self.batch.top_contributions(vector, k)
+        return out
+
+    @property
+    def fresh(self) -> bool:
+        return self.versions.get(registry.INTENT_ONLINE) == "fresh"
+
+
+def cluster_name(index: int) -> str:
+    """A cluster's name as rules compare it: ``cluster == "c2"``."""
+    return f"c{index}"
+
+
+def load_scorers(
+    intent_features: Sequence[str], alias: str = registry.CHAMPION, tracking_uri: str | None = None
+) -> Scorers:
+    """The registered models by alias; a fresh online model when none is registered."""
+    registry.configure(tracking_uri)
+    versions: dict[str, str] = {}
+    loaded: dict[str, Any] = {}
+    for name in (registry.INTENT_ONLINE, registry.INTENT_BATCH, registry.CLUSTERS):
+        model = registry.load(name, alias)
+        if model is not None:
+            loaded[name] = model
+            versions[name] = registry.champion_version(name) or alias
+    online = loaded.get(registry.INTENT_ONLINE)
+    if online is None:
+        log.warning("no %s@%s registered: starting with a fresh online intent model", registry.INTENT_ONLINE, alias)
+        online = OnlineIntentModel()
+        versions[registry.INTENT_ONLINE] = "fresh"
+    return Scorers(
+        online=online,
+        intent_features=tuple(intent_features),
+        batch=loaded.get(registry.INTENT_BATCH),
+        clusters=loaded.get(registry.CLUSTERS),
+        versions=versions,
+    )

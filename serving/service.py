@@ -1,0 +1,203 @@
+"""The embedded service: an engine with its log, snapshots, models and config.
+
+Start opens the log, loads the segment config and the registered models,
+restores the latest snapshot and replays the log after it (or the whole
+retained log when the snapshot was taken under another config), so the
+state is exactly what was acknowledged. A reload builds a new engine under
+the new config and models from the log, which backfills any feature the new
+rules derive, then swaps it in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from features.defaults import CLUSTER_SPECS, DEFAULT_SPECS
+from features.events import Event
+from features.online import FeatureSet
+from segments import config as segment_config
+from segments.config import SegmentConfig
+from segments.timeline import feature_set_for
+from serving import snapshot
+from serving.engine import DAY_MS, Engine, Outcome
+from serving.log import EventLog
+from serving.scorers import Scorers, load_scorers
+from serving.settings import Settings
+
+log = logging.getLogger("segflow.service")
+
+BASE_SPECS = (*DEFAULT_SPECS, *[s for s in CLUSTER_SPECS if s not in DEFAULT_SPECS])
+
+
+def build_features(config: SegmentConfig) -> FeatureSet:
+    """The default specs, the cluster habits and every spec the rules derive."""
+    return feature_set_for(config, BASE_SPECS)
+
+
+def load_config(path: str | Path) -> SegmentConfig:
+    """A segment config whose rules may name any base feature."""
+    return segment_config.load(path, [s.name for s in BASE_SPECS])
+
+
+def intent_feature_names() -> tuple[str, ...]:
+    return tuple(s.name for s in DEFAULT_SPECS)
+
+
+@dataclass
+class Readiness:
+    ready: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Service:
+    """One process's segflow: ingest, reads, erasure, snapshots, reload."""
+
+    def __init__(self, settings: Settings, scorers: Scorers | None = None) -> None:
+        self.settings = settings
+        self._given_scorers = scorers
+        self.readiness = Readiness()
+        self.engine: Engine | None = None
+        self.log: EventLog | None = None
+        self._last_snapshot = time.monotonic()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.settings.state_dir / "snapshot.bin"
+
+    def start(self) -> Service:
+        s = self.settings
+        self.log = EventLog(s.state_dir / "events.db", s.durability)
+        config = load_config(s.segments)
+        scorers = self._given_scorers or load_scorers(intent_feature_names(), s.model_alias, s.tracking_uri)
+        self.engine = self._recover(config, scorers)
+        self.readiness = Readiness(True, self._notes(scorers))
+        for note in self.readiness.notes:
+            log.warning(note)
+        return self
+
+    def _notes(self, scorers: Scorers) -> list[str]:
+        notes = []
+        if scorers.fresh:
+            notes.append("no online intent model registered: started a fresh one (run `segflow train --register`)")
+        if scorers.batch is None:
+            notes.append("no batch intent model registered: intent is the online score")
+        if scorers.clusters is None:
+            notes.append("no cluster model registered: cluster rules never hold")
+        return notes
+
+    def _new_engine(self, config: SegmentConfig, scorers: Scorers) -> Engine:
+        assert self.log is not None
+        return Engine(
+            config,
+            build_features(config),
+            scorers,
+            clock=self.settings.clock,
+            log=self.log,
+            dedup_ms=int(self.settings.dedup_hours * 3_600_000),
+        )
+
+    def _recover(self, config: SegmentConfig, scorers: Scorers) -> Engine:
+        assert self.log is not None
+        engine = self._new_engine(config, scorers)
+        engine.suppressed = self.log.suppressed()
+        state = snapshot.read(self.snapshot_path)
+        after = 0
+        if state is not None:
+            try:
+                engine.restore_state(state)
+                after = engine.seq
+            except ValueError as exc:
+                log.warning("snapshot not used (%s): rebuilding from the event log", exc)
+                engine = self._new_engine(config, scorers)
+                engine.suppressed = self.log.suppressed()
+        started = time.perf_counter()
+        replayed = self._replay(engine, after)
+        log.info(
+            "recovered %d profiles (%d events replayed in %.1fs)",
+            len(engine.users),
+            replayed,
+            time.perf_counter() - started,
+        )
+        return engine
+
+    def _replay(self, engine: Engine, after: int) -> int:
+        assert self.log is not None
+        n = 0
+        chunk: list[Event] = []
+        last = after
+        for seq, event in self.log.read(after):
+            chunk.append(event)
+            last = seq
+            if len(chunk) >= 5000:
+                engine.replay(chunk, last)
+                n += len(chunk)
+                chunk = []
+        engine.replay(chunk, last)
+        return n + len(chunk)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.save_snapshot()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    # -- work ------------------------------------------------------------------
+
+    def ingest(self, events: list[Event]) -> Outcome:
+        assert self.engine is not None
+        return self.engine.ingest(events)
+
+    def tick(self, now_ms: int) -> None:
+        """Housekeeping between requests: due timers (wall clock), snapshots, log trimming."""
+        assert self.engine is not None
+        if self.settings.clock == "wall":
+            self.engine.advance(now_ms)
+        if time.monotonic() - self._last_snapshot >= self.settings.snapshot_every_s:
+            self.save_snapshot()
+
+    def save_snapshot(self) -> None:
+        assert self.engine is not None and self.log is not None
+        keep_ms = max(self.settings.retention_days * DAY_MS, longest_window_ms(self.engine.features))
+        if self.engine.watermark > 0:
+            self.log.trim(self.engine.watermark - keep_ms)
+        snapshot.save(self.engine, self.snapshot_path, fsync=self.settings.durability == "power")
+        self._last_snapshot = time.monotonic()
+
+    def erase(self, profile_id: str) -> bool:
+        """Erasure: the user is gone from profiles, log, timers, dedup keys,
+        pending labels and outbox, and from the snapshot on disk at once."""
+        assert self.engine is not None
+        known = self.engine.erase(profile_id)
+        self.save_snapshot()
+        return known
+
+    def reload(self) -> dict[str, Any]:
+        """New config and models; state rebuilt from the log under them, then swapped in."""
+        assert self.engine is not None
+        config = load_config(self.settings.segments)
+        scorers = self._given_scorers or load_scorers(
+            intent_feature_names(), self.settings.model_alias, self.settings.tracking_uri
+        )
+        engine = self._new_engine(config, scorers)
+        engine.suppressed = set(self.engine.suppressed)
+        replayed = self._replay(engine, 0)
+        self.engine = engine
+        self.readiness = Readiness(True, self._notes(scorers))
+        self.save_snapshot()
+        return {"config_id": config.config_id, "models": scorers.versions, "events_replayed": replayed}
+
+
+def longest_window_ms(features: FeatureSet) -> int:
+    longest = 0
+    for spec in features.specs:
+        within = getattr(spec, "within_ms", 0)
+        if isinstance(within, int):
+            longest = max(longest, within)
+    return longest
