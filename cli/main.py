@@ -1,4 +1,4 @@
-"""``segflow``: generate, import and inspect event data (and, later, train and serve).
+"""``segflow``: generate, import and inspect event data; train; test segments; serve and replay.
 
 Exit codes: 0 success, 1 data errors (reported row by row, with a summary),
 2 usage errors.
@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli import serve
 from features.events import SegmentParser
 from features.pseudonyms import Pseudonymizer, load_key
 from features.table import read_table, write_table
@@ -390,6 +391,10 @@ def segments_diff(
         changed += 1
         out.print(f"~ groups: {a['groups']} -> {b['groups']}", markup=False)
     out.print(f"{changed} change(s); config {a['config_id']} -> {b['config_id']}")
+
+
+app.command("serve")(serve.serve)
+app.command("replay")(serve.replay_command)
 
 
 def main() -> None:

@@ -230,6 +230,17 @@ def _identifier(value: object, where: str, scrub: Pseudonymizer) -> str | None:
     return text
 
 
+def profile_key(user_id: str, scrub: Pseudonymizer) -> str:
+    """The profile id of a user id as events carry it (pseudonymized when it
+    looks personal), so an API path finds the same profile.
+
+    >>> from features.pseudonyms import Pseudonymizer
+    >>> profile_key("u1", Pseudonymizer(b"0" * 32))
+    'u1'
+    """
+    return scrub(user_id) if looks_personal(user_id) else user_id
+
+
 def _scrub_value(value: Any, scrub: Pseudonymizer) -> Any:
     if isinstance(value, str):
         return scrub.scrub_text(value)
@@ -370,6 +381,10 @@ class SegmentParser:
     def __init__(self, pseudonymizer: Pseudonymizer) -> None:
         self._scrub = pseudonymizer
         self._types: dict[str, str] = {}
+
+    @property
+    def pseudonymizer(self) -> Pseudonymizer:
+        return self._scrub
 
     def _type_of(self, name: str) -> str:
         cached = self._types.get(name)

@@ -24,10 +24,6 @@ def signed_log1p(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
-def log1p_value(v: float) -> float:
-    return math.copysign(math.log1p(abs(v)), v)
-
-
 def river_features(vector: Mapping[str, object], categorical: Sequence[str]) -> dict[str, float | str]:
     """A feature vector as River expects it: numbers (missing → 0 plus an
     indicator), categoricals as strings."""

@@ -67,6 +67,7 @@ class Stats:
     late: int = 0
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     scores: Counter[int] = field(default_factory=Counter)  # intent score, tenths
+    score_sum: float = 0.0
 
 
 @dataclass(slots=True)
@@ -200,7 +201,9 @@ class Engine:
             state = self.users[pid] = UserState()
         state.scores, state.cluster, state.evaluated_ms = scores, cluster, t
         if sample:
-            self.stats.scores[min(int(scores["intent"] * 10), 9)] += 1
+            intent = scores["intent"]
+            self.stats.scores[min(int(intent * 10), 9)] += 1
+            self.stats.score_sum += intent
         new, transitions = evaluate(self.config, vector, scores, cluster, state.members, t)
         state.members = new
         for tr in transitions:

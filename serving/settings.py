@@ -8,6 +8,9 @@ given, ``segflow serve`` creates a write and a read key in
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -61,3 +64,24 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
+
+
+def with_keys(settings: Settings) -> tuple[Settings, Path | None]:
+    """Settings with keys: the configured ones, else a write and a read key
+    kept in ``keys.json`` beside the state (created once, mode 0600). The
+    path is returned when the file is used, so it can be named (never the keys)."""
+    if settings.write_keys and settings.read_keys:
+        return settings, None
+    path = settings.state_dir.parent / "keys.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys = {"write": "sfw_" + secrets.token_urlsafe(24), "read": "sfr_" + secrets.token_urlsafe(24)}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(keys, f)
+    keys = json.loads(path.read_text())
+    update = {
+        "write_keys": settings.write_keys or [SecretStr(keys["write"])],
+        "read_keys": settings.read_keys or [SecretStr(keys["read"])],
+    }
+    return settings.model_copy(update=update), path

@@ -1,0 +1,70 @@
+"""Operations: liveness, readiness, Prometheus metrics, reload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response, status
+from fastapi.responses import ORJSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from segments.config import ConfigError
+from serving.routes.deps import MetricsDep, ServiceDep, Writer
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {}})
+def readyz(service: ServiceDep) -> Any:
+    """Ready once state is recovered; says which models are in use and what is missing."""
+    r = service.readiness
+    engine = service.engine
+    body = {
+        "ready": r.ready,
+        "notes": r.notes,
+        "models": engine.scorers.versions if engine else {},
+        "config_id": engine.config.config_id if engine else None,
+        "clock": service.settings.clock,
+        "durability": service.settings.durability,
+    }
+    return ORJSONResponse(body, status_code=200 if r.ready else 503)
+
+
+@router.get("/metrics")
+def metrics(m: MetricsDep) -> Response:
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post("/v1/admin/reload", dependencies=[Writer], responses={401: {}, 422: {}})
+def reload(service: ServiceDep) -> dict[str, Any]:
+    """Load the segment config and the registered models again; state is rebuilt from the log."""
+    try:
+        return service.reload()
+    except ConfigError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, exc.problems) from None
+
+
+@router.post("/v1/admin/advance", dependencies=[Writer], responses={401: {}, 409: {}})
+def advance(service: ServiceDep, to_ms: int) -> dict[str, Any]:
+    """Event clock only: move time to ``to_ms`` so every timer due by then fires
+    (the end of a replay, a demo, a test); the transitions it caused."""
+    if service.settings.clock != "event" or service.engine is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "time only moves by hand on the event clock")
+    changes = service.engine.advance(to_ms)
+    return {
+        "watermark_ms": service.engine.watermark,
+        "transitions": [
+            {
+                "user": c.profile_id,
+                "segment": c.transition.segment,
+                "kind": c.transition.kind,
+                "at_ms": c.transition.at_ms,
+            }
+            for c in changes
+        ],
+    }
