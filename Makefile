@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run serve test lint bench install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/segflow generate --users 2000 --days 14 --seed 7 --out data/synthetic.parquet
+	$(BIN)/segflow demo
+
+serve: $(STAMP)
+	$(BIN)/segflow serve --clock wall
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

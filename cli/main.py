@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli import serve
+from cli import demo, serve
 from features.events import SegmentParser
 from features.pseudonyms import Pseudonymizer, load_key
 from features.table import read_table, write_table
@@ -394,6 +394,7 @@ def segments_diff(
 
 
 app.command("serve")(serve.serve)
+app.command("demo")(demo.demo)
 app.command("replay")(serve.replay_command)
 
 

@@ -1,0 +1,175 @@
+"""``segflow demo``, which ``make run`` runs: the whole product on embedded defaults.
+
+Train on a synthetic history if no champion is registered; start the server
+on 127.0.0.1 on the event clock; replay a fresh synthetic day against it over
+HTTP with a live display; move the clock to the day's end so due exits and
+deadlines fire; print segment sizes, the busiest transitions and one user's
+full explanation; stop cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+import uvicorn
+from pydantic import SecretStr
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from features.table import table_to_events
+from models import registry
+from serving.app import create_app
+from serving.replay import ReplayStats, parse_speed, replay
+from serving.settings import Settings
+from training.synthetic import DEFAULT_START, generate
+
+console = Console(soft_wrap=True)
+
+
+def demo(
+    users: Annotated[int, typer.Option(help="shoppers in the replayed day")] = 3000,
+    train_users: Annotated[int, typer.Option(help="shoppers in the training history, if training is needed")] = 4000,
+    train_days: Annotated[int, typer.Option(help="days of training history")] = 21,
+    speed: Annotated[str, typer.Option(help="replay speed: 60x, 1440x or max")] = "max",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    seed: Annotated[int, typer.Option(help="random seed of the replayed day")] = 101,
+) -> None:
+    """Train if needed, serve, replay a synthetic day, summarize, stop."""
+    try:
+        pace = parse_speed(speed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--speed") from None
+    for noisy in ("alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    uri = registry.configure(tracking_uri)
+    if registry.champion_version(registry.INTENT_BATCH) is None:
+        _train(train_users, train_days)
+    else:
+        console.print(f"using the registered champions at {uri}")
+    day = generate(users, 1, seed, start=DEFAULT_START + timedelta(days=train_days + 1))
+    events = list(table_to_events(day.events))
+    console.print(f"replaying a fresh synthetic day: {len(events):,} events of {users:,} shoppers")
+    with tempfile.TemporaryDirectory(prefix="segflow-demo-") as state:
+        write, read = "sfw_" + secrets.token_urlsafe(16), "sfr_" + secrets.token_urlsafe(16)
+        settings = Settings(
+            state_dir=Path(state), clock="event", write_keys=[SecretStr(write)], read_keys=[SecretStr(read)],
+            tracking_uri=uri,
+            port=_free_port(),
+        )  # fmt: skip
+        with _running(settings) as url:
+            stats = _replay(events, url, write, pace)
+            end = max(e.ts_ms for e in events)
+            with httpx.Client(base_url=url, timeout=60.0) as http:
+                advanced = http.post("/v1/admin/advance", params={"to_ms": end + 1}, auth=(write, "")).json()
+                for t in advanced["transitions"]:
+                    stats.transitions[(t["segment"], t["kind"])] += 1
+                _summary(http, read, stats)
+
+
+def _train(users: int, days: int) -> None:
+    from training.pipelines import train_all
+
+    console.print(f"no champion registered: training on a synthetic history ({users:,} shoppers, {days} days)")
+    history = generate(users, days, 7)
+    started = time.perf_counter()
+    train_all(
+        history.events,
+        history.users.to_pandas(),
+        history.intent.to_pandas(),
+        register=True,
+        progress=lambda msg: console.print(f"  {msg}"),
+    )
+    console.print(f"trained and registered in {time.perf_counter() - started:.0f}s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _running:
+    """A uvicorn server in a thread for the length of a ``with``."""
+
+    def __init__(self, settings: Settings) -> None:
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{settings.port}"
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the segflow server did not start")
+            time.sleep(0.05)
+        return self.url
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def _replay(events: list[Any], url: str, write: str, pace: float | None) -> ReplayStats:
+    def view(s: ReplayStats) -> Table:
+        table = Table(title=f"replay: {s.sent:,}/{len(events):,} events, {s.events_per_s:,.0f}/s over HTTP")
+        table.add_column("segment")
+        table.add_column("enters", justify="right")
+        table.add_column("exits", justify="right")
+        for name in sorted({n for n, _ in s.transitions}):
+            table.add_row(name, f"{s.transitions[(name, 'enter')]:,}", f"{s.transitions[(name, 'exit')]:,}")
+        return table
+
+    with Live(view(ReplayStats()), console=console, refresh_per_second=4) as live:
+        return replay(events, url, write, pace, progress=lambda s: live.update(view(s)))
+
+
+def _summary(http: httpx.Client, read: str, stats: ReplayStats) -> None:
+    auth = (read, "")
+    segments = http.get("/v1/segments", auth=auth).json()["segments"]
+    sizes = Table("segment", "members", "what it means", title="segment sizes at the end of the day")
+    for seg in sorted(segments, key=lambda s: -s["size"]):
+        sizes.add_row(seg["name"], f"{seg['size']:,}", seg["description"])
+    console.print(sizes)
+    busiest = Table("segment", "kind", "count", title="busiest transitions")
+    for (segment, kind), n in stats.transitions.most_common(8):
+        busiest.add_row(segment, kind, f"{n:,}")
+    console.print(busiest)
+    biggest = max(segments, key=lambda s: s["size"])
+    if biggest["size"] == 0:
+        console.print("no segment has members")
+        return
+    users = http.get(f"/v1/segments/{biggest['name']}/members", params={"limit": 50}, auth=auth).json()["members"]
+    profiles = [http.get(f"/v1/profiles/{u}", auth=auth).json() for u in users]
+    user = max(profiles, key=lambda p: len(p["segments"]))
+    console.rule(f"why user {user['user']} is where they are")
+    scores = ", ".join(f"{k} {v['value']:.3f}" for k, v in user["scores"].items())
+    console.print(f"scores: {scores}")
+    for name, score in user["scores"].items():
+        if not score["top_contributions"]:
+            continue
+        pushes = ", ".join(f"{c['feature']} {c['value']:+.2f}" for c in score["top_contributions"][:3])
+        console.print(f"  {name} moved most by: {pushes}")
+    if user["cluster"]:
+        console.print(f"cluster {user['cluster']['name']}: {user['cluster']['description']}")
+    for seg in user["segments"]:
+        reason = seg["reason"]
+        console.print(f"[bold]{seg['segment']}[/bold] since {seg['since']}")
+        if reason:
+            for clause in reason["clauses"]:
+                console.print(f"    {clause['clause']}  →  {clause['value']}")
+    console.print(f"{stats.sent:,} events replayed at {stats.events_per_s:,.0f}/s; the server has stopped.")
