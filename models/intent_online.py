@@ -161,6 +161,10 @@ class OnlineIntentModel:
         """Drop a user's pending samples (erasure)."""
         self._pending.pop(user, None)
         self._last_sample.pop(user, None)
+        kept = [d for d in self._deadlines if d[2] != user]
+        if len(kept) != len(self._deadlines):
+            heapq.heapify(kept)
+            self._deadlines = kept
 
     def advance(self, now_ms: int) -> None:
         """Learn every sample whose horizon has passed, with its label."""

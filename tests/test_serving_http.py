@@ -1,0 +1,207 @@
+"""A real ``segflow serve`` (uvicorn) on 127.0.0.1 on the event clock:
+replay over HTTP equals the offline features and the in-process engine;
+acknowledged events survive SIGKILL exactly once; auth, limits, erasure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from features.events import Event, to_payload
+from features.offline import OfflineFeatures
+from features.table import events_to_table, table_to_events
+from models.intent_online import OnlineIntentModel
+from serving.engine import Engine
+from serving.scorers import Scorers
+from serving.service import build_features, intent_feature_names, load_config
+from training.synthetic import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITE, READ = ("w" * 8, ""), ("r" * 8, "")
+SEGMENTS = ROOT / "config" / "segments.yaml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``segflow serve`` in a child process we own (stopped by its PID)."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        env = {
+            **os.environ,
+            "SEGFLOW_WRITE_KEYS": WRITE[0],
+            "SEGFLOW_READ_KEYS": READ[0],
+            "SEGFLOW_TRACKING_URI": f"sqlite:///{self.state.parent / 'mlflow.db'}",
+            "SEGFLOW_PII_KEY": "00" * 32,
+        }
+        cmd = [sys.executable, "-m", "cli", "serve", "--port", str(self.port), "--clock", "event",
+               "--state-dir", str(self.state), "--segments", str(SEGMENTS)]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become ready")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path / "state").start()
+    yield s
+    s.stop()
+
+
+def _post(http: httpx.Client, events: list[Event]) -> dict:
+    body = orjson.dumps({"batch": [to_payload(e) for e in events]})
+    r = http.post("/v1/batch", content=body, auth=WRITE, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_replay_over_http_equals_offline_features_and_in_process_engine(server: Server) -> None:
+    history = generate(80, 3, 11)
+    events = sorted(table_to_events(history.events), key=lambda e: e.ts_ms)
+    end = events[-1].ts_ms + 1
+    http_changes = []
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for i in range(0, len(events), 250):
+            http_changes += _post(http, events[i : i + 250])["transitions"]
+        http_changes += http.post("/v1/admin/advance", params={"to_ms": end}, auth=WRITE).json()["transitions"]
+        users = sorted({e.profile_id for e in events})
+        served = {u: http.get(f"/v1/profiles/{u}", auth=READ).json()["features"] for u in users}
+
+    config = load_config(SEGMENTS)
+    engine = Engine(config, build_features(config), Scorers(OnlineIntentModel(), intent_feature_names()))
+    local = []
+    for i in range(0, len(events), 250):
+        local += engine.ingest(events[i : i + 250]).changes
+    local += engine.advance(end)
+    as_tuples = sorted((c.profile_id, c.transition.segment, c.transition.kind, c.transition.at_ms) for c in local)
+    assert sorted((t["user"], t["segment"], t["kind"], t["at_ms"]) for t in http_changes) == as_tuples
+
+    offline = OfflineFeatures(engine.features, events_to_table(events)).at(
+        pd.DataFrame({"profile_id": users, "at": engine.watermark})
+    )
+    for row, user in zip(offline.to_dict("records"), users, strict=True):
+        for name, want in row.items():
+            got = served[user][name]
+            if isinstance(want, float) and np.isnan(want):
+                assert got is None, (user, name)
+            elif isinstance(want, float):
+                assert got == pytest.approx(want, rel=1e-9, abs=1e-9), (user, name)
+            else:
+                assert got == want, (user, name)
+
+
+def _events_total(url: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith("segflow_events_total ")))
+
+
+def test_sigkill_halfway_loses_no_acknowledged_event_and_counts_each_once(tmp_path: Path) -> None:
+    events = sorted(table_to_events(generate(800, 3, 3).events), key=lambda e: e.ts_ms)[:10_000]
+    assert len(events) == 10_000
+    batches = [events[i : i + 100] for i in range(0, len(events), 100)]
+    server = Server(tmp_path / "state").start()
+    acked: set[int] = set()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for i, batch in enumerate(batches[:50]):
+                _post(http, batch)
+                acked.add(i)
+            killer = threading.Timer(0.005, server.kill)
+            killer.start()
+            for i, batch in enumerate(batches[50:], start=50):
+                try:
+                    _post(http, batch)
+                    acked.add(i)
+                except (httpx.TransportError, AssertionError):
+                    break
+            killer.join()
+        server = Server(tmp_path / "state").start()
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for i, batch in enumerate(batches):
+                if i not in acked:
+                    _post(http, batch)  # the same messageIds again
+        assert _events_total(server.url) == 10_000
+    finally:
+        server.stop()
+
+
+def test_reads_need_a_read_key_and_bad_input_names_the_field(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        ok = http.post("/v1/track", auth=WRITE, json={"userId": "u1", "event": "Product Viewed", "messageId": "m1",
+                                                      "timestamp": "2026-09-07T10:00:00Z"})  # fmt: skip
+        assert ok.status_code == 200 and ok.json()["accepted"] == 1
+        assert http.get("/v1/profiles/u1").status_code == 401
+        assert http.get("/v1/profiles/u1", auth=WRITE).status_code == 401  # write keys do not read
+        assert http.get("/v1/segments", headers={"authorization": f"Bearer {READ[0]}"}).status_code == 200
+        assert http.post("/v1/track", auth=READ, json={}).status_code == 401
+        bad = http.post("/v1/track", auth=WRITE, json={"userId": "u1", "event": "x", "timestamp": "2026-13-01"})
+        assert bad.status_code == 400 and bad.json()["detail"][0]["field"] == "timestamp"
+        big = http.post("/v1/track", auth=WRITE, content=b'{"userId": "u", "event": "' + b"x" * 40_000 + b'"}')
+        assert big.status_code == 413
+        assert http.get("/v1/segments/nope/members", auth=READ).status_code == 404
+
+
+def test_erasure_over_http_leaves_no_trace(server: Server) -> None:
+    who = "erase-me-42"
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for i in range(3):
+            http.post("/v1/track", auth=WRITE, json={"userId": who, "event": "Product Added", "messageId": f"x{i}",
+                                                     "timestamp": f"2026-09-07T10:0{i}:00Z"})  # fmt: skip
+        assert http.get(f"/v1/profiles/{who}", auth=READ).status_code == 200
+        assert http.delete(f"/v1/profiles/{who}", auth=WRITE).json() == {"erased": True}
+        assert http.get(f"/v1/profiles/{who}", auth=READ).status_code == 404
+        later = http.post("/v1/track", auth=WRITE, json={"userId": who, "event": "Product Added", "messageId": "x9",
+                                                          "timestamp": "2026-09-07T11:00:00Z"}).json()  # fmt: skip
+        assert later["suppressed"] == 1 and later["accepted"] == 0
+        assert who not in http.get("/metrics").text
+    import sqlite3
+    import zlib
+
+    db = sqlite3.connect(server.state / "events.db")
+    assert db.execute("SELECT count(*) FROM events WHERE profile_id = ?", (who,)).fetchone()[0] == 0
+    assert who.encode() not in zlib.decompress((server.state / "snapshot.bin").read_bytes())
