@@ -57,6 +57,11 @@ class Pseudonymizer:
         digest = hashlib.blake2b(normal.encode(), key=self._key, digest_size=_DIGEST_BYTES)
         return PREFIX + digest.hexdigest()
 
+    def tombstone(self, value: str) -> str:
+        """A keyed hash that recognizes ``value`` again without holding it
+        (what erasure keeps to drop a user's later events)."""
+        return "erased_" + hashlib.blake2b(value.encode(), key=self._key, digest_size=_DIGEST_BYTES).hexdigest()
+
     def scrub_text(self, text: str) -> str:
         """Replace every email address inside ``text`` by its pseudonym."""
         if "@" not in text and "%40" not in text:

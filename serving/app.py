@@ -18,7 +18,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 
 from features.events import SegmentParser
-from features.pseudonyms import Pseudonymizer, load_key
 from serving.metrics import Metrics
 from serving.routes import events, operations, profiles, segments
 from serving.scorers import Scorers
@@ -51,7 +50,7 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
         default_response_class=ORJSONResponse,
     )
     app.state.service = service
-    app.state.parser = SegmentParser(Pseudonymizer(load_key()))
+    app.state.parser = SegmentParser(service.pseudonymizer)
     app.state.metrics = Metrics(lambda: service.engine)
     for router in (events.router, profiles.router, segments.router, operations.router):
         app.include_router(router)

@@ -21,9 +21,10 @@ last, so no membership flaps within a millisecond.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -95,6 +96,7 @@ class Engine:
         log: EventLog | None = None,
         dedup_ms: int = DAY_MS,
         outbox_size: int = 10_000,
+        tombstone: Callable[[str], str] | None = None,
     ) -> None:
         if clock not in ("event", "wall"):
             raise ValueError(f"clock must be 'event' or 'wall', not {clock!r}")
@@ -107,7 +109,8 @@ class Engine:
         self.dedup_ms = dedup_ms
         self.users: dict[str, UserState] = {}
         self.members_of: dict[str, set[str]] = {name: set() for name in config.segments}
-        self.suppressed: set[str] = set()
+        self.suppressed: set[str] = set()  # tombstones of erased users
+        self._tombstone = tombstone or _unkeyed_tombstone
         self.outbox: deque[Change] = deque(maxlen=outbox_size)
         self.stats = Stats()
         self.watermark = -1
@@ -128,7 +131,7 @@ class Engine:
         for e in events:
             if e.message_id in self._seen or e.message_id in batch_ids:
                 out.duplicates += 1
-            elif e.profile_id in self.suppressed:
+            elif self.suppressed and self._tombstone(e.profile_id) in self.suppressed:
                 out.suppressed += 1
             else:
                 batch_ids.add(e.message_id)
@@ -331,7 +334,12 @@ class Engine:
         kept = [c for c in self.outbox if c.profile_id != pid]
         self.outbox.clear()
         self.outbox.extend(kept)
+        tombstone = self._tombstone(pid)
         if self.log is not None:
-            known = self.log.erase(pid) > 0 or known
-        self.suppressed.add(pid)
+            known = self.log.erase(pid, tombstone) > 0 or known
+        self.suppressed.add(tombstone)
         return known
+
+
+def _unkeyed_tombstone(pid: str) -> str:
+    return "erased_" + hashlib.blake2b(pid.encode(), digest_size=16).hexdigest()

@@ -6,7 +6,7 @@ operating system before answering, so an acknowledged event survives a crash
 of segflow; ``power`` also fsyncs, so it survives the machine losing power.
 The log keeps at least the longest feature window, so recovery and a config
 reload that derives a new feature can rebuild profiles from it. Erasure
-deletes a user's rows and remembers the user as suppressed.
+deletes a user's rows and keeps only a tombstone (a keyed hash).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);
-CREATE TABLE IF NOT EXISTS suppressed (profile_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS suppressed (tombstone TEXT PRIMARY KEY);
 """
 
 
@@ -110,15 +110,17 @@ class EventLog:
         with self._transaction():
             return self._db.execute("DELETE FROM events WHERE ts_ms < ?", (before_ms,)).rowcount
 
-    def erase(self, profile_id: str) -> int:
-        """Delete every event of a user and suppress the user's later events."""
+    def erase(self, profile_id: str, tombstone: str) -> int:
+        """Delete every event of a user and keep the user's tombstone (a keyed
+        hash, not the id) so later events can be recognized and dropped."""
         with self._transaction():
             n = self._db.execute("DELETE FROM events WHERE profile_id = ?", (profile_id,)).rowcount
-            self._db.execute("INSERT OR IGNORE INTO suppressed (profile_id) VALUES (?)", (profile_id,))
+            self._db.execute("INSERT OR IGNORE INTO suppressed (tombstone) VALUES (?)", (tombstone,))
         return n
 
     def suppressed(self) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT profile_id FROM suppressed")}
+        """The tombstones of erased users."""
+        return {r[0] for r in self._db.execute("SELECT tombstone FROM suppressed")}
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

@@ -19,6 +19,7 @@ from typing import Any
 from features.defaults import CLUSTER_SPECS, DEFAULT_SPECS
 from features.events import Event
 from features.online import FeatureSet
+from features.pseudonyms import Pseudonymizer, load_key
 from segments import config as segment_config
 from segments.config import SegmentConfig
 from segments.timeline import feature_set_for
@@ -58,6 +59,7 @@ class Service:
 
     def __init__(self, settings: Settings, scorers: Scorers | None = None) -> None:
         self.settings = settings
+        self.pseudonymizer = Pseudonymizer(load_key())
         self._given_scorers = scorers
         self.readiness = Readiness()
         self.engine: Engine | None = None
@@ -100,6 +102,7 @@ class Service:
             clock=self.settings.clock,
             log=self.log,
             dedup_ms=int(self.settings.dedup_hours * 3_600_000),
+            tombstone=self.pseudonymizer.tombstone,
         )
 
     def _recover(self, config: SegmentConfig, scorers: Scorers) -> Engine:

@@ -205,3 +205,5 @@ def test_erasure_over_http_leaves_no_trace(server: Server) -> None:
     db = sqlite3.connect(server.state / "events.db")
     assert db.execute("SELECT count(*) FROM events WHERE profile_id = ?", (who,)).fetchone()[0] == 0
     assert who.encode() not in zlib.decompress((server.state / "snapshot.bin").read_bytes())
+    tombstones = [r[0] for r in db.execute("SELECT tombstone FROM suppressed")]
+    assert len(tombstones) == 1 and who not in tombstones[0]
