@@ -23,6 +23,7 @@ from rich.table import Table
 from cli import demo, serve
 from features.events import SegmentParser
 from features.pseudonyms import Pseudonymizer, load_key
+from features.specs import Spec
 from features.table import read_table, write_table
 from training.importers import ColumnMapping, ImportReport, import_segment_jsonl, import_table, import_taobao
 from training.summary import Summary, summarize
@@ -304,10 +305,10 @@ segments_app = typer.Typer(help="Segment rules: validate, test with fixtures, di
 app.add_typer(segments_app, name="segments")
 
 
-def _known_features() -> list[str]:
+def _known_features() -> list[Spec]:
     from features.defaults import DEFAULT_SPECS
 
-    return [s.name for s in DEFAULT_SPECS]
+    return list(DEFAULT_SPECS)
 
 
 @segments_app.command("validate")

@@ -386,9 +386,21 @@ class FeatureSet:
         return fn(profile, at_ms)
 
     def _change_of(self, spec: Spec) -> Callable[[Profile, int], int | None]:
-        if isinstance(spec, WindowCount | WindowSum | WindowMean):
-            i = self._stream_ix[(spec.event, spec.where, spec.resolution_ms)]
-            w, r = spec.within_ms, spec.resolution_ms
+        if isinstance(spec, Ratio):
+            num, den = self._change_of(spec.numerator), self._change_of(spec.denominator)
+
+            def ratio(profile: Profile, at_ms: int) -> int | None:
+                a, b = num(profile, at_ms), den(profile, at_ms)
+                return b if a is None else a if b is None else min(a, b)
+
+            return ratio
+        if isinstance(spec, WindowCount | WindowSum | WindowMean | CartValue):
+            if isinstance(spec, CartValue):
+                i = self._stream_ix[(CART, None, spec.resolution_ms)]
+                w, r = duration_ms(spec.within), spec.resolution_ms
+            else:
+                i = self._stream_ix[(spec.event, spec.where, spec.resolution_ms)]
+                w, r = spec.within_ms, spec.resolution_ms
 
             def window(profile: Profile, at_ms: int) -> int | None:
                 keys = profile.buckets[i].keys

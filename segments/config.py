@@ -103,12 +103,12 @@ def _node_map(node: yaml.Node) -> dict[str, yaml.Node]:
     return {}
 
 
-def load(path: str | Path, known_features: Sequence[str] = ()) -> SegmentConfig:
+def load(path: str | Path, known_features: Sequence[str | Spec] = ()) -> SegmentConfig:
     path = Path(path)
     return loads(path.read_text(), str(path), known_features)
 
 
-def loads(text: str, source: str = "segments.yaml", known_features: Sequence[str] = ()) -> SegmentConfig:
+def loads(text: str, source: str = "segments.yaml", known_features: Sequence[str | Spec] = ()) -> SegmentConfig:
     problems: list[str] = []
 
     def at(node: yaml.Node | None, message: str) -> None:

@@ -125,7 +125,7 @@ def run_file(path: str | Path, config: SegmentConfig | None = None) -> list[Fixt
         raise ValueError(f"{path}: a fixture file has 'timelines', a list")
     if config is None:
         config_path = (path.parent / data["config"]) if data.get("config") else Path("config/segments.yaml")
-        config = load(config_path, [s.name for s in DEFAULT_SPECS])
+        config = load(config_path, DEFAULT_SPECS)
     results = []
     for i, spec in enumerate(data["timelines"]):
         name = str(spec.get("name") or f"timeline {i + 1}")

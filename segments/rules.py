@@ -160,12 +160,13 @@ class _Compiler:
     def __init__(
         self,
         text: str,
-        known_features: Sequence[str],
+        known_features: Sequence[str | Spec],
         known_events: Sequence[str] | None,
         thresholds: Mapping[str, float] | None,
     ) -> None:
         self.text = text
-        self.known_features = list(known_features)
+        self.known_features = [k if isinstance(k, str) else k.name for k in known_features]
+        self.known_specs = {k.name: k for k in known_features if not isinstance(k, str)}
         self.known_events = known_events
         self.threshold_names = None if thresholds is None else set(thresholds)
         self.specs: list[Spec] = []
@@ -255,6 +256,9 @@ class _Compiler:
         if name == "cluster":
             return "string", lambda ctx: ctx.cluster
         if name in self.known_features:
+            spec = self.known_specs.get(name)
+            if spec is not None and spec not in self.specs:
+                self.specs.append(spec)  # so next_due sees its window edges
             return "number", lambda ctx: ctx.features.get(name, math.nan)
         known = [*self.known_features, *SCORES, "cluster", "thresholds"]
         raise self.fail(node, f"unknown name {name!r}{_close(name, known)}")
@@ -441,11 +445,13 @@ def parse(text: str) -> Tree:
 
 def compile_rule(
     text: str,
-    known_features: Sequence[str] = (),
+    known_features: Sequence[str | Spec] = (),
     known_events: Sequence[str] | None = None,
     thresholds: Mapping[str, float] | None = None,
 ) -> Rule:
-    """Parse and compile one rule; names are checked against what is known."""
+    """Parse and compile one rule; names are checked against what is known.
+    Known features given as specs (not just names) join the rule's specs, so
+    ``next_due`` wakes at their window edges too."""
     if not text or not text.strip():
         raise RuleError("the rule is empty", 1, 1)
     tree = parse(text)

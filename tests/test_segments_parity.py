@@ -36,6 +36,8 @@ segments:
     rule: since(add_to_cart) >= 3h and since(purchase) > since(add_to_cart)
   - name: active
     rule: since(any) <= 30m
+  - name: carts_by_name
+    rule: page_view_count_30m >= 1
   - name: both
     rule: in_segment("active") and not in_segment("abandoned")
   - name: busy
@@ -49,7 +51,7 @@ groups:
   - name: stages
     segments: [stage_b, stage_a]
 """,
-    known_features=[s.name for s in DEFAULT_SPECS],
+    known_features=DEFAULT_SPECS,
 )
 
 
@@ -87,8 +89,11 @@ def test_fold_equals_offline_evaluation(events: list[Event]) -> None:
     fs = feature_set_for(CONFIG, DEFAULT_SPECS)
     until = events[-1].ts_ms + 2 * 24 * 60 * MIN
     online = fold(CONFIG, events, until, fs)
-    # independently: offline features at every event time and every due time, evaluated in order
-    moments = sorted({e.ts_ms for e in events} | {t.at_ms for t in online})
+    # independently: offline features at every event time, every time the fold
+    # says something changed, and every 5 minutes (which catches a change the
+    # fold never woke for), evaluated in order
+    grid = range(events[0].ts_ms, until + 1, 5 * MIN)
+    moments = sorted({e.ts_ms for e in events} | {t.at_ms for t in online} | set(grid))
     offline = OfflineFeatures(fs, events_to_table(events)).at(pd.DataFrame({"profile_id": "u", "at": moments}))
     members = Memberships()
     expected = []

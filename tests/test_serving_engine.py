@@ -40,7 +40,7 @@ def scorers() -> Scorers:
 
 
 def engine(text: str = RULES) -> Engine:
-    config = segment_config.loads(text, "test.yaml", [s.name for s in BASE_SPECS])
+    config = segment_config.loads(text, "test.yaml", BASE_SPECS)
     return Engine(config, build_features(config), scorers())
 
 
