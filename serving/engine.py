@@ -111,6 +111,7 @@ class Engine:
         self.members_of: dict[str, set[str]] = {name: set() for name in config.segments}
         self.suppressed: set[str] = set()  # tombstones of erased users
         self._tombstone = tombstone or _unkeyed_tombstone
+        self._rule_read = features.subset_reader(s.name for s in config.specs)
         self.outbox: deque[Change] = deque(maxlen=outbox_size)
         self.stats = Stats()
         self.watermark = -1
@@ -196,13 +197,20 @@ class Engine:
     # -- evaluation ------------------------------------------------------------
 
     def _evaluate(self, pid: str, profile: Profile, t: int, sample: bool, out: Outcome | None) -> None:
-        vector = self.features.read(profile, t)
-        scores = self.scorers.scores(pid, vector, t, sample)
-        cluster = self.scorers.cluster(vector)
+        """Memberships at ``t``. An event (``sample``) reads the whole vector and
+        scores it; a timer reads only what the rules read and keeps the scores
+        of the user's last event, since time alone moves windows, not models."""
         state = self.users.get(pid)
         if state is None:
             state = self.users[pid] = UserState()
-        state.scores, state.cluster, state.evaluated_ms = scores, cluster, t
+        if sample or not state.scores:
+            vector = self.features.read(profile, t)
+            state.scores = self.scorers.scores(pid, vector, t, sample)
+            state.cluster = self.scorers.cluster(vector)
+        else:
+            vector = self._rule_read(profile, t)
+        scores, cluster = state.scores, state.cluster
+        state.evaluated_ms = t
         if sample:
             intent = scores["intent"]
             self.stats.scores[min(int(intent * 10), 9)] += 1
