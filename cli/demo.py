@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-import socket
 import tempfile
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +19,6 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-import uvicorn
 from pydantic import SecretStr
 from rich.console import Console
 from rich.live import Live
@@ -31,6 +28,7 @@ from features.table import table_to_events
 from models import registry
 from serving.app import create_app
 from serving.replay import ReplayStats, parse_speed, replay
+from serving.server import ServerThread, free_port
 from serving.settings import Settings
 from training.synthetic import DEFAULT_START, generate
 
@@ -65,9 +63,9 @@ def demo(
         settings = Settings(
             state_dir=Path(state), clock="event", write_keys=[SecretStr(write)], read_keys=[SecretStr(read)],
             tracking_uri=uri,
-            port=_free_port(),
+            port=free_port(),
         )  # fmt: skip
-        with _running(settings) as url:
+        with ServerThread(create_app(settings), settings.port) as url:
             stats = _replay(events, url, write, pace)
             end = max(e.ts_ms for e in events)
             with httpx.Client(base_url=url, timeout=60.0) as http:
@@ -91,37 +89,6 @@ def _train(users: int, days: int) -> None:
         progress=lambda msg: console.print(f"  {msg}"),
     )
     console.print(f"trained and registered in {time.perf_counter() - started:.0f}s")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _running:
-    """A uvicorn server in a thread for the length of a ``with``."""
-
-    def __init__(self, settings: Settings) -> None:
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning", access_log=False
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{settings.port}"
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 120
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the segflow server did not start")
-            time.sleep(0.05)
-        return self.url
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
 
 
 def _replay(events: list[Any], url: str, write: str, pace: float | None) -> ReplayStats:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ class Service:
         self.engine: Engine | None = None
         self.log: EventLog | None = None
         self._last_snapshot = time.monotonic()
+        self.due_lag_ms: deque[int] = deque(maxlen=100_000)  # wall clock: due time to emitted transition
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -161,7 +163,8 @@ class Service:
         """Housekeeping between requests: due timers (wall clock), snapshots, log trimming."""
         assert self.engine is not None
         if self.settings.clock == "wall":
-            self.engine.advance(now_ms)
+            for change in self.engine.advance(now_ms):
+                self.due_lag_ms.append(now_ms - change.transition.at_ms)
         if time.monotonic() - self._last_snapshot >= self.settings.snapshot_every_s:
             self.save_snapshot()
 
