@@ -24,7 +24,7 @@ from cli import demo, serve
 from features.events import SegmentParser
 from features.pseudonyms import Pseudonymizer, load_key
 from features.specs import Spec
-from features.table import read_table, write_table
+from features.table import read_table, table_to_events, write_table
 from training.importers import ColumnMapping, ImportReport, import_segment_jsonl, import_table, import_taobao
 from training.summary import Summary, summarize
 from training.synthetic import generate as generate_history
@@ -392,6 +392,43 @@ def segments_diff(
         changed += 1
         out.print(f"~ groups: {a['groups']} -> {b['groups']}", markup=False)
     out.print(f"{changed} change(s); config {a['config_id']} -> {b['config_id']}")
+
+
+@segments_app.command("preview")
+def segments_preview(
+    config: Annotated[Path, typer.Option(help="the changed segments.yaml")],
+    events: Annotated[Path, typer.Option(help="stored history: an event table (Parquet)")],
+    against: Annotated[Path, typer.Option(help="the current segments.yaml")] = Path("config/segments.yaml"),
+    limit: Annotated[int, typer.Option(help="transitions listed per segment with --json")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Replay history under both configs: who would enter and leave, when, and sizes by day."""
+    from models.intent_online import OnlineIntentModel
+    from segments.config import ConfigError
+    from serving.preview import preview
+    from serving.scorers import Scorers
+    from serving.service import intent_feature_names, load_config
+
+    try:
+        old, new = load_config(against), load_config(config)
+    except (ConfigError, FileNotFoundError) as exc:
+        raise _usage(str(exc)) from None
+    if not events.exists():
+        raise _usage(f"{events} does not exist")
+    history = sorted(table_to_events(read_table(events)), key=lambda e: e.received_ms)
+    result = preview(old, new, history, Scorers(OnlineIntentModel(), intent_feature_names()))
+    if as_json:
+        out.print_json(json.dumps(result.as_dict(limit)))
+        return
+    title = f"preview over {result.events:,} events: {result.old_config} -> {result.new_config}"
+    table = Table("segment", "status", "size now", "size new", "would enter", "would leave", title=title)
+    for seg in result.segments:
+        d = seg.as_dict(0)
+        if seg.status == "same" and not seg.only_new and not seg.only_old:
+            continue
+        table.add_row(seg.name, seg.status, f"{seg.size_old:,}", f"{seg.size_new:,}",
+                      f"{d['would_enter']:,}", f"{d['would_leave']:,}")  # fmt: skip
+    out.print(table)
 
 
 app.command("serve")(serve.serve)

@@ -100,6 +100,15 @@ class EventLog:
             for seq, body in rows:
                 yield int(seq), decode_event(body)
 
+    def read_apart(self) -> list[Event]:
+        """Every logged event in arrival order, through a connection of its own
+        (safe from another thread while this log keeps appending)."""
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            return [decode_event(body) for (body,) in db.execute("SELECT body FROM events ORDER BY seq")]
+        finally:
+            db.close()
+
     def count(self, profile_id: str | None = None) -> int:
         if profile_id is None:
             return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])

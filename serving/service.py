@@ -45,6 +45,10 @@ def load_config(path: str | Path) -> SegmentConfig:
     return segment_config.load(path, BASE_SPECS)
 
 
+def loads_config(text: str, source: str = "segments.yaml") -> SegmentConfig:
+    return segment_config.loads(text, source, BASE_SPECS)
+
+
 def intent_feature_names() -> tuple[str, ...]:
     return tuple(s.name for s in DEFAULT_SPECS)
 

@@ -207,3 +207,22 @@ def test_erasure_over_http_leaves_no_trace(server: Server) -> None:
     assert who.encode() not in zlib.decompress((server.state / "snapshot.bin").read_bytes())
     tombstones = [r[0] for r in db.execute("SELECT tombstone FROM suppressed")]
     assert len(tombstones) == 1 and who not in tombstones[0]
+
+
+def test_preview_over_stored_history(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        events = sorted(table_to_events(generate(40, 2, 9).events), key=lambda e: e.ts_ms)
+        _post(http, events)
+        new = SEGMENTS.read_text().replace("likely_buyer: 0.35", "likely_buyer: 0.05")
+        assert http.post("/v1/segments/preview", json={"config": new}).status_code == 401
+        r = http.post("/v1/segments/preview", json={"config": new, "limit": 5}, auth=READ)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["events"] == len(events)
+        likely = next(s for s in body["segments"] if s["segment"] == "likely_buyers")
+        assert likely["status"] == "changed" and len(likely["daily_sizes"]) >= 2
+        same = next(s for s in body["segments"] if s["segment"] == "active_now")
+        assert same["status"] == "same" and same["transitions_only_new"] == []
+        broken = http.post("/v1/segments/preview", json={"config": "version: 1\nsegments:\n  - name: x\n    rule: count(\n"},
+                           auth=READ)  # fmt: skip
+        assert broken.status_code == 422 and "preview.yaml:4" in broken.text

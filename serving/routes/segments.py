@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import base64
+import copy
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
-from serving.routes.deps import EngineDep, Reader
+from segments.config import ConfigError
+from serving.preview import preview
+from serving.routes.deps import EngineDep, Reader, ServiceDep
+from serving.service import loads_config
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"], dependencies=[Reader])
 
@@ -34,6 +40,30 @@ def list_segments(engine: EngineDep) -> dict[str, Any]:
             for name, seg in config.segments.items()
         ],
     }
+
+
+class PreviewRequest(BaseModel):
+    config: str = Field(min_length=1, max_length=200_000, description="the new segments.yaml, as text")
+    limit: int = Field(default=100, ge=0, le=10_000, description="transitions listed per segment")
+
+
+@router.post("/preview", responses={401: {}, 422: {}})
+async def preview_change(body: PreviewRequest, service: ServiceDep) -> dict[str, Any]:
+    """Replay the stored history under the current and the proposed config;
+    who would enter and leave, when, and each day's sizes. Nothing is saved."""
+    engine = service.engine
+    if engine is None or service.log is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "segflow is starting")
+    try:
+        new = loads_config(body.config, "preview.yaml")
+    except ConfigError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, exc.problems) from None
+    old, scorers, log = engine.config, copy.deepcopy(engine.scorers), service.log
+
+    def run() -> dict[str, Any]:
+        return preview(old, new, log.read_apart(), scorers).as_dict(body.limit)
+
+    return await run_in_threadpool(run)
 
 
 @router.get("/{name}/members", responses={401: {}, 404: {}})
