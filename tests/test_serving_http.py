@@ -223,6 +223,6 @@ def test_preview_over_stored_history(server: Server) -> None:
         assert likely["status"] == "changed" and len(likely["daily_sizes"]) >= 2
         same = next(s for s in body["segments"] if s["segment"] == "active_now")
         assert same["status"] == "same" and same["transitions_only_new"] == []
-        broken = http.post("/v1/segments/preview", json={"config": "version: 1\nsegments:\n  - name: x\n    rule: count(\n"},
-                           auth=READ)  # fmt: skip
+        text = "version: 1\nsegments:\n  - name: x\n    rule: count(\n"
+        broken = http.post("/v1/segments/preview", json={"config": text}, auth=READ)
         assert broken.status_code == 422 and "preview.yaml:4" in broken.text
