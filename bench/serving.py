@@ -20,8 +20,9 @@ from segments.config import SegmentConfig
 from segments.membership import Memberships, evaluate, next_due
 from serving.engine import Engine
 from serving.log import EventLog
+from serving.preview import preview
 from serving.scorers import Scorers
-from serving.service import build_features, intent_feature_names, load_config
+from serving.service import build_features, intent_feature_names, load_config, loads_config
 from training.synthetic import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,17 @@ def main() -> None:
 
     recompute(config)
     freshness(config, events)
+    preview_rate(config, events)
+
+
+def preview_rate(config: SegmentConfig, events: list[Event]) -> None:
+    """History replayed by a preview (two configs, so each event twice)."""
+    text = (ROOT / "config/segments.yaml").read_text().replace("likely_buyer: 0.35", "likely_buyer: 0.25")
+    new = loads_config(text)
+    start = time.perf_counter()
+    preview(config, new, events, Scorers(OnlineIntentModel(), intent_feature_names()))
+    emit("serving", "preview_events_per_s", len(events) / (time.perf_counter() - start), "events/s", ">= 50000",
+         events=len(events))  # fmt: skip
 
 
 def recompute(config: SegmentConfig, per_user: int = 300) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
@@ -72,7 +73,7 @@ def replay_command(
         raise typer.BadParameter(f"{file} does not exist", param_hint="FILE")
     write_key = key or _default_write_key()
     events = list(table_to_events(read_table(file)))
-    with Live(_display(ReplayStats(), len(events)), refresh_per_second=4) as live:
+    with Live(_display(ReplayStats(), len(events)), console=Console(stderr=True), refresh_per_second=4) as live:
         stats = replay(events, url, write_key, pace, batch_size, lambda s: live.update(_display(s, len(events))))
     typer.echo(json.dumps({"sent": stats.sent, "accepted": stats.accepted, "events_per_s": round(stats.events_per_s)}))
 

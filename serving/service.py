@@ -10,6 +10,7 @@ rules derive, then swaps it in.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import deque
@@ -84,6 +85,9 @@ class Service:
         config = load_config(s.segments)
         scorers = self._given_scorers or load_scorers(intent_feature_names(), s.model_alias, s.tracking_uri)
         self.engine = self._recover(config, scorers)
+        # the recovered state lives as long as the process: keep the cyclic GC from rescanning it
+        gc.collect()
+        gc.freeze()
         self.readiness = Readiness(True, self._notes(scorers))
         for note in self.readiness.notes:
             log.warning(note)

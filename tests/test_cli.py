@@ -58,3 +58,28 @@ def test_installed_entry_point(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert out.exists()
+
+
+def test_replay_feeds_a_running_server(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from features.table import write_table
+    from models.intent_online import OnlineIntentModel
+    from serving.app import create_app
+    from serving.scorers import Scorers
+    from serving.server import ServerThread
+    from serving.service import intent_feature_names
+    from serving.settings import Settings
+    from training.synthetic import generate
+
+    history = generate(30, 1, 3)
+    write_table(history.events, tmp_path / "day.parquet")
+    settings = Settings(state_dir=tmp_path / "state", clock="event", write_keys=[SecretStr("wk")],
+                        read_keys=[SecretStr("rk")], tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")  # fmt: skip
+    with ServerThread(create_app(settings, Scorers(OnlineIntentModel(), intent_feature_names()))) as url:
+        args = ["replay", str(tmp_path / "day.parquet"), "--url", url, "--speed", "max", "--key", "wk"]
+        done = CliRunner().invoke(app, args)
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["accepted"] == history.events.num_rows
+        bad = CliRunner().invoke(app, ["replay", str(tmp_path / "day.parquet"), "--url", url, "--speed", "fast"])
+        assert bad.exit_code == 2 and "speed" in bad.output

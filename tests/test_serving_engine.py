@@ -145,3 +145,25 @@ def test_erasure_leaves_no_trace_and_drops_later_events(tmp_path: Path) -> None:
     assert again.engine is not None and again.engine.store.get("gone") is None
     assert again.ingest([ev("e4", "gone", "add_to_cart", T0 + 2 * H)]).suppressed == 1
     again.close()
+
+
+def test_reload_backfills_a_feature_the_new_rules_derive(tmp_path: Path) -> None:
+    rules = tmp_path / "segments.yaml"
+    rules.write_text(RULES)
+    settings = _settings(tmp_path / "state").model_copy(update={"segments": rules})
+    service = Service(settings, scorers()).start()
+    service.ingest([ev("w1", "wendy", "wishlist_add", T0), ev("w2", "walt", "add_to_cart", T0 + H)])
+    rules.write_text(
+        RULES
+        + """
+  - name: wishers
+    description: a wishlist add in the last 3 days
+    rule: count(wishlist_add, 3d) >= 1
+"""
+    )
+    summary = service.reload()
+    assert summary["events_replayed"] == 2
+    e = service.engine
+    assert e is not None and e.members_of["wishers"] == {"wendy"}  # from the log, not from later events
+    assert e.users["wendy"].members.entered["wishers"] == T0
+    service.close()
