@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -194,11 +195,9 @@ class _Compiler:
             raise self.fail(node, f"unexpected {node!s}")
         kind = node.data
         if kind == "or_expr":
-            parts = [self.boolean(c) for c in node.children]
-            return "bool", lambda ctx, parts=parts: any(p(ctx) for p in parts)
+            return "bool", _any([self.boolean(c) for c in node.children])
         if kind == "and_expr":
-            parts = [self.boolean(c) for c in node.children]
-            return "bool", lambda ctx, parts=parts: all(p(ctx) for p in parts)
+            return "bool", _all([self.boolean(c) for c in node.children])
         if kind == "not_":
             inner = self.boolean(node.children[0])
             return "bool", lambda ctx: not inner(ctx)
@@ -273,7 +272,13 @@ class _Compiler:
         if lk in ("bool", "string") and op not in ("==", "!="):
             raise self.fail(node, f"{op} needs numbers: {self.source(node)!r}")
         compare = _OPS[op]
-        fn: Fn = lambda ctx: _compare(compare, lf(ctx), rf(ctx))  # noqa: E731
+        fn: Fn
+        if op != "!=" and isinstance(right, Tree) and right.data in ("number", "duration", "string"):
+            # against a constant: NaN compares False by itself, None is checked here
+            c = rf(None)  # type: ignore[arg-type]
+            fn = lambda ctx: (a := lf(ctx)) is not None and compare(a, c)  # noqa: E731
+        else:
+            fn = lambda ctx: _compare(compare, lf(ctx), rf(ctx))  # noqa: E731
         reads = left if isinstance(left, Tree) and left.data in ("call", "dotted") else None
         self.clauses.append(Clause(self.source(node), lf if reads is not None else fn))
         return fn
@@ -411,13 +416,27 @@ def _compare(op: Callable[[Any, Any], bool], a: Any, b: Any) -> bool:
 
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    ">=": lambda a, b: a >= b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    "<": lambda a, b: a < b,
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
 }
+
+
+def _all(parts: list[Fn]) -> Fn:
+    if len(parts) == 2:
+        a, b = parts
+        return lambda ctx: bool(a(ctx) and b(ctx))
+    return lambda ctx: all(p(ctx) for p in parts)
+
+
+def _any(parts: list[Fn]) -> Fn:
+    if len(parts) == 2:
+        a, b = parts
+        return lambda ctx: bool(a(ctx) or b(ctx))
+    return lambda ctx: any(p(ctx) for p in parts)
 
 
 def parse(text: str) -> Tree:
