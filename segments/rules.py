@@ -119,11 +119,12 @@ Fn = Callable[[Context], Any]
 
 @dataclass(frozen=True, slots=True)
 class Clause:
-    """A leaf of a rule that decides it: its text, and how to read its value."""
+    """A leaf of a rule that decides it: its text, how to read its value, and
+    the feature specs it reads (whose events are the evidence behind it)."""
 
     text: str
     fn: Fn
-    feature: str | None = None
+    reads: tuple[Spec, ...] = ()
 
 
 @dataclass(slots=True)
@@ -171,6 +172,7 @@ class _Compiler:
         self.known_events = known_events
         self.threshold_names = None if thresholds is None else set(thresholds)
         self.specs: list[Spec] = []
+        self.read: list[Spec] = []  # every spec read, in order, repeats kept
         self.clauses: list[Clause] = []
         self.segments: set[str] = set()
         self.thresholds: set[str] = set()
@@ -226,6 +228,7 @@ class _Compiler:
         raise self.fail(node, f"unsupported expression {kind}")
 
     def boolean(self, node: Tree | Token) -> Fn:
+        mark = len(self.read)
         kind, fn = self.value(node)
         if kind != "bool":
             raise self.fail(
@@ -234,7 +237,7 @@ class _Compiler:
                 f"{self.source(node)} >= 1)",
             )
         if isinstance(node, Tree) and node.data in ("call", "dotted"):
-            self.clauses.append(Clause(self.source(node), fn))
+            self.clauses.append(Clause(self.source(node), fn, tuple(self.read[mark:])))
         return fn
 
     def name(self, node: Tree) -> tuple[str, Fn]:
@@ -256,16 +259,20 @@ class _Compiler:
             return "string", lambda ctx: ctx.cluster
         if name in self.known_features:
             spec = self.known_specs.get(name)
-            if spec is not None and spec not in self.specs:
-                self.specs.append(spec)  # so next_due sees its window edges
+            if spec is not None:
+                self.read.append(spec)
+                if spec not in self.specs:
+                    self.specs.append(spec)  # so next_due sees its window edges
             return "number", lambda ctx: ctx.features.get(name, math.nan)
         known = [*self.known_features, *SCORES, "cluster", "thresholds"]
         raise self.fail(node, f"unknown name {name!r}{_close(name, known)}")
 
     def comparison(self, node: Tree) -> Fn:
         left, op, right = node.children
+        mark = len(self.read)
         lk, lf = self.value(left)
         rk, rf = self.value(right)
+        reads = tuple(self.read[mark:])
         op = str(op)
         if lk != rk:
             raise self.fail(node, f"cannot compare a {lk} with a {rk}: {self.source(node)!r}")
@@ -279,18 +286,19 @@ class _Compiler:
             fn = lambda ctx: (a := lf(ctx)) is not None and compare(a, c)  # noqa: E731
         else:
             fn = lambda ctx: _compare(compare, lf(ctx), rf(ctx))  # noqa: E731
-        reads = left if isinstance(left, Tree) and left.data in ("call", "dotted") else None
-        self.clauses.append(Clause(self.source(node), lf if reads is not None else fn))
+        shows_left = isinstance(left, Tree) and left.data in ("call", "dotted")
+        self.clauses.append(Clause(self.source(node), lf if shows_left else fn, reads))
         return fn
 
     def membership(self, node: Tree) -> Fn:
         left, *options = node.children
+        mark = len(self.read)
         kind, lf = self.value(left)
         values = [self.value(o) for o in options]
         if any(k != kind for k, _ in values):
             raise self.fail(node, f"every option of 'in' must be a {kind}")
         wanted = {f(None) for _, f in values}  # type: ignore[arg-type]
-        self.clauses.append(Clause(self.source(node), lf))
+        self.clauses.append(Clause(self.source(node), lf, tuple(self.read[mark:])))
         return lambda ctx: lf(ctx) in wanted
 
     # -- calls ---------------------------------------------------------------------
@@ -353,6 +361,7 @@ class _Compiler:
         return self.feature(spec)
 
     def feature(self, spec: Spec) -> Fn:
+        self.read.append(spec)
         if spec not in self.specs:
             self.specs.append(spec)
         name = spec.name

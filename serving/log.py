@@ -109,6 +109,15 @@ class EventLog:
         finally:
             db.close()
 
+    def recent(self, profile_id: str, limit: int = 1000) -> list[Event]:
+        """A user's latest logged events, newest first (evidence for reasons)."""
+        rows = self._db.execute(
+            "SELECT body FROM events WHERE profile_id = ? ORDER BY seq DESC LIMIT ?", (profile_id, limit)
+        )
+        events = [decode_event(body) for (body,) in rows]
+        events.sort(key=lambda e: -e.ts_ms)
+        return events
+
     def count(self, profile_id: str | None = None) -> int:
         if profile_id is None:
             return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])

@@ -226,3 +226,28 @@ def test_preview_over_stored_history(server: Server) -> None:
         text = "version: 1\nsegments:\n  - name: x\n    rule: count(\n"
         broken = http.post("/v1/segments/preview", json={"config": text}, auth=READ)
         assert broken.status_code == 422 and "preview.yaml:4" in broken.text
+
+
+def test_why_names_the_events_behind_each_clause(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        script = [
+            ("v1", "Product Viewed", "2026-09-07T10:00:00Z"),
+            ("c1", "Product Added", "2026-09-07T10:05:00Z"),
+            ("c2", "Product Added", "2026-09-07T10:06:00Z"),
+        ]
+        for mid, event, ts in script:
+            body = {"userId": "why", "event": event, "messageId": mid, "timestamp": ts,
+                    "properties": {"category": "shoes", "price": 30}}  # fmt: skip
+            assert http.post("/v1/track", auth=WRITE, json=body).status_code == 200
+        later = 1_788_775_560_000 + 49 * 3_600_000  # 2026-09-07T10:06Z + 49 h
+        http.post("/v1/admin/advance", params={"to_ms": later}, auth=WRITE)
+        why = http.get("/v1/profiles/why/segments/cart_abandoners_48h", auth=READ).json()
+        assert why["member"] is True
+        first = why["clauses_now"][0]
+        assert first["clause"].startswith("since(add_to_cart)") and [e["message_id"] for e in first["events"]] == ["c2"]
+        entered = why["last_transition"]
+        assert entered["kind"] == "enter" and entered["clauses"][0]["events"][0]["message_id"] == "c2"
+        profile = http.get("/v1/profiles/why", auth=READ).json()
+        shoes = next(s for s in profile["segments"] if s["segment"] == "shoes_cart_abandoners")
+        # it entered at the first cart add: the events behind it are those of that moment
+        assert {e["message_id"] for c in shoes["reason"]["clauses"] for e in c.get("events", [])} == {"v1", "c1"}

@@ -8,11 +8,14 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
-from features.events import format_ms, profile_key
+from features.events import Event, format_ms, profile_key
+from features.evidence import behind
+from segments.config import SegmentConfig
 from segments.membership import Transition
-from segments.rules import Context
+from segments.rules import Clause, Context
 from serving.engine import Engine
 from serving.routes.deps import EngineDep, ParserDep, Reader, ServiceDep, Writer
+from serving.service import Service
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
 
@@ -24,7 +27,23 @@ def plain(value: Any) -> Any:
     return value
 
 
-def transition_json(t: Transition) -> dict[str, Any]:
+def events_json(events: list[Event]) -> list[dict[str, Any]]:
+    return [{"message_id": e.message_id, "type": e.type, "at": format_ms(e.ts_ms)} for e in events]
+
+
+def transition_json(t: Transition, config: SegmentConfig, history: list[Event]) -> dict[str, Any]:
+    """A transition with its reason; under the current config, each clause
+    also names the most recent events behind its value then."""
+    seg = config.segments.get(t.segment)
+    rule = None
+    if seg is not None and t.reason.config_id == config.config_id:
+        rule = seg.exit if (t.kind == "exit" and seg.exit is not None) else seg.rule
+    clauses = []
+    for i, (text, value) in enumerate(t.reason.clauses):
+        item: dict[str, Any] = {"clause": text, "value": plain(value)}
+        if rule is not None and i < len(rule.clauses) and rule.clauses[i].text == text:
+            item["events"] = events_json(_behind(rule.clauses[i], history, t.at_ms))
+        clauses.append(item)
     return {
         "segment": t.segment,
         "kind": t.kind,
@@ -32,8 +51,20 @@ def transition_json(t: Transition) -> dict[str, Any]:
         "at_ms": t.at_ms,
         "config_id": t.reason.config_id,
         "rule": t.reason.rule,
-        "clauses": [{"clause": c, "value": plain(v)} for c, v in t.reason.clauses],
+        "clauses": clauses,
     }
+
+
+def _behind(clause: Clause, history: list[Event], at_ms: int) -> list[Event]:
+    found: dict[str, Event] = {}
+    for spec in clause.reads:
+        for e in behind(spec, history, at_ms):
+            found.setdefault(e.message_id, e)
+    return sorted(found.values(), key=lambda e: -e.ts_ms)[:3]
+
+
+def _history(service: Service, pid: str) -> list[Event]:
+    return service.log.recent(pid) if service.log is not None else []
 
 
 def _pid(engine: Engine, user_id: str, parser: ParserDep) -> str:
@@ -44,9 +75,10 @@ def _pid(engine: Engine, user_id: str, parser: ParserDep) -> str:
 
 
 @router.get("/{user_id}", dependencies=[Reader], responses={401: {}, 404: {}})
-def get_profile(user_id: str, engine: EngineDep, parser: ParserDep) -> dict[str, Any]:
+def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, parser: ParserDep) -> dict[str, Any]:
     """Features now, scores with their top contributions, cluster, segments with reasons."""
     pid = _pid(engine, user_id, parser)
+    history = _history(service, pid)
     vector = engine.vector(pid) or {}
     state = engine.users.get(pid)
     scorers = engine.scorers
@@ -55,7 +87,11 @@ def get_profile(user_id: str, engine: EngineDep, parser: ParserDep) -> dict[str,
         for name, since in state.members.entered.items():
             last = state.last.get(name)
             segments.append(
-                {"segment": name, "since": format_ms(since), "reason": transition_json(last) if last else None}
+                {
+                    "segment": name,
+                    "since": format_ms(since),
+                    "reason": transition_json(last, engine.config, history) if last else None,
+                }
             )
     contributions = scorers.contributions(vector)
     return {
@@ -77,8 +113,11 @@ def get_profile(user_id: str, engine: EngineDep, parser: ParserDep) -> dict[str,
 
 
 @router.get("/{user_id}/segments/{segment}", dependencies=[Reader], responses={401: {}, 404: {}})
-def get_membership(user_id: str, segment: str, engine: EngineDep, parser: ParserDep) -> dict[str, Any]:
-    """Why a user is in or out of one segment: the rule's clauses now and the last transition."""
+def get_membership(
+    user_id: str, segment: str, engine: EngineDep, service: ServiceDep, parser: ParserDep
+) -> dict[str, Any]:
+    """Why a user is in or out of one segment: the rule's clauses now, with
+    the events behind each, and the last transition."""
     seg = engine.config.segments.get(segment)
     if seg is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no segment named {segment!r}")
@@ -92,6 +131,8 @@ def get_membership(user_id: str, segment: str, engine: EngineDep, parser: Parser
     member = segment in members
     rule = seg.exit if (member and seg.exit is not None) else seg.rule
     last = state.last.get(segment) if state else None
+    history = _history(service, pid)
+    now = max(engine.watermark, state.evaluated_ms if state else 0)
     return {
         "user": pid,
         "segment": segment,
@@ -99,8 +140,11 @@ def get_membership(user_id: str, segment: str, engine: EngineDep, parser: Parser
         "since": format_ms(members[segment]) if member else None,
         "rule": rule.text.strip(),
         "holds_now": rule.holds(ctx),
-        "clauses_now": [{"clause": c, "value": plain(v)} for c, v in rule.explain(ctx)],
-        "last_transition": transition_json(last) if last else None,
+        "clauses_now": [
+            {"clause": c.text, "value": plain(v), "events": events_json(_behind(c, history, now))}
+            for c, (_, v) in zip(rule.clauses, rule.explain(ctx), strict=True)
+        ],
+        "last_transition": transition_json(last, engine.config, history) if last else None,
     }
 
 
