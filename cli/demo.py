@@ -138,5 +138,6 @@ def _summary(http: httpx.Client, read: str, stats: ReplayStats) -> None:
         console.print(f"[bold]{seg['segment']}[/bold] since {seg['since']}")
         if reason:
             for clause in reason["clauses"]:
-                console.print(f"    {clause['clause']}  →  {clause['value']}")
+                behind = ", ".join(f"{e['type']} at {e['at'][11:19]}" for e in clause.get("events", []))
+                console.print(f"    {clause['clause']}  →  {clause['value']}" + (f"  ({behind})" if behind else ""))
     console.print(f"{stats.sent:,} events replayed at {stats.events_per_s:,.0f}/s; the server has stopped.")
