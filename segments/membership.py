@@ -122,7 +122,9 @@ _plans: dict[str, _Plan] = {}
 
 def _plan(config: SegmentConfig) -> _Plan:
     """What ``next_due`` looks at for a config, worked out once: dwell times,
-    windowed specs, and recency specs with the offsets their rules compare."""
+    windowed specs, and recency specs with the offsets after their last event
+    at which a comparison flips (every duration of the rule, both edges, where
+    the rule compares one in a way not worked out)."""
     plan = _plans.get(config.config_id)
     if plan is not None:
         return plan
@@ -134,13 +136,14 @@ def _plan(config: SegmentConfig) -> _Plan:
             if rule is None:
                 continue
             for spec in rule.specs:
-                if isinstance(spec, Recency):
-                    offsets = recencies.setdefault(spec, set())
-                    for seconds in rule.durations:
-                        t = math.ceil(seconds * 1000)
-                        offsets.update((t, t + 1))
-                else:
+                if not isinstance(spec, Recency):
                     windows[spec] = None
+            for spec, offset in rule.edges:
+                recencies.setdefault(spec, set()).add(offset)
+            for spec in rule.loose:
+                for seconds in rule.durations:
+                    t = math.ceil(seconds * 1000)
+                    recencies.setdefault(spec, set()).update((t, t + 1))
     plan = (dwell, tuple(windows), tuple((s, tuple(sorted(o))) for s, o in recencies.items()))
     _plans[config.config_id] = plan
     return plan

@@ -138,6 +138,10 @@ class Rule:
     segments: set[str]
     thresholds: set[str]
     durations: list[float] = field(default_factory=list)  # seconds, as written in comparisons
+    # when time alone flips a recency comparison: (spec, ms after its last event)
+    edges: list[tuple[Spec, int]] = field(default_factory=list)
+    # recency specs compared in ways whose flips are not worked out: woken at every duration
+    loose: list[Spec] = field(default_factory=list)
 
     def holds(self, ctx: Context) -> bool:
         return bool(self.fn(ctx))
@@ -177,6 +181,9 @@ class _Compiler:
         self.segments: set[str] = set()
         self.thresholds: set[str] = set()
         self.durations: list[float] = []
+        self.edges: list[tuple[Spec, int]] = []
+        self.loose: list[Spec] = []
+        self.compared: set[Spec] = set()  # recency specs some comparison accounted for
 
     def fail(self, node: Tree | Token, message: str) -> RuleError:
         meta = node if isinstance(node, Token) else node.meta
@@ -271,8 +278,10 @@ class _Compiler:
         left, op, right = node.children
         mark = len(self.read)
         lk, lf = self.value(left)
+        mid = len(self.read)
         rk, rf = self.value(right)
         reads = tuple(self.read[mark:])
+        self.recency_edges(left, right, str(op), self.read[mark:mid], self.read[mid:])
         op = str(op)
         if lk != rk:
             raise self.fail(node, f"cannot compare a {lk} with a {rk}: {self.source(node)!r}")
@@ -289,6 +298,31 @@ class _Compiler:
         shows_left = isinstance(left, Tree) and left.data in ("call", "dotted")
         self.clauses.append(Clause(self.source(node), lf if shows_left else fn, reads))
         return fn
+
+    def recency_edges(self, left: Any, right: Any, op: str, lreads: list[Spec], rreads: list[Spec]) -> None:
+        """When time alone flips ``since(x) OP constant``: ``>=`` and ``<`` at
+        the threshold, ``>`` and ``<=`` a millisecond after; two ``since`` compared
+        with each other never flip with time (both grow alike)."""
+        self.compared.update(r for r in [*lreads, *rreads] if isinstance(r, Recency))
+        lrec = _since_of(left, lreads)
+        rrec = _since_of(right, rreads)
+        if lrec is not None and rrec is not None:
+            return
+        const = right if lrec is not None else left
+        spec = lrec or rrec
+        if spec is None:
+            self.loose.extend(r for r in [*lreads, *rreads] if isinstance(r, Recency))
+            return
+        if not (isinstance(const, Tree) and const.data in ("number", "duration")):
+            self.loose.append(spec)
+            return
+        text = str(const.children[0])
+        seconds = float(text) if const.data == "number" else parse_duration(text).total_seconds()
+        at = math.ceil(seconds * 1000)
+        if rrec is not None:  # constant OP since(x): mirror the operator
+            op = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}.get(op, op)
+        offsets = {">=": (at,), "<": (at,), ">": (at + 1,), "<=": (at + 1,)}.get(op, (at, at + 1))
+        self.edges.extend((spec, o) for o in offsets)
 
     def membership(self, node: Tree) -> Fn:
         left, *options = node.children
@@ -486,4 +520,24 @@ def compile_rule(
     compiler = _Compiler(text, known_features, known_events, thresholds)
     fn = compiler.boolean(tree)
     clauses = compiler.clauses or [Clause(text.strip(), fn)]
-    return Rule(text, fn, compiler.specs, clauses, compiler.segments, compiler.thresholds, compiler.durations)
+    unaccounted = [r for r in compiler.read if isinstance(r, Recency) and r not in compiler.compared]
+    loose = list(dict.fromkeys([*compiler.loose, *unaccounted]))
+    return Rule(
+        text,
+        fn,
+        compiler.specs,
+        clauses,
+        compiler.segments,
+        compiler.thresholds,
+        compiler.durations,
+        list(dict.fromkeys(compiler.edges)),
+        loose,
+    )
+
+
+def _since_of(node: Any, reads: list[Spec]) -> Recency | None:
+    """The recency spec when ``node`` is exactly a ``since(...)`` call."""
+    if isinstance(node, Tree) and node.data == "call" and str(node.children[0]) == "since" and len(reads) == 1:
+        spec = reads[0]
+        return spec if isinstance(spec, Recency) else None
+    return None
