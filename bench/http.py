@@ -5,6 +5,7 @@ wall-clock lag of due exits."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -132,6 +133,7 @@ def expiry_lag(users: int = 2000) -> None:
 
 
 def main() -> None:
+    logging.getLogger("segflow").setLevel(logging.ERROR)  # the fresh-model notes, once per server
     events = sorted(table_to_events(generate(users=1500, days=3, seed=4).events), key=lambda e: e.ts_ms)
     batch_vs_engine(events)
     single_latency(events[:2300], "process")

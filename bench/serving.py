@@ -3,6 +3,7 @@ against the sum of its parts' costs measured in the same run."""
 
 from __future__ import annotations
 
+import copy
 import gc
 import tempfile
 import time
@@ -12,9 +13,13 @@ import numpy as np
 import pandas as pd
 
 from bench.report import emit
+from features.defaults import CLUSTER_SPECS, DEFAULT_SPECS
 from features.events import Event
 from features.offline import OfflineFeatures
+from features.online import FeatureSet
 from features.table import events_to_table, table_to_events
+from models.clusters import ClusterModel
+from models.intent_batch import BatchIntentModel
 from models.intent_online import OnlineIntentModel
 from segments.config import SegmentConfig
 from segments.membership import Memberships, evaluate, next_due
@@ -23,25 +28,46 @@ from serving.log import EventLog
 from serving.preview import preview
 from serving.scorers import Scorers
 from serving.service import build_features, intent_feature_names, load_config, loads_config
+from training.datasets import build, user_vectors
 from training.synthetic import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def trained_scorers() -> Scorers:
+    """All three models, trained quickly on a small synthetic history (no MLflow)."""
+    history = generate(users=800, days=14, seed=21)
+    fs = FeatureSet(DEFAULT_SPECS)
+    data = build(history.events, fs, seed=0)
+    batch = BatchIntentModel(random_state=0).fit(data.X, data.y)
+    clusters = ClusterModel(random_state=0).fit(user_vectors(history.events, FeatureSet(CLUSTER_SPECS)))
+    return Scorers(OnlineIntentModel(), intent_feature_names(), batch=batch, clusters=clusters)
+
+
 def main() -> None:
     config = load_config(ROOT / "config/segments.yaml")
     events = sorted(table_to_events(generate(users=1500, days=3, seed=4).events), key=lambda e: e.ts_ms)
+    with_models = trained_scorers()
     batches = [events[i : i + 500] for i in range(0, len(events), 500)]
     gc.collect()
     gc.freeze()
     with tempfile.TemporaryDirectory() as tmp:
         log = EventLog(Path(tmp) / "events.db", "process")
-        engine = Engine(config, build_features(config), Scorers(OnlineIntentModel(), intent_feature_names()), log=log)
+        engine = Engine(config, build_features(config), copy.deepcopy(with_models), log=log)
         start = time.perf_counter()
         for batch in batches:
             engine.ingest(batch)
         engine_s = time.perf_counter() - start
         evaluations = sum(engine.stats.transitions.values())
+        log.close()
+        log = EventLog(Path(tmp) / "online-only.db", "process")
+        online_only = Engine(
+            config, build_features(config), Scorers(OnlineIntentModel(), intent_feature_names()), log=log
+        )
+        start = time.perf_counter()
+        for batch in batches:
+            online_only.ingest(batch)
+        online_only_s = time.perf_counter() - start
         log.close()
 
         # the parts, each alone over the same events, evaluated once per event
@@ -66,10 +92,14 @@ def main() -> None:
         for e in events:
             vectors.append(fs.read(profiles[e.profile_id], e.ts_ms))
         parts["read"] = time.perf_counter() - t
-        scorers = Scorers(OnlineIntentModel(), intent_feature_names())
+        scorers = copy.deepcopy(with_models)
         t = time.perf_counter()
         scores = [scorers.scores(e.profile_id, v, e.ts_ms, True) for e, v in zip(events, vectors, strict=True)]
         parts["scores"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for v in vectors:
+            scorers.cluster(v)
+        parts["cluster"] = time.perf_counter() - t
         members = Memberships()
         t = time.perf_counter()
         for e, v, s in zip(events, vectors, scores, strict=True):
@@ -81,7 +111,8 @@ def main() -> None:
         parts["next_due"] = time.perf_counter() - t
     gc.unfreeze()
     n = len(events)
-    emit("serving", "engine_events_per_s", n / engine_s, "events/s", ">= 15k", events=n, transitions=evaluations)
+    emit("serving", "engine_events_per_s", n / engine_s, "events/s", ">= 15k", events=n, transitions=evaluations,
+         models="online, batch, clusters", online_model_only_events_per_s=round(n / online_only_s))  # fmt: skip
     emit(
         "serving",
         "engine_vs_parts_ratio",
