@@ -20,7 +20,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from features.events import Event, to_payload
+from features.events import Event, format_ms, to_payload
 from features.offline import OfflineFeatures
 from features.table import events_to_table, table_to_events
 from models.intent_online import OnlineIntentModel
@@ -251,3 +251,34 @@ def test_why_names_the_events_behind_each_clause(server: Server) -> None:
         shoes = next(s for s in profile["segments"] if s["segment"] == "shoes_cart_abandoners")
         # it entered at the first cart add: the events behind it are those of that moment
         assert {e["message_id"] for c in shoes["reason"]["clauses"] for e in c.get("events", [])} == {"v1", "c1"}
+
+
+def test_scripted_users_over_http_enter_and_exit_when_written(server: Server) -> None:
+    t0 = 1_788_775_200_000  # 2026-09-07T10:00:00Z
+    minute, hour = 60_000, 3_600_000
+    script = [  # user, messageId, event, at, properties
+        ("alice", "a1", "Product Viewed", t0, {"category": "shoes"}),
+        ("alice", "a2", "Product Added", t0 + 5 * minute, {"category": "shoes", "price": 40}),
+        ("bob", "b1", "Product Added", t0, {"category": "hats", "price": 10}),
+        ("bob", "b2", "Order Completed", t0 + hour, {"revenue": 10}),
+    ]
+    got = []
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for user, mid, event, at, props in script:
+            body = {"userId": user, "event": event, "messageId": mid, "timestamp": format_ms(at), "properties": props}
+            got += http.post("/v1/track", auth=WRITE, json=body).json()["transitions"]
+        got += http.post("/v1/admin/advance", params={"to_ms": t0 + 72 * hour}, auth=WRITE).json()["transitions"]
+    watched = {"shoes_browsers_24h", "active_now", "cart_abandoners_48h"}
+    seen = sorted((t["at_ms"], t["user"], t["segment"], t["kind"]) for t in got if t["segment"] in watched)
+    assert seen == sorted([
+        (t0, "alice", "shoes_browsers_24h", "enter"),
+        (t0, "alice", "active_now", "enter"),
+        (t0, "bob", "active_now", "enter"),
+        (t0 + 30 * minute + 1, "bob", "active_now", "exit"),  # 30 minutes and a millisecond after his cart add
+        (t0 + 5 * minute + 30 * minute + 1, "alice", "active_now", "exit"),
+        (t0 + hour, "bob", "active_now", "enter"),
+        (t0 + hour + 30 * minute + 1, "bob", "active_now", "exit"),
+        (t0 + 24 * hour, "alice", "shoes_browsers_24h", "exit"),  # the view leaves the 24-hour window
+        (t0 + 5 * minute + 48 * hour, "alice", "cart_abandoners_48h", "enter"),  # no purchase for 48 hours
+        # bob bought an hour after his cart add: never an abandoner
+    ])  # fmt: skip
