@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import best_of, emit
-from features.defaults import DEFAULT_SPECS
+from features.defaults import RULE_SPECS
 from features.table import table_to_events
 from segments.config import load
 from segments.membership import Memberships, evaluate
@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    config = load(ROOT / "config/segments.yaml", [s.name for s in DEFAULT_SPECS])
-    fs = feature_set_for(config, DEFAULT_SPECS)
+    config = load(ROOT / "config/segments.yaml", RULE_SPECS)
+    fs = feature_set_for(config, RULE_SPECS)
     events = list(table_to_events(generate(users=300, days=7, seed=2).events))[:20_000]
     profiles: dict = {}
     moments = []

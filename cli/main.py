@@ -306,9 +306,9 @@ app.add_typer(segments_app, name="segments")
 
 
 def _known_features() -> list[Spec]:
-    from features.defaults import DEFAULT_SPECS
+    from features.defaults import RULE_SPECS
 
-    return list(DEFAULT_SPECS)
+    return list(RULE_SPECS)
 
 
 @segments_app.command("validate")

@@ -120,3 +120,7 @@ CLUSTER_SPECS: tuple[Spec, ...] = (
     Ratio(WindowCount(ANY, D21, where=Eq("device", "mobile")), WindowCount(ANY, D21)),
     WindowMean("price", PRODUCT_VIEW, D21),
 )
+
+# What a rule may name and the service keeps per user: the default set and the
+# cluster habits (the service assigns clusters on every event).
+RULE_SPECS: tuple[Spec, ...] = (*DEFAULT_SPECS, *[s for s in CLUSTER_SPECS if s not in DEFAULT_SPECS])

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from features.defaults import DEFAULT_SPECS
+from features.defaults import RULE_SPECS
 from features.events import Event, datetime_to_ms, format_ms
 from features.specs import parse_duration
 from segments.config import SegmentConfig, load
@@ -96,7 +96,7 @@ def run_timeline(config: SegmentConfig, spec: dict[str, Any], where: str) -> tup
         return current
 
     until = start + _ms(spec.get("until", "7d"))
-    fs = feature_set_for(config, DEFAULT_SPECS)
+    fs = feature_set_for(config, RULE_SPECS)
     got = fold(config, events, until, fs, scores_at, spec.get("cluster"))
     expect = []
     for item in spec.get("expect") or []:
@@ -125,7 +125,7 @@ def run_file(path: str | Path, config: SegmentConfig | None = None) -> list[Fixt
         raise ValueError(f"{path}: a fixture file has 'timelines', a list")
     if config is None:
         config_path = (path.parent / data["config"]) if data.get("config") else Path("config/segments.yaml")
-        config = load(config_path, DEFAULT_SPECS)
+        config = load(config_path, RULE_SPECS)
     results = []
     for i, spec in enumerate(data["timelines"]):
         name = str(spec.get("name") or f"timeline {i + 1}")

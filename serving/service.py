@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from features.defaults import CLUSTER_SPECS, DEFAULT_SPECS
+from features.defaults import DEFAULT_SPECS, RULE_SPECS
 from features.events import Event
 from features.online import FeatureSet
 from features.pseudonyms import Pseudonymizer, load_key
@@ -33,7 +33,7 @@ from serving.settings import Settings
 
 log = logging.getLogger("segflow.service")
 
-BASE_SPECS = (*DEFAULT_SPECS, *[s for s in CLUSTER_SPECS if s not in DEFAULT_SPECS])
+BASE_SPECS = RULE_SPECS
 
 
 def build_features(config: SegmentConfig) -> FeatureSet:
