@@ -216,6 +216,7 @@ class FeatureSet:
         self._dispatch = self._compile_dispatch()
         self._readers = [self._reader(s) for s in self.specs]
         self._changes: dict[Spec, Callable[[Profile, int], int | None]] = {}
+        self._drops: dict[Spec, Callable[[Profile, int, int], int | None]] = {}
 
     # -- state ---------------------------------------------------------------
 
@@ -405,6 +406,34 @@ class FeatureSet:
             fn = self._changes[spec] = self._change_of(spec)
         return fn(profile, at_ms)
 
+    def next_drop(self, profile: Profile, spec: Spec, at_ms: int, level: int) -> int | None:
+        """When, with no new event, a window count first falls to ``level`` or
+        below (None if it already is): the moment the bucket holding the
+        count's excess above ``level`` leaves the window."""
+        fn = self._drops.get(spec)
+        if fn is None:
+            fn = self._drops[spec] = self._drop_of(spec)
+        return fn(profile, at_ms, level)
+
+    def _drop_of(self, spec: Spec) -> Callable[[Profile, int, int], int | None]:
+        if not isinstance(spec, WindowCount):
+            raise TypeError(f"next_drop reads window counts, not {spec!r}")
+        i = self._stream_ix[(spec.event, spec.where, spec.resolution_ms)]
+        w, r = spec.within_ms, spec.resolution_ms
+
+        def drop(profile: Profile, at_ms: int, level: int) -> int | None:
+            buckets = profile.buckets[i]
+            cum = buckets.cum
+            if not cum:
+                return None
+            j = bisect_left(buckets.keys, (at_ms - w) // r + 1)
+            need = cum[-1][0] - level  # the prefix count that, once out of the window, leaves at most level
+            if need <= (cum[j - 1][0] if j else 0.0):
+                return None
+            return buckets.keys[bisect_left(cum, need, key=_first)] * r + w
+
+        return drop
+
     def _change_of(self, spec: Spec) -> Callable[[Profile, int], int | None]:
         if isinstance(spec, Ratio):
             num, den = self._change_of(spec.numerator), self._change_of(spec.denominator)
@@ -446,6 +475,10 @@ class FeatureSet:
 
             return recency
         return lambda profile, at_ms: None
+
+
+def _first(row: list[float]) -> float:
+    return row[0]
 
 
 def _window_mean(buckets: Buckets, kmin: int, j: int) -> float:

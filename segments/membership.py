@@ -93,7 +93,7 @@ def next_due(
     """The earliest instant after ``at_ms`` at which some membership could
     change with no new event: a window edge, a recency threshold, a dwell end.
     Waking earlier than needed is harmless; never later."""
-    dwell, windows, recencies = _plan(config)
+    dwell, windows, levels, recencies = _plan(config)
     due = math.inf
     for name, ms in dwell:
         if name in current.entered:
@@ -101,6 +101,10 @@ def next_due(
             if at_ms < end < due:
                 due = end
     next_change = features.next_change
+    for spec, level in levels:
+        when = features.next_drop(profile, spec, at_ms, level)
+        if when is not None and at_ms < when < due:
+            due = when
     for spec in windows:
         when = next_change(profile, spec, at_ms)
         if when is not None and at_ms < when < due:
@@ -116,7 +120,12 @@ def next_due(
     return None if due == math.inf else int(due)
 
 
-_Plan = tuple[tuple[tuple[str, int], ...], tuple[Spec, ...], tuple[tuple[Spec, tuple[int, ...]], ...]]
+_Plan = tuple[
+    tuple[tuple[str, int], ...],
+    tuple[Spec, ...],
+    tuple[tuple[Spec, int], ...],
+    tuple[tuple[Spec, tuple[int, ...]], ...],
+]
 _plans: dict[str, _Plan] = {}
 
 
@@ -130,20 +139,24 @@ def _plan(config: SegmentConfig) -> _Plan:
         return plan
     dwell = tuple((name, seg.min_dwell_ms) for name, seg in config.segments.items() if seg.min_dwell_ms)
     windows: dict[Spec, None] = {}
+    levels: dict[tuple[Spec, int], None] = {}
     recencies: dict[Spec, set[int]] = {}
     for seg in config.segments.values():
         for rule in (seg.rule, seg.exit):
             if rule is None:
                 continue
+            leveled = {spec for spec, _ in rule.count_levels}
             for spec in rule.specs:
-                if not isinstance(spec, Recency):
+                if not isinstance(spec, Recency) and spec not in leveled:
                     windows[spec] = None
+            for item in rule.count_levels:
+                levels[item] = None
             for spec, offset in rule.edges:
                 recencies.setdefault(spec, set()).add(offset)
             for spec in rule.loose:
                 for seconds in rule.durations:
                     t = math.ceil(seconds * 1000)
                     recencies.setdefault(spec, set()).update((t, t + 1))
-    plan = (dwell, tuple(windows), tuple((s, tuple(sorted(o))) for s, o in recencies.items()))
+    plan = (dwell, tuple(windows), tuple(levels), tuple((s, tuple(sorted(o))) for s, o in recencies.items()))
     _plans[config.config_id] = plan
     return plan

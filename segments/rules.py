@@ -142,6 +142,8 @@ class Rule:
     edges: list[tuple[Spec, int]] = field(default_factory=list)
     # recency specs compared in ways whose flips are not worked out: woken at every duration
     loose: list[Spec] = field(default_factory=list)
+    # window counts read only as ``count >= c`` and the like: (spec, the level at or below which a comparison flips)
+    count_levels: list[tuple[Spec, int]] = field(default_factory=list)
 
     def holds(self, ctx: Context) -> bool:
         return bool(self.fn(ctx))
@@ -184,6 +186,7 @@ class _Compiler:
         self.edges: list[tuple[Spec, int]] = []
         self.loose: list[Spec] = []
         self.compared: set[Spec] = set()  # recency specs some comparison accounted for
+        self.levels: list[tuple[Spec, int]] = []  # window counts compared with a constant
 
     def fail(self, node: Tree | Token, message: str) -> RuleError:
         meta = node if isinstance(node, Token) else node.meta
@@ -282,6 +285,7 @@ class _Compiler:
         rk, rf = self.value(right)
         reads = tuple(self.read[mark:])
         self.recency_edges(left, right, str(op), self.read[mark:mid], self.read[mid:])
+        self.count_level(left, right, str(op), self.read[mark:mid], self.read[mid:])
         op = str(op)
         if lk != rk:
             raise self.fail(node, f"cannot compare a {lk} with a {rk}: {self.source(node)!r}")
@@ -323,6 +327,22 @@ class _Compiler:
             op = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}.get(op, op)
         offsets = {">=": (at,), "<": (at,), ">": (at + 1,), "<=": (at + 1,)}.get(op, (at, at + 1))
         self.edges.extend((spec, o) for o in offsets)
+
+    def count_level(self, left: Any, right: Any, op: str, lreads: list[Spec], rreads: list[Spec]) -> None:
+        """``count(...) OP c`` only flips by time when the count falls to a
+        level: at or below ``ceil(c) - 1`` for ``>=`` and ``<``, at or below
+        ``floor(c)`` for ``>`` and ``<=``. Counts only fall as time passes."""
+        if len(lreads) == 1 and not rreads and isinstance(lreads[0], WindowCount):
+            spec, const = lreads[0], right
+        elif len(rreads) == 1 and not lreads and isinstance(rreads[0], WindowCount):
+            spec, const = rreads[0], left
+            op = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}.get(op, op)
+        else:
+            return
+        if not (isinstance(const, Tree) and const.data == "number") or op not in (">=", "<", ">", "<="):
+            return
+        c = float(str(const.children[0]))
+        self.levels.append((spec, math.ceil(c) - 1 if op in (">=", "<") else math.floor(c)))
 
     def membership(self, node: Tree) -> Fn:
         left, *options = node.children
@@ -522,6 +542,10 @@ def compile_rule(
     clauses = compiler.clauses or [Clause(text.strip(), fn)]
     unaccounted = [r for r in compiler.read if isinstance(r, Recency) and r not in compiler.compared]
     loose = list(dict.fromkeys([*compiler.loose, *unaccounted]))
+    # a count read anywhere else than in such a comparison wakes at every window edge
+    reads: list[Spec] = [r for r in compiler.read if isinstance(r, WindowCount)]
+    leveled = [spec for spec, _ in compiler.levels]
+    levels = [(spec, lv) for spec, lv in compiler.levels if reads.count(spec) == leveled.count(spec)]
     return Rule(
         text,
         fn,
@@ -532,6 +556,7 @@ def compile_rule(
         compiler.durations,
         list(dict.fromkeys(compiler.edges)),
         loose,
+        list(dict.fromkeys(levels)),
     )
 
 
