@@ -203,6 +203,17 @@ def canonical_type(name: str) -> str:
     return name
 
 
+def _describe_ms(ms: int) -> str:
+    try:
+        return format_ms(ms)
+    except (ValueError, OverflowError):
+        return f"{ms} ms since 1970"
+
+
+_EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+_LATEST_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+
+
 def _parse_time(value: object, where: str) -> int:
     if not isinstance(value, str):
         raise EventError([(where, f"expected an ISO 8601 string, got {type(value).__name__}")])
@@ -475,6 +486,10 @@ class SegmentParser:
                 ts_ms = received_ms - (_parse_time(own_sent, where + "sentAt") - ts_ms)
             elif sent_at is not None:
                 ts_ms = received_ms - (_parse_time(sent_at, "sentAt") - ts_ms)
+            if not _EARLIEST_MS <= ts_ms <= _LATEST_MS:  # the client's clock, after skew correction
+                when = _describe_ms(ts_ms)
+                problem = f"{when} is not between 2000-01-01 and 2100-01-01 (UTC), the times segflow accepts"
+                raise EventError([(where + ts_field, problem)])
 
         message_id = payload.get("messageId")
         if message_id is None or message_id == "":

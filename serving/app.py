@@ -28,6 +28,9 @@ log = logging.getLogger("segflow.app")
 
 
 def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
+    """The app. Every route that touches the engine is ``async``: it runs on
+    the event loop, one at a time with ingest and the timer task, so the
+    engine's state is never read or changed from two threads at once."""
     service = Service(settings, scorers)
 
     @contextlib.asynccontextmanager

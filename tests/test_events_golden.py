@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from features.events import Event, SegmentParser, datetime_to_ms
+from features.events import Event, EventError, SegmentParser, datetime_to_ms
 from features.pseudonyms import Pseudonymizer
 
 RECEIVED = "2024-05-01T10:00:02.000Z"
@@ -227,3 +227,14 @@ def test_ids_that_look_personal_are_pseudonymized(parser: SegmentParser, pseudon
     assert e.user_id == pseudonymizer("bob@mail.com")
     assert e.anonymous_id == pseudonymizer("+1 415 555 0100")
     assert parser.event({"type": "track", "userId": "543462", "event": "x"}, received_ms=0).user_id == "543462"
+
+
+def test_timestamps_outside_2000_to_2100_are_refused(parser: SegmentParser, received: int) -> None:
+    for ts in ("0001-01-01T00:00:00Z", "1969-12-31T23:59:00Z", "9999-12-31T23:59:59Z"):
+        with pytest.raises(EventError) as err:
+            parser.event({"type": "track", "userId": "u", "event": "x", "timestamp": ts}, received_ms=received)
+        assert err.value.problems[0][0] == "timestamp" and "2000-01-01" in err.value.problems[0][1]
+    # a skew correction that lands far outside is refused too, and named after the field
+    with pytest.raises(EventError):
+        parser.event({"type": "track", "userId": "u", "event": "x", "timestamp": "2020-01-01T00:00:00Z",
+                      "sentAt": "9999-01-01T00:00:00Z"}, received_ms=received)  # fmt: skip

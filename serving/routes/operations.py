@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -20,7 +20,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {}})
-def readyz(service: ServiceDep) -> Any:
+async def readyz(service: ServiceDep) -> Any:
     """Ready once state is recovered; says which models are in use and what is missing."""
     r = service.readiness
     engine = service.engine
@@ -36,12 +36,12 @@ def readyz(service: ServiceDep) -> Any:
 
 
 @router.get("/metrics")
-def metrics(m: MetricsDep) -> Response:
+async def metrics(m: MetricsDep) -> Response:
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post("/v1/admin/reload", dependencies=[Writer], responses={401: {}, 422: {}})
-def reload(service: ServiceDep) -> dict[str, Any]:
+async def reload(service: ServiceDep) -> dict[str, Any]:
     """Load the segment config and the registered models again; state is rebuilt from the log."""
     try:
         return service.reload()
@@ -50,7 +50,9 @@ def reload(service: ServiceDep) -> dict[str, Any]:
 
 
 @router.post("/v1/admin/advance", dependencies=[Writer], responses={401: {}, 409: {}})
-def advance(service: ServiceDep, to_ms: int) -> dict[str, Any]:
+async def advance(
+    service: ServiceDep, to_ms: Annotated[int, Query(ge=946_684_800_000, le=4_102_444_800_000)]
+) -> dict[str, Any]:
     """Event clock only: move time to ``to_ms`` so every timer due by then fires
     (the end of a replay, a demo, a test); the transitions it caused."""
     if service.settings.clock != "event" or service.engine is None:

@@ -75,7 +75,7 @@ def _pid(engine: Engine, user_id: str, parser: ParserDep) -> str:
 
 
 @router.get("/{user_id}", dependencies=[Reader], responses={401: {}, 404: {}})
-def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, parser: ParserDep) -> dict[str, Any]:
+async def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, parser: ParserDep) -> dict[str, Any]:
     """Features now, scores with their top contributions, cluster, segments with reasons."""
     pid = _pid(engine, user_id, parser)
     history = _history(service, pid)
@@ -113,7 +113,7 @@ def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, parser: Pa
 
 
 @router.get("/{user_id}/segments/{segment}", dependencies=[Reader], responses={401: {}, 404: {}})
-def get_membership(
+async def get_membership(
     user_id: str, segment: str, engine: EngineDep, service: ServiceDep, parser: ParserDep
 ) -> dict[str, Any]:
     """Why a user is in or out of one segment: the rule's clauses now, with
@@ -149,7 +149,7 @@ def get_membership(
 
 
 @router.delete("/{user_id}", dependencies=[Writer], responses={401: {}})
-def erase_profile(user_id: str, service: ServiceDep, parser: ParserDep) -> dict[str, Any]:
+async def erase_profile(user_id: str, service: ServiceDep, parser: ParserDep) -> dict[str, Any]:
     """Erase a user: profile, logged events, pending labels, dedup keys, outbox;
     later events of the user are accepted, counted and dropped."""
     pid = profile_key(user_id, parser.pseudonymizer)

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/segments", tags=["segments"], dependencies=[Reade
 
 
 @router.get("", responses={401: {}})
-def list_segments(engine: EngineDep) -> dict[str, Any]:
+async def list_segments(engine: EngineDep) -> dict[str, Any]:
     """Every segment's definition and its size now."""
     config = engine.config
     sizes = engine.sizes()
@@ -67,7 +67,7 @@ async def preview_change(body: PreviewRequest, service: ServiceDep) -> dict[str,
 
 
 @router.get("/{name}/members", responses={401: {}, 404: {}})
-def members(
+async def members(
     name: str,
     engine: EngineDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
