@@ -12,7 +12,9 @@ durations (``30m``, ``24h``, ``7d``, compared as seconds), windowed functions
 with optional property filters (``count(event, window[, filters])``,
 ``sum(property, event, window[, filters])``, ``mean(...)``,
 ``distinct(property, event, window[, filters])``; ``any`` is every event type),
-recency (``since(event[, filters])``, seconds; infinite when there was none), ``at_least(n,
+recency (``since(event[, filters])``, seconds; infinite when there was none),
+sequences with a deadline (``not_followed(add_to_cart, purchase, 48h)``: the
+last cart add is 48 hours old and no purchase came after it), ``at_least(n,
 cond, ...)``, scores (``intent``, ``intent_online``, ``intent_batch``),
 ``cluster == "..."``, ``in_segment("...")``, named thresholds
 (``thresholds.name``) and any feature of the feature set by name. Features the
@@ -328,6 +330,29 @@ class _Compiler:
         offsets = {">=": (at,), "<": (at,), ">": (at + 1,), "<=": (at + 1,)}.get(op, (at, at + 1))
         self.edges.extend((spec, o) for o in offsets)
 
+    def not_followed(self, node: Tree, args: list[Any]) -> Fn:
+        """``not_followed(first, then, within[, filters on first])``: the user's
+        last ``first`` is at least ``within`` old and no ``then`` came after
+        it (a sequence with a deadline). It flips on by time exactly at the
+        deadline, and only a new event turns it off."""
+        if len(args) < 3:
+            raise self.fail(node, "not_followed(first, then, within) needs two events and a deadline, as in "
+                            "not_followed(add_to_cart, purchase, 48h)")  # fmt: skip
+        first, then = self.event(args[0]), self.event(args[1])
+        within = self.within(args[2])
+        a, b = Recency(first, self.filters(args[3:])), Recency(then)
+        since_a, since_b = self.feature(a), self.feature(b)
+        seconds = within.total_seconds()
+        self.durations.append(seconds)
+        self.compared.update((a, b))
+        self.edges.append((a, math.ceil(seconds * 1000)))
+
+        def holds(ctx: Context) -> bool:
+            sa = _never_is_infinite(since_a(ctx))
+            return sa != math.inf and sa >= seconds and _never_is_infinite(since_b(ctx)) > sa
+
+        return holds
+
     def count_level(self, left: Any, right: Any, op: str, lreads: list[Spec], rreads: list[Spec]) -> None:
         """``count(...) OP c`` only flips by time when the count falls to a
         level: at or below ``ceil(c) - 1`` for ``>=`` and ``<``, at or below
@@ -372,6 +397,8 @@ class _Compiler:
             seconds = self.feature(spec)
             # never is longer ago than any duration: since(purchase) > 48h holds for a user who never bought
             return "number", lambda ctx: _never_is_infinite(seconds(ctx))
+        if name == "not_followed":
+            return "bool", self.not_followed(node, args)
         if name == "at_least":
             if len(args) < 2:
                 raise self.fail(node, "at_least(n, condition, ...) needs a count and conditions")
@@ -389,7 +416,7 @@ class _Compiler:
             segment = str(args[0].children[0])[1:-1]
             self.segments.add(segment)
             return "bool", lambda ctx: segment in ctx.segments
-        functions = ["count", "sum", "mean", "distinct", "since", "at_least", "in_segment"]
+        functions = ["count", "sum", "mean", "distinct", "since", "not_followed", "at_least", "in_segment"]
         raise self.fail(node, f"unknown function {name!r}{_close(name, functions)}")
 
     def window(self, node: Tree, fn_name: str, args: list[Any]) -> Fn:

@@ -141,6 +141,9 @@ BROKEN = [
     ("intent >= thresholds.likly", 1, "did you mean 'likely'"),
     ("count(add_to_cart, 1h, price > 3) >= 1", 1, "a filter compares with =="),
     ("intent @ 3", 1, "unexpected character '@'"),
+    ("not_followed(add_to_cart, purchase)", 1, "needs two events and a deadline"),
+    ("not_followed(add_to_cart, purchse, 48h)", 1, "did you mean 'purchase'"),
+    ("not_folowed(add_to_cart, purchase, 48h)", 1, "did you mean 'not_followed'"),
 ]
 
 

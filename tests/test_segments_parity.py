@@ -38,6 +38,8 @@ segments:
     rule: since(any) <= 30m
   - name: carts_by_name
     rule: page_view_count_30m >= 1
+  - name: left_checkout
+    rule: not_followed(checkout_start, purchase, 90m)
   - name: both
     rule: in_segment("active") and not in_segment("abandoned")
   - name: busy

@@ -244,7 +244,9 @@ def test_why_names_the_events_behind_each_clause(server: Server) -> None:
         why = http.get("/v1/profiles/why/segments/cart_abandoners_48h", auth=READ).json()
         assert why["member"] is True
         first = why["clauses_now"][0]
-        assert first["clause"].startswith("since(add_to_cart)") and [e["message_id"] for e in first["events"]] == ["c2"]
+        assert first["clause"].startswith("not_followed(add_to_cart, purchase, 48h)") and [
+            e["message_id"] for e in first["events"]
+        ] == ["c2"]
         entered = why["last_transition"]
         assert entered["kind"] == "enter" and entered["clauses"][0]["events"][0]["message_id"] == "c2"
         profile = http.get("/v1/profiles/why", auth=READ).json()
