@@ -10,6 +10,7 @@ rules derive, then swaps it in.
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import time
@@ -66,7 +67,7 @@ class Service:
     def __init__(self, settings: Settings, scorers: Scorers | None = None) -> None:
         self.settings = settings
         self.pseudonymizer = Pseudonymizer(load_key())
-        self._given_scorers = scorers
+        self._given_scorers = copy.deepcopy(scorers)  # as given: each start or reload begins from these
         self.readiness = Readiness()
         self.engine: Engine | None = None
         self.log: EventLog | None = None
@@ -83,7 +84,7 @@ class Service:
         s = self.settings
         self.log = EventLog(s.state_dir / "events.db", s.durability)
         config = load_config(s.segments)
-        scorers = self._given_scorers or load_scorers(intent_feature_names(), s.model_alias, s.tracking_uri)
+        scorers = self._scorers()
         self.engine = self._recover(config, scorers)
         # the recovered state lives as long as the process: keep the cyclic GC from rescanning it
         gc.collect()
@@ -92,6 +93,11 @@ class Service:
         for note in self.readiness.notes:
             log.warning(note)
         return self
+
+    def _scorers(self) -> Scorers:
+        if self._given_scorers is not None:
+            return copy.deepcopy(self._given_scorers)
+        return load_scorers(intent_feature_names(), self.settings.model_alias, self.settings.tracking_uri)
 
     def _notes(self, scorers: Scorers) -> list[str]:
         notes = []
@@ -196,9 +202,7 @@ class Service:
         """New config and models; state rebuilt from the log under them, then swapped in."""
         assert self.engine is not None
         config = load_config(self.settings.segments)
-        scorers = self._given_scorers or load_scorers(
-            intent_feature_names(), self.settings.model_alias, self.settings.tracking_uri
-        )
+        scorers = self._scorers()
         engine = self._new_engine(config, scorers)
         engine.suppressed = set(self.engine.suppressed)
         replayed = self._replay(engine, 0)
