@@ -120,6 +120,8 @@ def loads(text: str, source: str = "segments.yaml", known_features: Sequence[str
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError([f"{source}: the YAML is nested too deeply"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

@@ -95,6 +95,11 @@ STRING: /"[^"\n]*"/ | /'[^'\n]*'/
 _PARSER = Lark(GRAMMAR, parser="lalr", propagate_positions=True)
 
 
+MAX_RULE_CHARS = 10_000
+MAX_WINDOW = timedelta(days=366)
+MAX_DEPTH = 64  # nesting of a rule; evaluation recurses as deep
+
+
 class RuleError(ValueError):
     """A rule that cannot be loaded, with where and why."""
 
@@ -189,6 +194,7 @@ class _Compiler:
         self.loose: list[Spec] = []
         self.compared: set[Spec] = set()  # recency specs some comparison accounted for
         self.levels: list[tuple[Spec, int]] = []  # window counts compared with a constant
+        self.depth = 0
 
     def fail(self, node: Tree | Token, message: str) -> RuleError:
         meta = node if isinstance(node, Token) else node.meta
@@ -205,6 +211,15 @@ class _Compiler:
     # -- values: (kind, fn), kind in bool/number/string ---------------------------
 
     def value(self, node: Tree | Token) -> tuple[str, Fn]:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise self.fail(node, f"the rule is nested more than {MAX_DEPTH} levels deep")
+            return self._value(node)
+        finally:
+            self.depth -= 1
+
+    def _value(self, node: Tree | Token) -> tuple[str, Fn]:
         if isinstance(node, Token):
             raise self.fail(node, f"unexpected {node!s}")
         kind = node.data
@@ -223,7 +238,10 @@ class _Compiler:
             v = float(str(node.children[0]))
             return "number", lambda ctx: v
         if kind == "duration":
-            seconds = parse_duration(str(node.children[0])).total_seconds()
+            try:
+                seconds = parse_duration(str(node.children[0])).total_seconds()
+            except OverflowError:
+                raise self.fail(node, f"the duration {self.source(node)!r} is too long") from None
             self.durations.append(seconds)
             return "number", lambda ctx: seconds
         if kind == "string":
@@ -323,7 +341,12 @@ class _Compiler:
             self.loose.append(spec)
             return
         text = str(const.children[0])
-        seconds = float(text) if const.data == "number" else parse_duration(text).total_seconds()
+        try:
+            seconds = float(text) if const.data == "number" else parse_duration(text).total_seconds()
+        except (ValueError, OverflowError):
+            seconds = math.inf
+        if not math.isfinite(seconds):
+            return  # compared with infinity: time never flips it
         at = math.ceil(seconds * 1000)
         if rrec is not None:  # constant OP since(x): mirror the operator
             op = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}.get(op, op)
@@ -367,6 +390,8 @@ class _Compiler:
         if not (isinstance(const, Tree) and const.data == "number") or op not in (">=", "<", ">", "<="):
             return
         c = float(str(const.children[0]))
+        if not math.isfinite(c):
+            return  # left to the window's edges: harmless, and nobody compares a count with infinity
         self.levels.append((spec, math.ceil(c) - 1 if op in (">=", "<") else math.floor(c)))
 
     def membership(self, node: Tree) -> Fn:
@@ -463,7 +488,13 @@ class _Compiler:
 
     def within(self, node: Any) -> timedelta:
         if isinstance(node, Tree) and node.data == "duration":
-            return parse_duration(str(node.children[0]))
+            try:
+                within = parse_duration(str(node.children[0]))
+            except (ValueError, OverflowError):
+                within = timedelta(days=-1)
+            if not timedelta(0) < within <= MAX_WINDOW:
+                raise self.fail(node, f"a window is longer than zero and at most 366d, got {self.source(node)!r}")
+            return within
         raise self.fail(node, f"expected a window such as 24h, got {self.source(node)!r}")
 
     def filters(self, nodes: list[Any]) -> Predicate | None:
@@ -563,9 +594,14 @@ def compile_rule(
     ``next_due`` wakes at their window edges too."""
     if not text or not text.strip():
         raise RuleError("the rule is empty", 1, 1)
-    tree = parse(text)
-    compiler = _Compiler(text, known_features, known_events, thresholds)
-    fn = compiler.boolean(tree)
+    if len(text) > MAX_RULE_CHARS:
+        raise RuleError(f"the rule is {len(text)} characters long; at most {MAX_RULE_CHARS} are allowed", 1, 1)
+    try:
+        tree = parse(text)
+        compiler = _Compiler(text, known_features, known_events, thresholds)
+        fn = compiler.boolean(tree)
+    except RecursionError:
+        raise RuleError("the rule is nested too deeply", 1, 1) from None
     clauses = compiler.clauses or [Clause(text.strip(), fn)]
     unaccounted = [r for r in compiler.read if isinstance(r, Recency) and r not in compiler.compared]
     loose = list(dict.fromkeys([*compiler.loose, *unaccounted]))

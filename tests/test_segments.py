@@ -144,6 +144,10 @@ BROKEN = [
     ("not_followed(add_to_cart, purchase)", 1, "needs two events and a deadline"),
     ("not_followed(add_to_cart, purchse, 48h)", 1, "did you mean 'purchase'"),
     ("not_folowed(add_to_cart, purchase, 48h)", 1, "did you mean 'not_followed'"),
+    ("count(add_to_cart, 0m) >= 1", 1, "longer than zero"),
+    ("count(add_to_cart, 99999999999d) >= 1", 1, "at most 366d"),
+    ("since(add_to_cart) <= 99999999999999999d", 1, "too long"),
+    ("not " * 100 + "intent > 0.5", 1, "nested more than 64 levels"),
 ]
 
 
