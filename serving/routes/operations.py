@@ -47,6 +47,8 @@ async def reload(service: ServiceDep) -> dict[str, Any]:
         return service.reload()
     except ConfigError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, exc.problems) from None
+    except OSError as exc:  # the config file went missing or unreadable: nothing was changed
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [f"cannot read the config: {exc}"]) from None
 
 
 @router.post("/v1/admin/advance", dependencies=[Writer], responses={401: {}, 409: {}})
