@@ -171,13 +171,13 @@ class Engine:
         profile = self.store.get(pid)
         if profile is None:
             profile = self.features.new_profile()
-            self.store.put(pid, profile)
         self.stats.events += 1
         out.accepted += 1
         if not self.features.update(profile, event):
             self.stats.late += 1
             out.late += 1
             return
+        self.store.put(pid, profile)  # a no-op in memory; an external store keeps the change
         if event.type == PURCHASE:
             self.scorers.online.observe_purchase(pid, event.ts_ms)
         if evaluate_now:

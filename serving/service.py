@@ -31,6 +31,7 @@ from serving.engine import DAY_MS, Engine, Outcome
 from serving.log import EventLog
 from serving.scorers import Scorers, load_scorers
 from serving.settings import Settings
+from serving.store import open_store
 
 log = logging.getLogger("segflow.service")
 
@@ -110,12 +111,18 @@ class Service:
         return notes
 
     def _new_engine(self, config: SegmentConfig, scorers: Scorers) -> Engine:
+        """An empty engine over the configured store (which is cleared: the
+        engine's state is rebuilt from the snapshot and the log)."""
         assert self.log is not None
+        features = build_features(config)
+        store = open_store(self.settings.store, features, self.settings.store_prefix)
+        store.clear()
         return Engine(
             config,
-            build_features(config),
+            features,
             scorers,
             clock=self.settings.clock,
+            store=store,
             log=self.log,
             dedup_ms=int(self.settings.dedup_hours * 3_600_000),
             tombstone=self.pseudonymizer.tombstone,

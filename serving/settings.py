@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     segments: Path = Path("config/segments.yaml")
     clock: Literal["wall", "event"] = "wall"
     durability: Literal["process", "power"] = "process"
+    store: str = Field(default="memory", pattern=r"^(memory|rediss?://.+|unix://.+)$")  # where profiles live
+    store_prefix: str = Field(default="segflow:profile:", min_length=1)  # Redis keys of this service's profiles
     write_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     read_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     tracking_uri: str | None = None

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from hypothesis import HealthCheck, settings
 
 from features.events import SegmentParser
@@ -37,6 +38,18 @@ def taobao_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real Taobao data not found at {path}: set SEGFLOW_DATA to the folder holding taobao/")
     return path
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    """The local Redis (tests use their own key prefix and delete only their keys)."""
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip("Redis is not answering on 127.0.0.1:6379: install redis-server and start it")
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,16 @@ snapshot and from the log alone, erasure."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from features import codec
+from features.defaults import RULE_SPECS
 from features.events import Event
+from features.online import FeatureSet
 from features.table import table_to_events
 from models.intent_online import OnlineIntentModel
 from segments import config as segment_config
@@ -18,6 +21,7 @@ from serving.engine import Engine
 from serving.scorers import Scorers
 from serving.service import BASE_SPECS, Service, build_features, intent_feature_names
 from serving.settings import Settings
+from serving.store import open_store
 from training.synthetic import generate
 
 T0 = 1_790_000_000_000 - 1_790_000_000_000 % 3_600_000  # on the hour
@@ -110,11 +114,19 @@ def _state(service: Service) -> tuple[dict[str, bytes], dict[str, dict[str, int]
     return profiles, {pid: dict(u.members.entered) for pid, u in e.users.items()}
 
 
-@pytest.mark.parametrize("with_snapshot", [True, False])
-def test_restart_restores_exactly_the_acknowledged_state(tmp_path: Path, with_snapshot: bool) -> None:
+@pytest.mark.parametrize(("with_snapshot", "store"), [(True, "memory"), (False, "memory"), (True, "redis")])
+def test_restart_restores_exactly_the_acknowledged_state(
+    tmp_path: Path, with_snapshot: bool, store: str, request: pytest.FixtureRequest
+) -> None:
     events = sorted(table_to_events(generate(60, 3, 5).events), key=lambda x: x.ts_ms)
     half = len(events) // 2
-    first = Service(_settings(tmp_path), scorers()).start()
+    settings = _settings(tmp_path)
+    if store == "redis":
+        request.getfixturevalue("redis_client")  # skips, naming what to install, when Redis is not there
+        prefix = f"segflow-test:{uuid.uuid4().hex}:"
+        settings = settings.model_copy(update={"store": "redis://127.0.0.1:6379/0", "store_prefix": prefix})
+        request.addfinalizer(lambda: open_store(settings.store, FeatureSet(RULE_SPECS), prefix).clear())
+    first = Service(settings, scorers()).start()
     first.ingest(events[:half])
     if with_snapshot:
         first.save_snapshot()
@@ -122,7 +134,7 @@ def test_restart_restores_exactly_the_acknowledged_state(tmp_path: Path, with_sn
     expected = _state(first)
     assert first.log is not None
     first.log.close()  # a crash: no closing snapshot
-    second = Service(_settings(tmp_path), scorers()).start()
+    second = Service(settings, scorers()).start()
     assert _state(second) == expected
     assert second.engine is not None and second.engine.ingest(events[-10:]).duplicates == 10
     second.close()
