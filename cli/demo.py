@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from cli.serve import replay_table
 from features.table import table_to_events
 from models import registry
 from serving.app import create_app
@@ -92,17 +93,8 @@ def _train(users: int, days: int) -> None:
 
 
 def _replay(events: list[Any], url: str, write: str, pace: float | None) -> ReplayStats:
-    def view(s: ReplayStats) -> Table:
-        table = Table(title=f"replay: {s.sent:,}/{len(events):,} events, {s.events_per_s:,.0f}/s over HTTP")
-        table.add_column("segment")
-        table.add_column("enters", justify="right")
-        table.add_column("exits", justify="right")
-        for name in sorted({n for n, _ in s.transitions}):
-            table.add_row(name, f"{s.transitions[(name, 'enter')]:,}", f"{s.transitions[(name, 'exit')]:,}")
-        return table
-
-    with Live(view(ReplayStats()), console=console, refresh_per_second=4) as live:
-        return replay(events, url, write, pace, progress=lambda s: live.update(view(s)))
+    with Live(replay_table(ReplayStats(), len(events)), console=console, refresh_per_second=4) as live:
+        return replay(events, url, write, pace, progress=lambda s: live.update(replay_table(s, len(events))))
 
 
 def _summary(http: httpx.Client, read: str, stats: ReplayStats) -> None:

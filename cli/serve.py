@@ -73,8 +73,8 @@ def replay_command(
         raise typer.BadParameter(f"{file} does not exist", param_hint="FILE")
     write_key = key or _default_write_key()
     events = list(table_to_events(read_table(file)))
-    with Live(_display(ReplayStats(), len(events)), console=Console(stderr=True), refresh_per_second=4) as live:
-        stats = replay(events, url, write_key, pace, batch_size, lambda s: live.update(_display(s, len(events))))
+    with Live(replay_table(ReplayStats(), len(events)), console=Console(stderr=True), refresh_per_second=4) as live:
+        stats = replay(events, url, write_key, pace, batch_size, lambda s: live.update(replay_table(s, len(events))))
     typer.echo(json.dumps({"sent": stats.sent, "accepted": stats.accepted, "events_per_s": round(stats.events_per_s)}))
 
 
@@ -83,8 +83,9 @@ def _default_write_key() -> str:
     return settings.write_keys[0].get_secret_value()
 
 
-def _display(stats: ReplayStats, total: int) -> Table:
-    table = Table(title=f"replay: {stats.sent:,}/{total:,} events, {stats.events_per_s:,.0f}/s")
+def replay_table(stats: ReplayStats, total: int) -> Table:
+    """Events sent so far and each segment's enters and exits (the live display of a replay)."""
+    table = Table(title=f"replay: {stats.sent:,}/{total:,} events, {stats.events_per_s:,.0f}/s over HTTP")
     table.add_column("segment")
     table.add_column("enters", justify="right")
     table.add_column("exits", justify="right")

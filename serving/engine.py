@@ -253,7 +253,6 @@ class Engine:
             profile = self.store.get(pid)
             if profile is None:
                 continue
-            self.scorers.online.advance(due)
             self._evaluate(pid, profile, due, sample=False, out=out)
 
     def advance(self, now_ms: int) -> list[Change]:

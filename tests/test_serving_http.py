@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from features.table import events_to_table, table_to_events
 from models.intent_online import OnlineIntentModel
 from serving.engine import Engine
 from serving.scorers import Scorers
+from serving.server import free_port
 from serving.service import build_features, intent_feature_names, load_config
 from training.synthetic import generate
 
@@ -34,18 +34,12 @@ WRITE, READ = ("w" * 8, ""), ("r" * 8, "")
 SEGMENTS = ROOT / "config" / "segments.yaml"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """``segflow serve`` in a child process we own (stopped by its PID)."""
 
     def __init__(self, state: Path) -> None:
         self.state = state
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from segments.config import ConfigError
 from serving.routes.deps import MetricsDep, ServiceDep, Writer
+from serving.routes.events import change_json
 
 router = APIRouter(tags=["operations"])
 
@@ -62,13 +63,5 @@ async def advance(
     changes = service.engine.advance(to_ms)
     return {
         "watermark_ms": service.engine.watermark,
-        "transitions": [
-            {
-                "user": c.profile_id,
-                "segment": c.transition.segment,
-                "kind": c.transition.kind,
-                "at_ms": c.transition.at_ms,
-            }
-            for c in changes
-        ],
+        "transitions": [change_json(c) for c in changes],
     }

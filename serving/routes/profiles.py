@@ -78,12 +78,12 @@ def _pid(engine: Engine, user_id: str, parser: ParserDep) -> str:
 async def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, parser: ParserDep) -> dict[str, Any]:
     """Features now, scores with their top contributions, cluster, segments with reasons."""
     pid = _pid(engine, user_id, parser)
-    history = _history(service, pid)
     vector = engine.vector(pid) or {}
     state = engine.users.get(pid)
     scorers = engine.scorers
     segments = []
-    if state is not None:
+    if state is not None and state.members.entered:
+        history = _history(service, pid)  # the events behind the reasons: read only when there are some
         for name, since in state.members.entered.items():
             last = state.last.get(name)
             segments.append(
