@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report import emit
-from features.defaults import CLUSTER_SPECS, DEFAULT_SPECS
+from features.defaults import DEFAULT_SPECS
 from features.events import Event
 from features.offline import OfflineFeatures
 from features.online import FeatureSet
@@ -28,7 +28,7 @@ from serving.log import EventLog
 from serving.preview import preview
 from serving.scorers import Scorers
 from serving.service import build_features, intent_feature_names, load_config, loads_config
-from training.datasets import build, user_vectors
+from training.datasets import build, cluster_features, user_vectors
 from training.synthetic import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,8 @@ def trained_scorers() -> Scorers:
     fs = FeatureSet(DEFAULT_SPECS)
     data = build(history.events, fs, seed=0)
     batch = BatchIntentModel(random_state=0).fit(data.X, data.y)
-    clusters = ClusterModel(random_state=0).fit(user_vectors(history.events, FeatureSet(CLUSTER_SPECS)))
+    habits = cluster_features(history.events)
+    clusters = ClusterModel(random_state=0, specs=habits.specs).fit(user_vectors(history.events, habits))
     return Scorers(OnlineIntentModel(), intent_feature_names(), batch=batch, clusters=clusters)
 
 
@@ -53,7 +54,7 @@ def main() -> None:
     gc.freeze()
     with tempfile.TemporaryDirectory() as tmp:
         log = EventLog(Path(tmp) / "events.db", "process")
-        engine = Engine(config, build_features(config), copy.deepcopy(with_models), log=log)
+        engine = Engine(config, build_features(config, with_models), copy.deepcopy(with_models), log=log)
         start = time.perf_counter()
         for batch in batches:
             engine.ingest(batch)
@@ -78,7 +79,7 @@ def main() -> None:
             log.append(batch)
         parts["log"] = time.perf_counter() - t
         log.close()
-        fs = build_features(config)
+        fs = build_features(config, with_models)
         profiles: dict = {}
         t = time.perf_counter()
         for e in events:

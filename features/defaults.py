@@ -35,6 +35,7 @@ from features.specs import (
     LastValue,
     Ratio,
     Recency,
+    Relative,
     Spec,
     Weekend,
     WindowCount,
@@ -107,11 +108,10 @@ DEFAULT_SPECS: tuple[Spec, ...] = (
 D21 = timedelta(days=21)
 _SESSIONS_21D = WindowDistinct("session_id", ANY, D21)
 
-# A user's longer-run habits, for clustering: rates and levels rather than
-# volumes (volumes all move together with activity and drown the rest):
-# activity, funnel depth, campaign response, device mix and price level over
-# three weeks.
-CLUSTER_SPECS: tuple[Spec, ...] = (
+# A user's longer-run habits: rates and levels rather than volumes (volumes
+# all move together with activity and drown the rest): activity, funnel
+# depth, campaign response, device mix and price level over three weeks.
+HABIT_SPECS: tuple[Spec, ...] = (
     _SESSIONS_21D,
     Ratio(WindowCount(ADD_TO_CART, D21), WindowCount(PRODUCT_VIEW, D21)),
     Ratio(WindowCount(PURCHASE, D21), _SESSIONS_21D),
@@ -120,7 +120,21 @@ CLUSTER_SPECS: tuple[Spec, ...] = (
     Ratio(WindowCount(ANY, D21, where=Eq("device", "mobile")), WindowCount(ANY, D21)),
     WindowMean("price", PRODUCT_VIEW, D21),
 )
+_MEAN_PRICE = HABIT_SPECS[-1]
+
+
+def cluster_specs(prices: Relative) -> tuple[Spec, ...]:
+    """What clusters are found over: the habits, with the price level taken
+    against each category's usual price (``prices``, learned from history by
+    :meth:`features.offline.OfflineFeatures.reference`) rather than as a
+    plain mean, which mostly says which categories a user likes.
+
+    >>> [s.name for s in cluster_specs(Relative.of("price", "category", {}, 1.0))][-1]
+    'product_view_price_vs_category_mean_21d'
+    """
+    return (*[s for s in HABIT_SPECS if s != _MEAN_PRICE], WindowMean(prices, PRODUCT_VIEW, D21))
+
 
 # What a rule may name and the service keeps per user: the default set and the
-# cluster habits (the service assigns clusters on every event).
-RULE_SPECS: tuple[Spec, ...] = (*DEFAULT_SPECS, *[s for s in CLUSTER_SPECS if s not in DEFAULT_SPECS])
+# habits. A cluster model's own specs join these in the service.
+RULE_SPECS: tuple[Spec, ...] = (*DEFAULT_SPECS, *[s for s in HABIT_SPECS if s not in DEFAULT_SPECS])

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from features.events import ADD_TO_CART, PURCHASE, REMOVE_FROM_CART, Event
 from features.online import field_value, matches
-from features.specs import ANY, CartValue, LastValue, Ratio, Recency, Spec, duration_ms
+from features.specs import ANY, CartValue, LastValue, Ratio, Recency, Relative, Spec, duration_ms
 
 
 def behind(spec: Spec, newest_first: Sequence[Event], at_ms: int, k: int = 3) -> list[Event]:
@@ -50,6 +50,8 @@ def behind(spec: Spec, newest_first: Sequence[Event], at_ms: int, k: int = 3) ->
         return []  # clock features (hour, weekend) have no events behind them
     where = getattr(spec, "where", None)
     prop = getattr(spec, "prop", None)
+    if isinstance(prop, Relative):
+        prop = prop.prop
     return [
         e
         for e in past

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from typing import cast
 
 import numpy as np
 import orjson
@@ -36,8 +37,10 @@ from features.specs import (
     HourOfDay,
     LastValue,
     Predicate,
+    Prop,
     Ratio,
     Recency,
+    Relative,
     Spec,
     Weekend,
     WindowCount,
@@ -45,6 +48,7 @@ from features.specs import (
     WindowMean,
     WindowSum,
     duration_ms,
+    group_key,
 )
 from features.table import SESSION
 
@@ -160,6 +164,34 @@ class OfflineFeatures:
             return self._column(name).astype(np.float64)
         return np.array([np.nan if (v := number(p.get(name))) is None else v for p in self._raw_properties()])
 
+    def _values(self, prop: Prop) -> Array[np.float64]:
+        """A numeric property, or a derived one (:class:`Relative`), of every event."""
+        if isinstance(prop, str):
+            return self._numbers(prop)
+        value = self._numbers(prop.prop)
+        codes, groups = pd.factorize(self._field(prop.by), use_na_sentinel=True)
+        table = prop.table
+        known = [group_key(g) for g in groups]
+        refs = np.array([prop.default if k is None else table.get(k, prop.default) for k in known] + [prop.default])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            usable = (value > 0) & np.isfinite(value)
+            return np.where(usable, np.log(np.where(usable, value, 1.0)) - refs[codes], np.nan)
+
+    def reference(self, prop: str, by: str, event: str, min_events: int = 20, max_groups: int = 10_000) -> Relative:
+        """The typical (median) ``prop`` of each ``by`` group over ``event``
+        events, as a :class:`Relative` property. Groups with fewer than
+        ``min_events`` values, or past the ``max_groups`` largest, take the
+        median of all."""
+        mask = self._mask(event, None)
+        value = self._numbers(prop)[mask]
+        group = self._field(by)[mask]
+        usable = (value > 0) & np.isfinite(value)
+        frame = pd.DataFrame({"group": [group_key(g) for g in group[usable]], "value": value[usable]})
+        default = float(frame["value"].median()) if len(frame) else 1.0
+        stats = frame.dropna().groupby("group")["value"].agg(["median", "size"])
+        stats = stats[stats["size"] >= min_events].nlargest(max_groups, "size")
+        return Relative.of(prop, by, stats["median"].astype(float).to_dict(), default)
+
     def _mask(self, event: str, where: Predicate | None) -> Array[np.bool_]:
         key = (event, where)
         mask = self._masks.get(key)
@@ -185,9 +217,13 @@ class OfflineFeatures:
 
     # -- computation ----------------------------------------------------------
 
-    def at(self, cutoffs: pd.DataFrame) -> pd.DataFrame:
+    def at(self, cutoffs: pd.DataFrame, features: FeatureSet | None = None) -> pd.DataFrame:
         """Features at each cutoff (columns ``profile_id`` and ``at``, a UTC
-        datetime or epoch milliseconds), aligned with the cutoffs' rows."""
+        datetime or epoch milliseconds), aligned with the cutoffs' rows: this
+        table's feature set, or another with the same lateness."""
+        features = features or self.features
+        if features.lateness_ms != self.features.lateness_ms:
+            raise ValueError("another feature set must have the same lateness (it decides which events apply)")
         for col in ("profile_id", "at"):
             if col not in cutoffs:
                 raise ValueError(f"cutoffs need a {col!r} column (have {list(cutoffs.columns)})")
@@ -199,13 +235,13 @@ class OfflineFeatures:
         cache: dict[Spec, Array] = {}
         back = np.empty_like(order)
         back[order] = np.arange(len(order))
-        names = self.features.names
-        categorical = set(self.features.categorical)
+        names = features.names
+        categorical = set(features.categorical)
         numeric = [n for n in names if n not in categorical]
         position = {n: j for j, n in enumerate(numeric)}
         matrix = np.empty((len(order), len(numeric)), dtype=np.float64, order="F")
         objects: dict[str, Array] = {}
-        for spec in self.features.specs:
+        for spec in features.specs:
             values = self._compute(spec, q, cache)
             if spec.name in categorical:
                 objects[spec.name] = values[back]
@@ -265,7 +301,7 @@ class OfflineFeatures:
             (lo, hi), mask = self._window(spec, q)
             if isinstance(spec, WindowCount):
                 return hi - lo
-            values = self._numbers(spec.prop)[mask]
+            values = self._values(spec.prop)[mask]
             present = ~np.isnan(values)
             sums = np.concatenate(([0.0], np.cumsum(np.where(present, values, 0.0))))
             total = sums[hi] - sums[lo]
@@ -315,7 +351,7 @@ class OfflineFeatures:
         i form one contiguous run, added with a difference array.
         """
         mask = self._mask(spec.event, spec.where)
-        raw = self._field(spec.prop)[mask]
+        raw = self._field(cast(str, spec.prop))[mask]
         keys_all = self._keys[mask]
         lo, hi = self._range(mask, q, q.at - spec.within_ms, tag=("distinct", spec.within_ms))
         n = len(keys_all)

@@ -24,13 +24,14 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from features.buckets import Buckets
@@ -45,8 +46,10 @@ from features.specs import (
     HourOfDay,
     LastValue,
     Predicate,
+    Prop,
     Ratio,
     Recency,
+    Relative,
     Spec,
     Weekend,
     WindowCount,
@@ -54,6 +57,7 @@ from features.specs import (
     WindowMean,
     WindowSum,
     duration_ms,
+    prop_key,
 )
 
 CART = "__cart__"  # the stream of signed cart values (adds minus removals)
@@ -115,12 +119,12 @@ class Stream:
     event: str
     where: Predicate | None
     resolution_ms: int
-    props: tuple[str, ...]
+    props: tuple[Prop, ...]
     keep_ms: int  # the longest window over this stream
 
     @property
     def key(self) -> str:
-        return f"{self.event}|{self.where!r}|{self.resolution_ms}|{','.join(self.props)}"
+        return f"{self.event}|{self.where!r}|{self.resolution_ms}|{','.join(prop_key(p) for p in self.props)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +180,7 @@ class FeatureSet:
             raise ValueError(f"feature names must be unique; repeated: {sorted(dupes)}")
         self.lateness_ms = duration_ms(lateness)
         self.categorical: tuple[str, ...] = tuple(s.name for s in self.specs if isinstance(s, LastValue))
-        props: dict[tuple[str, Predicate | None, int], set[str]] = {}
+        props: dict[tuple[str, Predicate | None, int], set[Prop]] = {}
         keep: dict[tuple[str, Predicate | None, int], int] = {}
         trackers: dict[tuple[str, Predicate | None, str | None], int] = {}
         fields: list[str] = []
@@ -188,6 +192,8 @@ class FeatureSet:
                     props[k].add(spec.prop)
                 keep[k] = max(keep.get(k, 0), spec.within_ms)
             elif isinstance(spec, WindowDistinct):
+                if not isinstance(spec.prop, str):
+                    raise ValueError(f"{spec.name}: distinct counts take a property name, not a derived value")
                 t = (spec.event, spec.where, spec.prop)
                 trackers[t] = max(trackers.get(t, 0), spec.within_ms)
             elif isinstance(spec, Recency):
@@ -203,7 +209,7 @@ class FeatureSet:
             elif isinstance(spec, HourOfDay | Weekend) and "timezone" not in fields:
                 fields.append("timezone")
         self.streams: tuple[Stream, ...] = tuple(
-            Stream(e, w, r, tuple(sorted(props[(e, w, r)])), keep[(e, w, r)]) for (e, w, r) in props
+            Stream(e, w, r, tuple(sorted(props[(e, w, r)], key=prop_key)), keep[(e, w, r)]) for (e, w, r) in props
         )
         self.trackers: tuple[Tracker, ...] = tuple(Tracker(e, w, p, ms) for (e, w, p), ms in trackers.items())
         self.fields: tuple[str, ...] = tuple(fields)
@@ -217,6 +223,14 @@ class FeatureSet:
         self._readers = [self._reader(s) for s in self.specs]
         self._changes: dict[Spec, Callable[[Profile, int], int | None]] = {}
         self._drops: dict[Spec, Callable[[Profile, int, int], int | None]] = {}
+
+    @property
+    def digest(self) -> str:
+        """Names this set's definition: its features and what their state keeps
+        (a derived property's reference included), for checking that saved
+        state belongs to it."""
+        text = "\n".join([*self.names, *(s.key for s in self.streams), *(t.key for t in self.trackers)])
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
     # -- state ---------------------------------------------------------------
 
@@ -247,6 +261,8 @@ class FeatureSet:
         is_cart = s.event == CART
         prune_after = 2 * keep  # buckets are dropped in batches, at most a window's worth at a time
 
+        getters = [_getter(prop) for prop in props]
+
         def op(profile: Profile, event: Event) -> None:
             if where is not None and not matches(where, event):
                 return
@@ -260,8 +276,8 @@ class FeatureSet:
                 buckets.count(k)
             else:
                 values = [1.0] + [0.0] * (width - 1)
-                for j, prop in enumerate(props):
-                    v = cart_delta(event) if is_cart else number(event.properties.get(prop))
+                for j, get in enumerate(getters):
+                    v = cart_delta(event) if is_cart else get(event.properties)
                     if v is not None:
                         values[1 + 2 * j] = 1.0
                         values[2 + 2 * j] = v
@@ -372,7 +388,7 @@ class FeatureSet:
                 return lambda p, t: p.buckets[i].total((t - w) // r + 1, 2 + 2 * j)
             return lambda p, t: _window_mean(p.buckets[i], (t - w) // r + 1, j)
         if isinstance(spec, WindowDistinct):
-            slot = self._slot(self._tracker_ix[(spec.event, spec.where, spec.prop)])
+            slot = self._slot(self._tracker_ix[(spec.event, spec.where, cast(str, spec.prop))])
             w = spec.within_ms
             return lambda p, t: min(DISTINCT_CAP, sum(1 for when in p.distinct[slot].values() if when > t - w))
         if isinstance(spec, Recency):
@@ -458,7 +474,7 @@ class FeatureSet:
 
             return window
         if isinstance(spec, WindowDistinct):
-            slot = self._slot(self._tracker_ix[(spec.event, spec.where, spec.prop)])
+            slot = self._slot(self._tracker_ix[(spec.event, spec.where, cast(str, spec.prop))])
             wd = spec.within_ms
 
             def distinct(profile: Profile, at_ms: int) -> int | None:
@@ -475,6 +491,14 @@ class FeatureSet:
 
             return recency
         return lambda profile, at_ms: None
+
+
+def _getter(prop: Prop) -> Callable[[Mapping[str, Any]], float | None]:
+    """How a stream reads one of its properties from an event's properties."""
+    if isinstance(prop, Relative):
+        table, name, by = prop.table, prop.prop, prop.by
+        return lambda properties: prop.relate(number(properties.get(name)), properties.get(by), table)
+    return lambda properties: number(properties.get(prop))
 
 
 def _first(row: list[float]) -> float:

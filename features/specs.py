@@ -39,8 +39,11 @@ sees the events stamped at or before ``t``.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -121,6 +124,86 @@ class In:
 Predicate = Eq | In
 
 
+@dataclass(frozen=True, slots=True)
+class Relative:
+    """A derived property: how one event's numeric property compares with the
+    usual value for its group, as ``log(value / reference[group])``. A
+    product's price against its category's median price says whether a user
+    looks at the cheap or the dear end of what they browse, whatever the
+    category (a mean price alone mostly says which categories they like).
+
+    The reference (log values by group, learned from history by
+    :func:`features.offline.group_reference`) is part of the definition:
+    ``digest`` names it, so a profile's stream changes when it does. Groups
+    not in the table use ``default``.
+
+    >>> r = Relative.of("price", "category", {"shoes": 50.0}, default=20.0)
+    >>> r.name, round(r.relate(25.0, "shoes"), 4), r.relate(0.0, "shoes"), r.relate(None, "shoes")
+    ('price_vs_category', -0.6931, None, None)
+    >>> round(r.relate(20.0, "toys"), 4), round(r.relate(20.0, None), 4)
+    (0.0, 0.0)
+    """
+
+    prop: str
+    by: str
+    default: float  # log reference for groups not in the table
+    digest: str
+    reference: tuple[tuple[str, float], ...] = field(compare=False, repr=False)
+
+    @classmethod
+    def of(cls, prop: str, by: str, typical: Mapping[str, float], default: float) -> Relative:
+        """From typical values (not logs) by group, and one for other groups."""
+        for group, value in [*typical.items(), ("(default)", default)]:
+            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"a reference {prop} must be a positive number, got {value!r} for {group!r}")
+        reference = tuple(sorted((str(g), math.log(v)) for g, v in typical.items()))
+        text = repr((prop, by, reference, math.log(default))).encode()
+        return cls(prop, by, math.log(default), hashlib.blake2b(text, digest_size=6).hexdigest(), reference)
+
+    @property
+    def name(self) -> str:
+        return f"{_slug(self.prop)}_vs_{_slug(self.by)}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.digest}"
+
+    @property
+    def table(self) -> dict[str, float]:
+        return dict(self.reference)
+
+    def relate(self, value: float | None, group: object, table: Mapping[str, float] | None = None) -> float | None:
+        """``log(value / reference)`` for one event's value and group; None
+        unless the value is a positive finite number."""
+        if value is None or not (0 < value < math.inf):
+            return None
+        key = group_key(group)
+        if key is None:
+            return math.log(value) - self.default
+        return math.log(value) - (table if table is not None else self.table).get(key, self.default)
+
+
+def group_key(group: object) -> str | None:
+    """A group's name in a reference table: text as is, whole numbers as text."""
+    if isinstance(group, str):
+        return group
+    if isinstance(group, int) and not isinstance(group, bool):
+        return str(group)
+    return None
+
+
+Prop = str | Relative
+
+
+def prop_name(prop: Prop) -> str:
+    return prop.name if isinstance(prop, Relative) else _slug(prop)
+
+
+def prop_key(prop: Prop) -> str:
+    """A property's identity in a stream's key (a relative one names its reference)."""
+    return prop.key if isinstance(prop, Relative) else prop
+
+
 def _where(name: str, where: Predicate | None) -> str:
     return name if where is None else f"{name}_{where.suffix}"
 
@@ -174,13 +257,14 @@ class WindowCount(_Windowed):
 
 @dataclass(frozen=True, slots=True)
 class _PropertyWindowed(_Windowed):
-    """A window over one property of the events: ``(prop, event, within, where, resolution)``."""
+    """A window over one property of the events: ``(prop, event, within, where, resolution)``.
+    ``prop`` names a property, or derives one (:class:`Relative`)."""
 
-    prop: str = ""
+    prop: Prop = ""
 
     def __init__(
         self,
-        prop: str,
+        prop: Prop,
         event: str,
         within: timedelta,
         where: Predicate | None = None,
@@ -199,7 +283,7 @@ class WindowSum(_PropertyWindowed):
 
     @property
     def name(self) -> str:
-        base = f"{_event_slug(self.event)}_{_slug(self.prop)}_sum_{format_duration(self.within_ms)}"
+        base = f"{_event_slug(self.event)}_{prop_name(self.prop)}_sum_{format_duration(self.within_ms)}"
         return _where(base, self.where)
 
 
@@ -214,7 +298,7 @@ class WindowMean(_PropertyWindowed):
 
     @property
     def name(self) -> str:
-        base = f"{_event_slug(self.event)}_{_slug(self.prop)}_mean_{format_duration(self.within_ms)}"
+        base = f"{_event_slug(self.event)}_{prop_name(self.prop)}_mean_{format_duration(self.within_ms)}"
         return _where(base, self.where)
 
 

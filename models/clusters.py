@@ -21,6 +21,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
+from features.specs import Spec
 from models.vectors import signed_log1p
 
 
@@ -38,9 +39,11 @@ class ClusterModel:
         sample_size: int = 5000,
         random_state: int = 0,
         previous: ClusterModel | None = None,
+        specs: Sequence[Spec] | None = None,
     ) -> None:
         self.k_range = k_range
         self.features = features
+        self.specs = specs  # the feature specs the vectors come from, so a service can compute them
         self.sample_size = sample_size
         self.random_state = random_state
         self.previous = previous
@@ -52,7 +55,16 @@ class ClusterModel:
 
     def fit(self, X: pd.DataFrame) -> ClusterModel:
         numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c])]
-        self.features_in_ = list(self.features) if self.features is not None else numeric
+        if self.features is not None:
+            self.features_in_ = list(self.features)
+        elif self.specs is not None:
+            self.features_in_ = [s.name for s in self.specs]
+        else:
+            self.features_in_ = numeric
+        missing = [c for c in self.features_in_ if c not in X.columns]
+        if missing:
+            raise ValueError(f"the vectors lack the features {missing}")
+        self.specs_: tuple[Spec, ...] = tuple(self.specs or ())
         medians = X[self.features_in_].astype(np.float64).median(skipna=True).to_numpy(dtype=np.float64)
         self.medians_ = np.nan_to_num(medians, nan=0.0)
         raw = self._matrix(X)

@@ -100,6 +100,9 @@ class Engine:
     ) -> None:
         if clock not in ("event", "wall"):
             raise ValueError(f"clock must be 'event' or 'wall', not {clock!r}")
+        missing = [name for name in scorers.feature_names if name not in features.names]
+        if missing:
+            raise ValueError(f"the models read features this feature set lacks: {missing}")
         self.config = config
         self.features = features
         self.scorers = scorers
@@ -290,7 +293,7 @@ class Engine:
             "seq": self.seq,
             "watermark": self.watermark,
             "config_id": self.config.config_id,
-            "features": list(self.features.names),
+            "features": self.features.digest,
             "profiles": {pid: codec.encode(self.features, p) for pid, p in self.store.items()},
             "users": self.users,
             "seen": self._seen,
@@ -301,7 +304,7 @@ class Engine:
 
     def restore_state(self, state: dict[str, Any]) -> None:
         """Load an exported state into this (fresh) engine of the same config and features."""
-        if state["config_id"] != self.config.config_id or state["features"] != list(self.features.names):
+        if state["config_id"] != self.config.config_id or state["features"] != self.features.digest:
             raise ValueError("this state was saved under another config or feature set; rebuild from the log")
         for pid, data in state["profiles"].items():
             self.store.put(pid, codec.decode(data, self.features))

@@ -66,7 +66,7 @@ class Preview:
 
 
 def _run(config: SegmentConfig, scorers: Scorers, events: Sequence[Event], end_ms: int) -> list[Change]:
-    engine = Engine(config, build_features(config), scorers, clock="event", outbox_size=1)
+    engine = Engine(config, build_features(config, scorers), scorers, clock="event", outbox_size=1)
     changes: list[Change] = []
     for i in range(0, len(events), 1000):
         changes += engine.ingest(events[i : i + 1000]).changes

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from features.specs import Spec
 from models import registry
 from models.clusters import ClusterModel
 from models.intent_batch import BatchIntentModel
@@ -55,6 +56,21 @@ class Scorers:
         if self.batch is not None:
             out["intent_batch"] = self.batch.top_contributions(vector, k)
         return out
+
+    @property
+    def specs(self) -> tuple[Spec, ...]:
+        """Feature specs the models bring with them (the cluster model's habits)."""
+        return tuple(getattr(self.clusters, "specs_", ())) if self.clusters is not None else ()
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Every feature the models read from a vector."""
+        names = list(self.intent_features)
+        if self.batch is not None:
+            names += self.batch.features_in_
+        if self.clusters is not None:
+            names += self.clusters.features_in_
+        return tuple(dict.fromkeys(names))
 
     @property
     def fresh(self) -> bool:

@@ -38,9 +38,19 @@ log = logging.getLogger("segflow.service")
 BASE_SPECS = RULE_SPECS
 
 
-def build_features(config: SegmentConfig) -> FeatureSet:
-    """The default specs, the cluster habits and every spec the rules derive."""
-    return feature_set_for(config, BASE_SPECS)
+def build_features(config: SegmentConfig, scorers: Scorers | None = None) -> FeatureSet:
+    """The default specs and habits, the specs the models bring (the cluster
+    model's), and every spec the rules derive."""
+    specs = list(BASE_SPECS)
+    names = {s.name for s in specs}
+    for spec in scorers.specs if scorers is not None else ():
+        if spec in specs:
+            continue
+        if spec.name in names:
+            raise ValueError(f"a model defines the feature {spec.name} differently from the service")
+        specs.append(spec)
+        names.add(spec.name)
+    return feature_set_for(config, specs)
 
 
 def load_config(path: str | Path) -> SegmentConfig:
@@ -114,7 +124,7 @@ class Service:
         """An empty engine over the configured store (which is cleared: the
         engine's state is rebuilt from the snapshot and the log)."""
         assert self.log is not None
-        features = build_features(config)
+        features = build_features(config, scorers)
         store = open_store(self.settings.store, features, self.settings.store_prefix)
         store.clear()
         return Engine(

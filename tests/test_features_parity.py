@@ -30,6 +30,7 @@ from features.specs import (
     In,
     Ratio,
     Recency,
+    Relative,
     Spec,
     WindowCount,
     WindowDistinct,
@@ -39,6 +40,7 @@ from features.specs import (
 from features.table import events_to_table, table_to_events
 
 MIN = 60_000
+DAY = timedelta(days=1)
 BASE = 1_767_225_600_000  # 2026-01-01T00:00Z
 EXTRA: tuple[Spec, ...] = (
     WindowCount("product_view", timedelta(hours=24), where=Eq("category", "shoes")),
@@ -50,6 +52,8 @@ EXTRA: tuple[Spec, ...] = (
     WindowCount("Signed Up", timedelta(days=10)),
     Recency("add_to_cart", where=Eq("category", "hats")),
     Ratio(WindowCount("add_to_cart", timedelta(hours=24)), WindowCount("product_view", timedelta(hours=24))),
+    WindowMean(Relative.of("price", "category", {"shoes": 20.0, "hats": 5.0}, 10.0), "product_view", 10 * DAY),
+    WindowSum(Relative.of("price", "category", {"bags": 150.0}, 1.0), ANY, timedelta(days=3)),
 )
 SPECS = DEFAULT_SPECS + EXTRA
 TYPES = [

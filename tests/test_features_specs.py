@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from features.events import Event
-from features.offline import point_in_time
+from features.offline import OfflineFeatures, point_in_time
 from features.online import FeatureSet
 from features.specs import (
     ANY,
@@ -20,6 +20,7 @@ from features.specs import (
     LastValue,
     Ratio,
     Recency,
+    Relative,
     Spec,
     Weekend,
     WindowCount,
@@ -32,6 +33,8 @@ from features.table import events_to_table
 MIN = 60_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z, a Thursday
 H = timedelta(hours=1)
+LN2 = math.log(2)
+PRICES = Relative.of("price", "category", {"shoes": 50.0}, default=10.0)
 
 
 def ev(minute: float, etype: str, **props: object) -> Event:
@@ -131,6 +134,17 @@ CART = [
         (Weekend(), [ev(0, "x")], 2 * 24 * 60, 1.0),
         (Weekend(), [ev(0, "x", timezone="Pacific/Auckland")], 2 * 24 * 60 - 12 * 60, 1.0),
         (Weekend(), [ev(0, "x", timezone="America/New_York")], 2 * 24 * 60 + 4 * 60, 0.0),
+        # prices against their category's usual price (50 for shoes, 10 for any other)
+        (
+            WindowMean(PRICES, "product_view", H),
+            [ev(0, "product_view", price=50.0, category="shoes"), ev(1, "product_view", price=10.0, category="x")],
+            2,
+            0.0,
+        ),
+        (WindowMean(PRICES, "product_view", H), [ev(0, "product_view", price=25.0, category="shoes")], 1, -LN2),
+        (WindowMean(PRICES, "product_view", H), [ev(0, "product_view", price=20.0)], 1, LN2),
+        (WindowMean(PRICES, "product_view", H), [ev(0, "product_view", price=0.0, category="shoes")], 1, math.nan),
+        (WindowSum(PRICES, ANY, H), [ev(0, "x", price=100.0, category="shoes"), ev(1, "y", price=5.0)], 2, 0.0),
     ],
 )
 def test_spec_meaning(spec: Spec, events: list[Event], minute: float, expected: object) -> None:
@@ -154,3 +168,21 @@ def test_names_come_from_parameters() -> None:
         WindowCount("x", timedelta(0))
     with pytest.raises(ValueError, match="whole number"):
         _ = WindowCount("x", timedelta(minutes=90), resolution=timedelta(hours=1)).resolution_ms
+
+
+def test_a_relative_property_learns_its_reference_and_names_it() -> None:
+    views = [ev(i, "product_view", price=p, category=c) for i, (p, c) in enumerate(
+        [(10.0, "a"), (30.0, "a"), (20.0, "a"), (100.0, "b"), (0.0, "a"), (5.0, None)]
+    )]  # fmt: skip
+    offline = OfflineFeatures(FeatureSet(()), events_to_table([*views, ev(9, "add_to_cart", price=1e6, category="b")]))
+    prices = offline.reference("price", "category", "product_view", min_events=2)
+    assert prices.table == pytest.approx({"a": math.log(20.0)})  # b has one view: it takes the median of all
+    assert prices.default == pytest.approx(math.log(20.0))  # median of 10, 30, 20, 100, 5 (the free view aside)
+    assert WindowMean(prices, "product_view", H).name == "product_view_price_vs_category_mean_1h"
+    other = Relative.of("price", "category", {"a": 21.0}, 20.0)
+    assert other != prices and hash(other) != hash(prices)
+    assert FeatureSet([WindowMean(other, "x", H)]).digest != FeatureSet([WindowMean(prices, "x", H)]).digest
+    with pytest.raises(ValueError, match="positive number"):
+        Relative.of("price", "category", {"a": 0.0}, 1.0)
+    with pytest.raises(ValueError, match="distinct counts take a property name"):
+        FeatureSet([WindowDistinct(prices, "x", H)])  # type: ignore[arg-type]

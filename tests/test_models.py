@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from typer.testing import CliRunner
 
 from cli.main import app
-from features.defaults import CLUSTER_SPECS, DEFAULT_SPECS
+from features.defaults import DEFAULT_SPECS
 from features.events import Event
 from features.online import FeatureSet
 from models.clusters import ClusterModel, NotFittedError
 from models.intent_batch import BatchIntentModel, monotone_for
 from models.intent_online import OnlineIntentModel
-from training.datasets import TrainingSet, build, user_vectors
+from training.datasets import TrainingSet, build, cluster_features, user_vectors
 from training.synthetic import SyntheticHistory, generate
 
 FS = FeatureSet(DEFAULT_SPECS)
@@ -104,14 +104,28 @@ def test_not_fitted_models_say_so() -> None:
 
 
 def test_clusters_assign_rows_like_batch_and_keep_ids(history: SyntheticHistory) -> None:
-    vectors = user_vectors(history.events, FeatureSet(CLUSTER_SPECS))
-    first = ClusterModel(random_state=0).fit(vectors)
+    habits = cluster_features(history.events)
+    vectors = user_vectors(history.events, habits)
+    first = ClusterModel(random_state=0, specs=habits.specs).fit(vectors)
     assert first.k_ >= 3 and len(first.descriptions_) == first.k_
     rows = vectors.head(50)
     assert [first.assign_one(r) for r in rows.to_dict("records")] == first.predict(rows).tolist()
     again = ClusterModel(random_state=1, previous=first, k_range=(first.k_, first.k_)).fit(vectors)
     agree = (again.predict(vectors) == first.predict(vectors)).mean()
     assert agree > 0.9  # ids follow the matched centroids, not KMeans' arbitrary order
+
+
+def test_clusters_recover_the_generators_personas() -> None:
+    """Silhouette picks k by itself, and the clusters match the personas
+    (ARI >= 0.7). The price level against each category's usual price is what
+    tells deal hunters from window shoppers: a plain mean price does not."""
+    history = generate(users=1500, days=21, seed=7)
+    personas = history.users.to_pandas().set_index("user_id")["persona"]
+    habits = cluster_features(history.events)
+    vectors = user_vectors(history.events, habits)
+    model = ClusterModel(random_state=0, specs=habits.specs).fit(vectors)
+    assert adjusted_rand_score(personas.reindex(vectors.index), model.labels_) >= 0.7
+    assert any("low product_view_price_vs_category" in d for d in model.descriptions_)
 
 
 def test_online_intent_learns_from_delayed_labels(history: SyntheticHistory, data: tuple) -> None:
@@ -173,7 +187,7 @@ def test_mlflow_champions_load_in_a_fresh_process(tmp_path: Path, history: Synth
     batch = registry.load(registry.INTENT_BATCH)
     online = registry.load(registry.INTENT_ONLINE)
     clusters = registry.load(registry.CLUSTERS)
-    cluster_x = user_vectors(small.events, FeatureSet(CLUSTER_SPECS)).head(25)
+    cluster_x = user_vectors(small.events, FeatureSet(clusters.specs_)).head(25)
     cluster_x.to_parquet(tmp_path / "c.parquet")
     code = f"""
 import json, mlflow, pandas as pd

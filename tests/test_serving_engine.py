@@ -4,17 +4,21 @@ snapshot and from the log alone, erasure."""
 
 from __future__ import annotations
 
+import copy
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pydantic import SecretStr
 
 from features import codec
 from features.defaults import RULE_SPECS
 from features.events import Event
+from features.offline import OfflineFeatures
 from features.online import FeatureSet
 from features.table import table_to_events
+from models.clusters import ClusterModel
 from models.intent_online import OnlineIntentModel
 from segments import config as segment_config
 from serving.engine import Engine
@@ -22,6 +26,7 @@ from serving.scorers import Scorers
 from serving.service import BASE_SPECS, Service, build_features, intent_feature_names
 from serving.settings import Settings
 from serving.store import open_store
+from training.datasets import cluster_features, user_vectors
 from training.synthetic import generate
 
 T0 = 1_790_000_000_000 - 1_790_000_000_000 % 3_600_000  # on the hour
@@ -179,3 +184,45 @@ def test_reload_backfills_a_feature_the_new_rules_derive(tmp_path: Path) -> None
     assert e is not None and e.members_of["wishers"] == {"wendy"}  # from the log, not from later events
     assert e.users["wendy"].members.entered["wishers"] == T0
     service.close()
+
+
+def _clusters(seed: int) -> ClusterModel:
+    history = generate(300, 7, seed)
+    habits = cluster_features(history.events)
+    return ClusterModel(k_range=(3, 4), specs=habits.specs).fit(user_vectors(history.events, habits))
+
+
+def test_a_cluster_model_brings_its_own_features_and_clusters_as_trained(tmp_path: Path) -> None:
+    clusters = _clusters(3)
+    priced = [s for s in clusters.specs_ if s.name.startswith("product_view_price_vs_category")]
+    assert priced  # the habit the model learned a reference for, not one of the service's own
+    history = generate(120, 4, 8)
+    events = sorted(table_to_events(history.events), key=lambda x: x.ts_ms)
+    with_clusters = Scorers(OnlineIntentModel(), intent_feature_names(), clusters=clusters)
+    service = Service(_settings(tmp_path), with_clusters).start()
+    service.ingest(events)
+    e = service.engine
+    assert e is not None and priced[0].name in e.features.names
+    # each user's cluster, assigned live at their last event, is the model's answer offline at that moment
+    last = pd.DataFrame({"profile_id": [x.profile_id for x in events], "at": [x.ts_ms for x in events]})
+    last = last.groupby("profile_id", as_index=False)["at"].max()
+    offline = OfflineFeatures(FeatureSet(clusters.specs_), history.events).at(last)
+    live = [e.users[p].cluster for p in last["profile_id"]]
+    assert live == [f"c{c}" for c in clusters.predict(offline)] and len(set(live)) >= 3
+    service.save_snapshot()
+    service.close()
+    # a model whose reference differs: the snapshot is refused and the state rebuilt from the log
+    other = Scorers(OnlineIntentModel(), intent_feature_names(), clusters=_clusters(4))
+    again = Service(_settings(tmp_path), other).start()
+    assert again.engine is not None and again.engine.features.digest != e.features.digest
+    rebuilt = Engine(e.config, build_features(e.config, other), copy.deepcopy(other))
+    rebuilt.ingest(events)
+    assert _state(again)[0] == {pid: codec.encode(rebuilt.features, p) for pid, p in rebuilt.store.items()}
+    again.close()
+
+
+def test_an_engine_refuses_models_that_read_features_it_lacks() -> None:
+    clusters = _clusters(3)
+    config = segment_config.loads(RULES, "test.yaml", BASE_SPECS)
+    with pytest.raises(ValueError, match="product_view_price_vs_category_mean_21d"):
+        Engine(config, build_features(config), Scorers(OnlineIntentModel(), intent_feature_names(), clusters=clusters))

@@ -17,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.events import PURCHASE
+from features.defaults import cluster_specs
+from features.events import PRODUCT_VIEW, PURCHASE
 from features.offline import OfflineFeatures
 from features.online import FeatureSet
 from features.specs import DAY_MS
@@ -100,6 +101,13 @@ def user_vectors(table: pa.Table, features: FeatureSet, offline: OfflineFeatures
     users = pd.unique(table.column("profile_id").to_numpy(zero_copy_only=False))
     end = int(pc.max(pc.cast(table.column("ts"), pa.int64())).as_py())
     offline = offline or OfflineFeatures(features, table)
-    X = offline.at(pd.DataFrame({"profile_id": users, "at": end}))
+    X = offline.at(pd.DataFrame({"profile_id": users, "at": end}), features)
     X.index = users
     return X
+
+
+def cluster_features(table: pa.Table, offline: OfflineFeatures | None = None) -> FeatureSet:
+    """The features clusters are found over, with the usual price of each
+    category learned from ``table``'s product views."""
+    offline = offline or OfflineFeatures(FeatureSet(()), table)
+    return FeatureSet(cluster_specs(offline.reference("price", "category", PRODUCT_VIEW)))

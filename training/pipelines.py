@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.metrics import adjusted_rand_score, roc_auc_score, silhouette_score
 
-from features.defaults import CLUSTER_SPECS, DEFAULT_SPECS
+from features.defaults import DEFAULT_SPECS
 from features.events import PURCHASE
 from features.offline import OfflineFeatures
 from features.online import FeatureSet
@@ -32,7 +32,7 @@ from models import registry
 from models.clusters import ClusterModel
 from models.intent_batch import BatchIntentModel
 from models.intent_online import OnlineIntentModel
-from training.datasets import TrainingSet, build, user_vectors
+from training.datasets import TrainingSet, build, cluster_features, user_vectors
 from training.evaluation import best_threshold, close, cluster_heatmap, intent_metrics, intent_plots
 from training.summary import summarize
 
@@ -209,11 +209,11 @@ def train_all(
     mlflow.set_experiment(registry.CLUSTERS)
     with mlflow.start_run(run_name="kmeans"):
         t = time.perf_counter()
-        cluster_features = FeatureSet(CLUSTER_SPECS)
-        numeric = user_vectors(table, cluster_features)
+        habits = cluster_features(table, offline)
+        numeric = user_vectors(table, habits, offline)
         vectors = numeric
         previous = registry.load(registry.CLUSTERS) if register else None
-        clusters = ClusterModel(random_state=seed, previous=previous).fit(numeric)
+        clusters = ClusterModel(random_state=seed, previous=previous, specs=habits.specs).fit(numeric)
         result.seconds["clusters"] = time.perf_counter() - t
         metrics = {"silhouette": clusters.silhouette_, "k": float(clusters.k_)}
         if users_truth is not None:
@@ -238,7 +238,7 @@ def train_all(
             registry.CLUSTERS,
             clusters,
             numeric.head(5),
-            list(cluster_features.names),
+            list(habits.names),
             silhouette,
             silhouette(clusters),
             register,
