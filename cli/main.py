@@ -271,13 +271,15 @@ def evaluate(
     from features.online import FeatureSet
     from features.specs import parse_duration
     from models import registry
-    from training.datasets import build
-    from training.evaluation import intent_metrics
+    from training.datasets import build, habits_of, user_vectors
+    from training.evaluation import cluster_silhouette, intent_metrics, persona_ari
+    from training.synthetic import truth_paths
 
     path = _history(table, 2000, 14, 0)
     registry.configure(tracking_uri)
     fs = FeatureSet(DEFAULT_SPECS)
-    data = build(read_table(path), fs, horizon_ms=parse_duration(horizon) // timedelta(milliseconds=1))
+    events = read_table(path)
+    data = build(events, fs, horizon_ms=parse_duration(horizon) // timedelta(milliseconds=1))
     _, test = data.split_by_time()
     found = False
     batch = registry.load(registry.INTENT_BATCH)
@@ -297,6 +299,16 @@ def evaluate(
             f"[bold]intent online[/bold]: ROC-AUC {m['roc_auc']:.3f}, PR-AUC {m['pr_auc']:.3f}, "
             f"Brier {m['brier']:.3f}, ECE {m['ece']:.3f}"
         )
+    clusters = registry.load(registry.CLUSTERS)
+    if clusters is not None:
+        found = True
+        vectors = user_vectors(events, habits_of(clusters))
+        line = f"[bold]clusters[/bold]: k={clusters.k_}, silhouette {cluster_silhouette(clusters, vectors):.3f}"
+        users_path, _ = truth_paths(path)
+        if users_path.exists():
+            personas = pd.read_parquet(users_path).set_index("user_id")["persona"].reindex(vectors.index)
+            line += f", persona ARI {persona_ari(clusters.predict(vectors), personas):.3f}"
+        out.print(line)
     if not found:
         raise _usage("no champion registered: run `segflow train` first")
 

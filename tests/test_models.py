@@ -180,6 +180,10 @@ def test_mlflow_champions_load_in_a_fresh_process(tmp_path: Path, history: Synth
     again = train_all(small.events, seed=0)  # same data and seed: no better, champion stays
     assert not any(again.promoted.values())
     assert registry.champion_version(registry.INTENT_BATCH) == first.versions[registry.INTENT_BATCH]
+    small.write(tmp_path / "small.parquet")
+    shown = CliRunner().invoke(app, ["evaluate", "--table", str(tmp_path / "small.parquet"), "--tracking-uri", uri])
+    assert shown.exit_code == 0, shown.output
+    assert "intent batch" in shown.output and "clusters: k=" in shown.output and "persona ARI" in shown.output
 
     data = build(small.events, FS, seed=0)
     sample = data.X.head(25)

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.defaults import cluster_specs
+from features.defaults import RULE_SPECS, cluster_specs
 from features.events import PRODUCT_VIEW, PURCHASE
 from features.offline import OfflineFeatures
 from features.online import FeatureSet
@@ -111,3 +111,13 @@ def cluster_features(table: pa.Table, offline: OfflineFeatures | None = None) ->
     category learned from ``table``'s product views."""
     offline = offline or OfflineFeatures(FeatureSet(()), table)
     return FeatureSet(cluster_specs(offline.reference("price", "category", PRODUCT_VIEW)))
+
+
+def habits_of(model: object) -> FeatureSet:
+    """The features a cluster model reads: the specs it carries, or (a model
+    trained before models carried them) the service's specs of those names."""
+    specs = tuple(getattr(model, "specs_", ()))
+    if not specs:
+        names = set(getattr(model, "features_in_", ()))
+        specs = tuple(s for s in RULE_SPECS if s.name in names)
+    return FeatureSet(specs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -13,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 from sklearn.metrics import (
+    adjusted_rand_score,
     average_precision_score,
     brier_score_loss,
     f1_score,
@@ -22,6 +24,7 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
     roc_curve,
+    silhouette_score,
 )
 
 
@@ -97,6 +100,24 @@ def intent_plots(y: NDArray, p: NDArray, importance: pd.Series | None = None) ->
         fig.tight_layout()
         figs["feature_importance.png"] = fig
     return figs
+
+
+def cluster_silhouette(model: Any, vectors: pd.DataFrame, sample: int = 3000, seed: int = 0) -> float:
+    """Silhouette of a fitted cluster model's assignment of ``vectors`` (a
+    sample of them), in the model's own scaled space; -inf for one cluster."""
+    rows = vectors.sample(min(len(vectors), sample), random_state=seed)
+    labels = model.predict(rows)
+    if len(np.unique(labels)) < 2:
+        return float("-inf")
+    z = (model._matrix(rows) - model.mean_) / model.scale_
+    return float(silhouette_score(z, labels))
+
+
+def persona_ari(labels: NDArray, personas: pd.Series) -> float:
+    """Agreement of clusters with known personas (adjusted Rand index), over
+    the users whose persona is known (``personas`` aligned with ``labels``)."""
+    known = personas.notna().to_numpy()
+    return float(adjusted_rand_score(personas[known], np.asarray(labels)[known]))
 
 
 def cluster_heatmap(profile: pd.DataFrame, top: int = 20) -> Figure:

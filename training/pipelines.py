@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.metrics import adjusted_rand_score, roc_auc_score, silhouette_score
+from sklearn.metrics import roc_auc_score
 
 from features.defaults import DEFAULT_SPECS
 from features.events import PURCHASE
@@ -32,8 +32,16 @@ from models import registry
 from models.clusters import ClusterModel
 from models.intent_batch import BatchIntentModel
 from models.intent_online import OnlineIntentModel
-from training.datasets import TrainingSet, build, cluster_features, user_vectors
-from training.evaluation import best_threshold, close, cluster_heatmap, intent_metrics, intent_plots
+from training.datasets import TrainingSet, build, cluster_features, habits_of, user_vectors
+from training.evaluation import (
+    best_threshold,
+    close,
+    cluster_heatmap,
+    cluster_silhouette,
+    intent_metrics,
+    intent_plots,
+    persona_ari,
+)
 from training.summary import summarize
 
 Progress = Callable[[str], None]
@@ -218,20 +226,16 @@ def train_all(
         metrics = {"silhouette": clusters.silhouette_, "k": float(clusters.k_)}
         if users_truth is not None:
             personas = users_truth.set_index("user_id")["persona"].reindex(vectors.index)
-            known = personas.notna().to_numpy()
-            metrics["persona_ari"] = float(adjusted_rand_score(personas[known], clusters.labels_[known]))
+            metrics["persona_ari"] = persona_ari(clusters.labels_, personas)
         mlflow.log_params({"k": clusters.k_, "k_range": str(clusters.k_range), "users": len(vectors)})
         mlflow.log_metrics(metrics)
         mlflow.log_dict({str(i): d for i, d in enumerate(clusters.descriptions_)}, "cluster_descriptions.json")
         _log_figures({"cluster_profiles.png": cluster_heatmap(clusters.profile())})
-        sample = numeric.sample(min(len(numeric), 3000), random_state=seed)
 
         def silhouette(champ: ClusterModel) -> float:
-            labels = champ.predict(sample)
-            if len(np.unique(labels)) < 2:
-                return float("-inf")
-            z = (champ._matrix(sample) - champ.mean_) / champ.scale_
-            return float(silhouette_score(z, labels))
+            """Each model on the same users, over the features it reads itself."""
+            own = numeric if champ is clusters else user_vectors(table, habits_of(champ), offline)
+            return cluster_silhouette(champ, own, seed=seed)
 
         _finish(
             result,
