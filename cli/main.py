@@ -66,13 +66,18 @@ def print_summary(summary: Summary, title: str) -> None:
     out.print(funnel)
 
 
+DEFAULT_TABLE = Path("data/synthetic.parquet")
+# the default history to train on: three weeks, so users show the habits clusters read (21-day windows)
+DEFAULT_USERS, DEFAULT_DAYS = 2000, 21
+
+
 @app.command()
 def generate(
     out_path: Annotated[Path, typer.Option("--out", help="event table to write (Parquet)")] = Path(
         "data/synthetic.parquet"
     ),
     users: Annotated[int, typer.Option(min=1, help="number of shoppers")] = 2000,
-    days: Annotated[int, typer.Option(min=1, help="days of history")] = 14,
+    days: Annotated[int, typer.Option(min=1, help="days of history")] = DEFAULT_DAYS,
     seed: Annotated[int, typer.Option(help="random seed; the same seed gives the same history")] = 0,
 ) -> None:
     """Generate a seeded synthetic history, with ground truth saved beside it."""
@@ -147,8 +152,6 @@ def inspect(
 train_app = typer.Typer(help="Train models and track them in MLflow.", invoke_without_command=True)
 app.add_typer(train_app, name="train")
 
-DEFAULT_TABLE = Path("data/synthetic.parquet")
-
 
 def _history(table: Path | None, users: int, days: int, seed: int) -> Path:
     """The event table to train on: the one given, else the default synthetic
@@ -172,8 +175,8 @@ def train(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
     register: Annotated[bool, typer.Option(help="register the models (alias champion if better)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object of metrics")] = False,
-    users: Annotated[int, typer.Option(help="users in a generated history")] = 2000,
-    days: Annotated[int, typer.Option(help="days in a generated history")] = 14,
+    users: Annotated[int, typer.Option(help="users in a generated history")] = DEFAULT_USERS,
+    days: Annotated[int, typer.Option(help="days in a generated history")] = DEFAULT_DAYS,
 ) -> None:
     """Train the batch and online intent models and the clusters on an event table."""
     if ctx.invoked_subcommand is not None:
@@ -275,7 +278,7 @@ def evaluate(
     from training.evaluation import cluster_silhouette, intent_metrics, persona_ari
     from training.synthetic import truth_paths
 
-    path = _history(table, 2000, 14, 0)
+    path = _history(table, DEFAULT_USERS, DEFAULT_DAYS, 0)
     registry.configure(tracking_uri)
     fs = FeatureSet(DEFAULT_SPECS)
     events = read_table(path)
