@@ -15,7 +15,7 @@ from bench.report import best_of, emit
 from features.defaults import DEFAULT_SPECS
 from features.online import FeatureSet
 from models import registry
-from models.intent_batch import DEFAULT_PARAMS, BatchIntentModel, monotone_for
+from models.intent_batch import BatchIntentModel
 from models.intent_online import OnlineIntentModel
 from training.datasets import build
 from training.pipelines import train_all
@@ -31,12 +31,7 @@ def main() -> None:
     ours = best_of(2, lambda: model.fit(train.X, train.y))
     frame = model._frame(train.X)
     rounds = model.booster_.current_iteration()
-    params = {
-        **DEFAULT_PARAMS,
-        "seed": 0,
-        "monotone_constraints": monotone_for(model.features_in_),
-        "monotone_constraints_method": "advanced",
-    }
+    params = model.params_
     bare = best_of(2, lambda: lgb.train(params, lgb.Dataset(frame, train.y), num_boost_round=rounds))
     emit(
         "training",

@@ -2,8 +2,9 @@
 
 A scikit-learn style estimator. ``fit`` holds out the latest part of the
 (time-ordered) rows: half of it stops boosting early, the other half
-calibrates the scores (isotonic, or sigmoid), so ``predict_proba`` returns a
-calibrated probability. String columns are categoricals (LightGBM handles
+calibrates the scores (sigmoid by default, which keeps their order and so
+their ROC-AUC; or isotonic, whose steps tie scores), so ``predict_proba``
+returns a calibrated probability. String columns are categoricals (LightGBM handles
 them natively); features whose direction is known (cart adds, checkouts, open
 cart value) get monotone constraints, so more of them never lowers the score.
 ``contributions`` explains scores per feature (LightGBM's ``pred_contrib``);
@@ -27,11 +28,14 @@ from models.clusters import NotFittedError
 from models.single_row import SingleRowPredictor
 
 INCREASING = ("add_to_cart_count", "checkout_start_count", "cart_value", "add_to_cart_price_sum")
+# Small trees learned slowly: intent moves smoothly with behavior, and bigger
+# trees fit noise (31 leaves at 0.05 scored about 0.005 ROC-AUC lower on
+# held-out synthetic histories of 2,000-3,000 users). Leaves hold at least 1%
+# of the rows, between 20 and 300, unless the params say otherwise.
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "binary",
-    "learning_rate": 0.05,
-    "num_leaves": 31,
-    "min_data_in_leaf": 50,
+    "learning_rate": 0.03,
+    "num_leaves": 15,
     "feature_fraction": 0.9,
     "bagging_fraction": 0.9,
     "bagging_freq": 1,
@@ -59,7 +63,7 @@ class BatchIntentModel:
         num_boost_round: int = 1000,
         early_stopping_rounds: int = 50,
         holdout: float = 0.2,
-        calibration: str = "isotonic",
+        calibration: str = "sigmoid",
         monotone: bool = True,
         random_state: int = 0,
     ) -> None:
@@ -95,10 +99,16 @@ class BatchIntentModel:
         n = len(data)
         cut_stop = int(n * (1 - self.holdout))
         cut_cal = cut_stop + (n - cut_stop) // 2
-        params = {**DEFAULT_PARAMS, **(self.params or {}), "seed": self.random_state}
+        params = {
+            **DEFAULT_PARAMS,
+            "min_data_in_leaf": min(300, max(20, cut_stop // 100)),
+            **(self.params or {}),
+            "seed": self.random_state,
+        }
         if self.monotone:
             params["monotone_constraints"] = monotone_for(self.features_in_)
             params.setdefault("monotone_constraints_method", "advanced")
+        self.params_ = params  # what LightGBM was given
         train = lgb.Dataset(data.iloc[:cut_stop], y[:cut_stop], free_raw_data=False)
         stop = lgb.Dataset(data.iloc[cut_stop:cut_cal], y[cut_stop:cut_cal], reference=train)
         self.booster_ = lgb.train(

@@ -35,7 +35,7 @@ from segments.config import SegmentConfig
 from segments.membership import Memberships, Transition, evaluate, next_due
 from serving.log import EventLog
 from serving.scorers import Scorers
-from serving.store import MemoryStore, StateStore
+from serving.store import MemoryStore, ProfileAccess, StateStore, WriteBack
 
 Clock = Literal["event", "wall"]
 DAY_MS = 86_400_000
@@ -108,6 +108,7 @@ class Engine:
         self.scorers = scorers
         self.clock: Clock = clock
         self.store: StateStore = store if store is not None else MemoryStore()
+        self._profiles: ProfileAccess = self.store  # the store, or a batch's write-back view of it
         self.log = log
         self.dedup_ms = dedup_ms
         self.users: dict[str, UserState] = {}
@@ -155,11 +156,21 @@ class Engine:
             self.seq = seq
 
     def _apply_all(self, events: list[Event], out: Outcome) -> None:
-        n = len(events)
-        for i, e in enumerate(events):
-            nxt = events[i + 1] if i + 1 < n else None
-            same_instant = nxt is not None and nxt.profile_id == e.profile_id and nxt.ts_ms == e.ts_ms
-            self._apply(e, out, evaluate_now=not same_instant)
+        if not events:
+            return
+        view = None
+        if not isinstance(self.store, MemoryStore):  # an external store: one read and one write per batch
+            view = self._profiles = WriteBack(self.store, {e.profile_id for e in events})
+        try:
+            n = len(events)
+            for i, e in enumerate(events):
+                nxt = events[i + 1] if i + 1 < n else None
+                same_instant = nxt is not None and nxt.profile_id == e.profile_id and nxt.ts_ms == e.ts_ms
+                self._apply(e, out, evaluate_now=not same_instant)
+        finally:
+            if view is not None:
+                self._profiles = self.store
+                view.flush()
 
     def _time_of(self, event: Event) -> int:
         return event.ts_ms if self.clock == "event" else event.received_ms
@@ -171,7 +182,7 @@ class Engine:
             self._fire(t, inclusive=False, out=out)
             self.watermark = t
         pid = event.profile_id
-        profile = self.store.get(pid)
+        profile = self._profiles.get(pid)
         if profile is None:
             profile = self.features.new_profile()
         self.stats.events += 1
@@ -180,7 +191,7 @@ class Engine:
             self.stats.late += 1
             out.late += 1
             return
-        self.store.put(pid, profile)  # a no-op in memory; an external store keeps the change
+        self._profiles.put(pid, profile)  # a no-op in memory; an external store keeps the change
         if event.type == PURCHASE:
             self.scorers.online.observe_purchase(pid, event.ts_ms)
         if evaluate_now:
@@ -253,7 +264,7 @@ class Engine:
             if dues.get(pid) != due:
                 continue  # stale: rescheduled or erased since
             del dues[pid]
-            profile = self.store.get(pid)
+            profile = self._profiles.get(pid)
             if profile is None:
                 continue
             self._evaluate(pid, profile, due, sample=False, out=out)
@@ -306,8 +317,7 @@ class Engine:
         """Load an exported state into this (fresh) engine of the same config and features."""
         if state["config_id"] != self.config.config_id or state["features"] != self.features.digest:
             raise ValueError("this state was saved under another config or feature set; rebuild from the log")
-        for pid, data in state["profiles"].items():
-            self.store.put(pid, codec.decode(data, self.features))
+        self.store.put_many({pid: codec.decode(data, self.features) for pid, data in state["profiles"].items()})
         self.users = state["users"]
         self._seen, self._seen_order = state["seen"], state["seen_order"]
         self.scorers.online = state["online"]

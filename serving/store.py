@@ -10,7 +10,7 @@ picks one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from typing import Protocol
 
 import redis
@@ -19,9 +19,18 @@ from features import codec
 from features.online import FeatureSet, Profile
 
 
-class StateStore(Protocol):
+class ProfileAccess(Protocol):
+    """What the engine's hot path needs: a profile by id, and putting it back."""
+
     def get(self, profile_id: str) -> Profile | None: ...
     def put(self, profile_id: str, profile: Profile) -> None: ...
+
+
+class StateStore(Protocol):
+    def get(self, profile_id: str) -> Profile | None: ...
+    def get_many(self, profile_ids: Collection[str]) -> dict[str, Profile]: ...
+    def put(self, profile_id: str, profile: Profile) -> None: ...
+    def put_many(self, profiles: Mapping[str, Profile]) -> None: ...
     def delete(self, profile_id: str) -> bool: ...
     def items(self) -> Iterator[tuple[str, Profile]]: ...
     def clear(self) -> None: ...
@@ -36,8 +45,15 @@ class MemoryStore:
     def get(self, profile_id: str) -> Profile | None:
         return self._profiles.get(profile_id)
 
+    def get_many(self, profile_ids: Collection[str]) -> dict[str, Profile]:
+        profiles = self._profiles
+        return {pid: profiles[pid] for pid in profile_ids if pid in profiles}
+
     def put(self, profile_id: str, profile: Profile) -> None:
         self._profiles[profile_id] = profile
+
+    def put_many(self, profiles: Mapping[str, Profile]) -> None:
+        self._profiles.update(profiles)
 
     def delete(self, profile_id: str) -> bool:
         return self._profiles.pop(profile_id, None) is not None
@@ -65,8 +81,23 @@ class RedisStore:
         data = self.client.get(self.prefix + profile_id)
         return None if data is None else codec.decode(data, self.features)  # type: ignore[arg-type]
 
+    def get_many(self, profile_ids: Collection[str]) -> dict[str, Profile]:
+        """The stored ones of ``profile_ids``, in one round trip (MGET)."""
+        ids = list(profile_ids)
+        if not ids:
+            return {}
+        found: list[bytes | None] = self.client.mget([self.prefix + pid for pid in ids])  # type: ignore[assignment]
+        decode, features = codec.decode, self.features
+        return {pid: decode(data, features) for pid, data in zip(ids, found, strict=True) if data is not None}
+
     def put(self, profile_id: str, profile: Profile) -> None:
         self.client.set(self.prefix + profile_id, codec.encode(self.features, profile))
+
+    def put_many(self, profiles: Mapping[str, Profile]) -> None:
+        """Write ``profiles`` in one round trip (MSET)."""
+        if profiles:
+            encode, features = codec.encode, self.features
+            self.client.mset({self.prefix + pid: encode(features, p) for pid, p in profiles.items()})
 
     def delete(self, profile_id: str) -> bool:
         return bool(self.client.delete(self.prefix + profile_id))
@@ -97,3 +128,32 @@ def open_store(url: str, features: FeatureSet, prefix: str = "segflow:profile:")
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(redis.Redis.from_url(url), features, prefix)
     raise ValueError(f"store must be 'memory' or a redis:// URL, not {url!r}")
+
+
+class WriteBack:
+    """One batch's view of a store: the batch's profiles read in one call,
+    changes kept and written in one call by :meth:`flush`. Between the two,
+    the batch's reads and writes cost no round trips. What has not been
+    flushed is never lost: the event log holds it, and recovery replays it."""
+
+    def __init__(self, store: StateStore, profile_ids: Collection[str]) -> None:
+        self.store = store
+        self._cache: dict[str, Profile | None] = dict.fromkeys(profile_ids)
+        self._cache.update(store.get_many(profile_ids))
+        self._dirty: set[str] = set()
+
+    def get(self, profile_id: str) -> Profile | None:
+        cache = self._cache
+        if profile_id in cache:
+            return cache[profile_id]
+        profile = cache[profile_id] = self.store.get(profile_id)
+        return profile
+
+    def put(self, profile_id: str, profile: Profile) -> None:
+        self._cache[profile_id] = profile
+        self._dirty.add(profile_id)
+
+    def flush(self) -> None:
+        cache = self._cache
+        self.store.put_many({pid: p for pid in self._dirty if (p := cache[pid]) is not None})
+        self._dirty.clear()
