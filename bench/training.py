@@ -14,7 +14,7 @@ import numpy as np
 from bench.report import best_of, emit
 from features.defaults import DEFAULT_SPECS
 from features.online import FeatureSet
-from models import registry
+from models import registry, river_fast
 from models.intent_batch import BatchIntentModel
 from models.intent_online import OnlineIntentModel
 from training.datasets import build
@@ -55,11 +55,14 @@ def main() -> None:
     xs = [online.features(r) for r in rows]
     for x, y in zip(xs, test.y[: len(xs)], strict=True):
         online.pipeline_.learn_one(x, bool(y))
-    predict = best_of(2, lambda: [online.predict(x) for x in xs])
-    emit("training", "online_predict_per_s", len(xs) / predict, "predictions/s")
+    predict = best_of(2, lambda: [online.predict_vector(r) for r in rows])
+    emit("training", "online_predict_per_s", len(xs) / predict, "predictions/s", path="from the feature vector")
     labels = [bool(y) for y in test.y[: len(xs)]]
-    learn = best_of(2, lambda: [online.pipeline_.learn_one(x, y) for x, y in zip(xs, labels, strict=True)])
-    emit("training", "online_learn_per_s", len(xs) / learn, "updates/s")
+    parts = river_fast.default_parts(online.pipeline_)
+    assert parts is not None
+    learn = best_of(2, lambda: [river_fast.learn(parts, x, y) for x, y in zip(xs, labels, strict=True)])
+    river = best_of(2, lambda: [online.pipeline_.learn_one(x, y) for x, y in zip(xs, labels, strict=True)])
+    emit("training", "online_learn_per_s", len(xs) / learn, "updates/s", river_learn_one_per_s=round(len(xs) / river))
 
     big = generate(users=8500, days=21, seed=9)  # about a million events
     with tempfile.TemporaryDirectory() as tmp:

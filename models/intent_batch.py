@@ -177,7 +177,9 @@ class BatchIntentModel:
         raw = single(self.row(vector))
         if self.calibration == "isotonic":
             return float(np.interp(raw, self.calibrator_x_, self.calibrator_y_))
-        return float(self._calibrate(np.array([raw]))[0])
+        a, b = self.sigmoid_  # as _calibrate, in scalars
+        p = min(max(raw, 1e-9), 1 - 1e-9)
+        return 1.0 / (1.0 + math.exp(-(a * math.log(p / (1 - p)) + b)))
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -26,12 +26,13 @@ import math
 import numbers
 import random
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from river import compose, drift, linear_model, optim, preprocessing
 
-from models.vectors import river_features
+from models import river_fast
+from models.vectors import river_features, river_items
 
 DAY_MS = 86_400_000
 # a pending sample: (taken at, features, score then, [label so far])
@@ -98,39 +99,33 @@ class OnlineIntentModel:
         regression) is evaluated directly from its learned state, which gives
         River's own answer several times faster; other pipelines go through River.
         """
-        pipeline = self.pipeline_
-        if "encode" not in pipeline.steps or not isinstance(pipeline["model"], linear_model.LogisticRegression):
-            return float(pipeline.predict_proba_one(dict(x)).get(True, 0.0))
-        scaler = pipeline["encode"].transformers["Pipeline1"]["StandardScaler"]
-        lr = pipeline["model"]
-        weights, means, variances = lr._weights, scaler.means, scaler.vars
-        z = lr.intercept
-        for name, value in x.items():
-            if type(value) is str:
-                z += weights.get(f"{name}_{value}", 0.0)
-            else:
-                var = variances.get(name, 0.0)
-                if var:
-                    z += weights.get(name, 0.0) * ((value - means.get(name, 0.0)) / var**0.5)
-        if z < -30:
-            return 0.0
-        if z > 30:
-            return 1.0
-        return 1.0 / (1.0 + math.exp(-z))
+        z = self._logit(x.items())
+        if z is None:
+            return float(self.pipeline_.predict_proba_one(dict(x)).get(True, 0.0))
+        return _sigmoid(z)
+
+    def predict_vector(self, vector: Mapping[str, object]) -> float:
+        """``predict(features(vector))``, without building the features."""
+        z = self._logit(river_items(vector, self.categorical))
+        return self.predict(self.features(vector)) if z is None else _sigmoid(z)
+
+    def _logit(self, items: Iterable[tuple[str, Any]]) -> float | None:
+        """The default pipeline's log-odds of River feature items (None for other pipelines)."""
+        parts = river_fast.default_parts(self.pipeline_)
+        return None if parts is None else river_fast.logit(parts, items)
 
     def score(self, user: str, vector: Mapping[str, object], at_ms: int, sample: bool = True) -> float:
         """Score one moment; maybe keep it as a pending sample for later learning."""
         self.advance(at_ms)
-        x = self.features(vector)
-        p = self.predict(x)
+        p = self.predict_vector(vector)
         if sample:
-            self._sample(user, at_ms, x, p)
+            self._sample(user, at_ms, vector, p)
         return p
 
-    def _sample(self, user: str, at_ms: int, x: dict[str, Any], p: float) -> None:
+    def _sample(self, user: str, at_ms: int, vector: Mapping[str, object], p: float) -> None:
         """Keep one moment per user per ``sample_every`` slot, drawn uniformly
         among the slot's moments (reservoir sampling), so samples are not all
-        session starts."""
+        session starts. Only a kept moment's River features are built."""
         slot = at_ms // self.sample_every_ms if self.sample_every_ms else at_ms
         queue = self._pending.setdefault(user, [])
         last = self._last_sample.get(user)
@@ -139,12 +134,12 @@ class OnlineIntentModel:
             self._last_sample[user] = (slot, n)
             if self._rng.random() * n >= 1.0:
                 return
-            queue[-1] = (at_ms, x, p, [False])
+            queue[-1] = (at_ms, self.features(vector), p, [False])
         else:
             if len(queue) >= self.max_pending_per_user:
                 return
             self._last_sample[user] = (slot, 1)
-            queue.append((at_ms, x, p, [False]))
+            queue.append((at_ms, self.features(vector), p, [False]))
         self._seq += 1
         heapq.heappush(self._deadlines, (at_ms + self.horizon_ms, self._seq, user))
 
@@ -192,7 +187,11 @@ class OnlineIntentModel:
         self.drift_.update(loss)
         if self.drift_.drift_detected:
             self.drift_detected_ = True
-        self.pipeline_.learn_one(x, label)
+        parts = river_fast.default_parts(self.pipeline_)
+        if parts is None:
+            self.pipeline_.learn_one(x, label)
+        else:
+            river_fast.learn(parts, x, label)
         self.learned += 1
 
     def learn(self, vector: Mapping[str, object], label: bool) -> None:
@@ -208,3 +207,11 @@ class OnlineIntentModel:
         parts = [(name, weights.get(name, 0.0) * value) for name, value in encoded.items()]
         parts.sort(key=lambda kv: -abs(kv[1]))
         return parts[:k]
+
+
+def _sigmoid(z: float) -> float:
+    if z < -30:
+        return 0.0
+    if z > 30:
+        return 1.0
+    return 1.0 / (1.0 + math.exp(-z))

@@ -12,7 +12,7 @@ NaN (no such event yet) mapped to a missing indicator.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,7 +27,11 @@ def signed_log1p(x: NDArray[np.float64]) -> NDArray[np.float64]:
 def river_features(vector: Mapping[str, object], categorical: Sequence[str]) -> dict[str, float | str]:
     """A feature vector as River expects it: numbers (missing → 0 plus an
     indicator), categoricals as strings."""
-    out: dict[str, float | str] = {}
+    return dict(river_items(vector, categorical))
+
+
+def river_items(vector: Mapping[str, object], categorical: Sequence[str]) -> Iterator[tuple[str, float | str]]:
+    """The items of :func:`river_features`, in its order, without the dict."""
     kinds = _kinds(tuple(categorical))
     for name, value in vector.items():
         kind = kinds.get(name)
@@ -35,18 +39,17 @@ def river_features(vector: Mapping[str, object], categorical: Sequence[str]) -> 
             kind = kinds[name] = _kind(name, categorical)
         if kind == _CATEGORICAL:
             if value is not None:
-                out[name] = str(value)
+                yield name, str(value)
         elif value is None or value != value:
             # the indicator is always sent: River's scaler learns nothing from a feature that is only ever 1
-            out[name + "_missing"] = 1.0
+            yield name + "_missing", 1.0
             if kind == _RECENCY:
-                out[name] = NEVER  # never is long ago, not just now
+                yield name, NEVER  # never is long ago, not just now
         else:
             v = float(value)  # type: ignore[arg-type]
-            out[name] = math.log1p(v) if v >= 0 else -math.log1p(-v)
+            yield name, (math.log1p(v) if v >= 0 else -math.log1p(-v))
             if kind != _PLAIN:
-                out[name + "_missing"] = 0.0
-    return out
+                yield name + "_missing", 0.0
 
 
 _PLAIN, _CATEGORICAL, _RECENCY, _MEAN = range(4)

@@ -139,6 +139,41 @@ def test_online_intent_learns_from_delayed_labels(history: SyntheticHistory, dat
     assert roc_auc_score(full.y[later], scores[later]) > 0.65
     top = model.contributions(full.X.iloc[0].to_dict(), 3)
     assert len(top) == 3
+    # the fast paths give River's own answer: from the learned state, and straight from a vector
+    for vector in full.X.iloc[::97].to_dict("records"):
+        x = model.features(vector)
+        assert model.predict(x) == pytest.approx(model.pipeline_.predict_proba_one(x)[True], rel=1e-12, abs=1e-15)
+        assert model.predict_vector(vector) == model.predict(x)
+
+
+def test_fast_learning_is_rivers_own(data: tuple) -> None:
+    """The default pipeline learned straight from its state ends where River's
+    own learn_one does: scaler statistics, seen values, weights, intercept."""
+    from models import river_fast
+
+    train, _ = data
+    ours, river = OnlineIntentModel(), OnlineIntentModel()
+    parts = river_fast.default_parts(ours.pipeline_)
+    assert parts is not None
+    rows = train.X.head(3000).to_dict("records")
+    for vector, y in zip(rows, train.y[:3000], strict=True):
+        x = ours.features(vector)
+        river_fast.learn(parts, x, bool(y))
+        river.pipeline_.learn_one(x, bool(y))
+    a, b = ours.pipeline_, river.pipeline_
+    for part in ("counts", "means", "vars"):
+        mine, theirs = (getattr(p["encode"].transformers["Pipeline1"]["StandardScaler"], part) for p in (a, b))
+        assert dict(mine) == pytest.approx(dict(theirs), rel=1e-12, abs=1e-15)
+    assert a["encode"].transformers["Pipeline"]["OneHotEncoder"].values == (
+        b["encode"].transformers["Pipeline"]["OneHotEncoder"].values
+    )
+    assert a["model"].weights == pytest.approx(b["model"].weights, rel=1e-9, abs=1e-12)
+    assert a["model"].intercept == pytest.approx(b["model"].intercept, rel=1e-9)
+    assert a["model"].optimizer.n_iterations == b["model"].optimizer.n_iterations == 3000
+    for vector in rows[::50]:
+        theirs = river.pipeline_.predict_proba_one(river.features(vector))[True]
+        assert ours.predict_vector(vector) == pytest.approx(theirs)
+    assert river_fast.default_parts(OnlineIntentModel(kind="logistic-l2").pipeline_) is None  # Adam: River's path
 
 
 def test_train_intent_on_a_labeled_table(tmp_path: Path) -> None:

@@ -1,0 +1,104 @@
+"""The default online pipeline computed straight from River's learned state.
+
+The pipeline is one-hot encoding of strings and standard scaling of numbers,
+then logistic regression trained by SGD (:func:`models.intent_online.make_pipeline`).
+River evaluates it through a chain of generic transformers and sparse
+vectors; here the same arithmetic runs over plain dicts: the encoders learn
+first, the sample is encoded with their updated state, the log loss gradient
+moves the intercept and the weights. The state is River's own (counts, means,
+variances, seen values, weights, intercept, iteration count), so the model
+stays a River pipeline: it pickles, explains and learns through River alike.
+Tests hold both paths to the same answers.
+
+Sums run in the sample's order, River's in its own (which also depends on
+the order of a set of seen values), so results agree to rounding, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from river import compose, linear_model, optim
+
+
+def default_parts(pipeline: compose.Pipeline) -> tuple[Any, Any, linear_model.LogisticRegression] | None:
+    """The one-hot encoder, scaler and model of a default pipeline; None for any other."""
+    steps = pipeline.steps
+    if list(steps) != ["encode", "model"] or type(steps["model"]) is not linear_model.LogisticRegression:
+        return None
+    lr = steps["model"]
+    loss = lr.loss
+    if lr.l1 or lr.l2 or type(lr.optimizer) is not optim.SGD or type(loss) is not optim.losses.Log:
+        return None
+    if loss.weight_pos != 1.0 or loss.weight_neg != 1.0:
+        return None
+    parts = steps["encode"].transformers
+    try:
+        return parts["Pipeline"]["OneHotEncoder"], parts["Pipeline1"]["StandardScaler"], lr
+    except KeyError:
+        return None
+
+
+def logit(parts: tuple[Any, Any, linear_model.LogisticRegression], items: Iterable[tuple[str, Any]]) -> float:
+    """The model's log-odds of River feature items."""
+    _, scaler, lr = parts
+    weights, means, variances = lr._weights, scaler.means, scaler.vars
+    z = lr.intercept
+    for name, value in items:
+        if type(value) is str:
+            z += weights.get(f"{name}_{value}", 0.0)
+        else:
+            var = variances.get(name, 0.0)
+            if var:
+                z += weights.get(name, 0.0) * ((value - means.get(name, 0.0)) / var**0.5)
+    return z
+
+
+def learn(parts: tuple[Any, Any, linear_model.LogisticRegression], x: Mapping[str, Any], y: bool) -> None:
+    """``pipeline.learn_one(x, y)`` for a default pipeline."""
+    onehot, scaler, lr = parts
+    counts, means, variances = scaler.counts, scaler.means, scaler.vars
+    seen = onehot.values
+    numbers: list[str] = []
+    strings: dict[str, str] = {}
+    for i, xi in x.items():  # the encoders learn first (Welford's update, as River's scaler)
+        if type(xi) is str:
+            seen[i].add(xi)
+            strings[i] = xi
+        else:
+            counts[i] += 1
+            n = counts[i]
+            old = means[i]
+            means[i] += (xi - old) / n
+            variances[i] += ((xi - old) * (xi - means[i]) - variances[i]) / n
+            numbers.append(i)
+    encoded: dict[str, float] = {}
+    for i in numbers:
+        std = variances[i] ** 0.5
+        encoded[i] = (x[i] - means[i]) / std if std else 0.0
+    for i, values in seen.items():  # every value seen so far: 1 for the sample's, 0 for the rest
+        mine = strings.get(i)
+        for v in values:
+            encoded[f"{i}_{v}"] = 1.0 if v == mine else 0.0
+    weights = lr._weights
+    z = lr.intercept
+    for k, xk in encoded.items():
+        if xk:
+            z += weights.get(k, 0.0) * xk
+    target = 1 if y else -1
+    margin = z * target
+    if margin > 18.0:
+        gradient = math.exp(-margin) * -target
+    elif margin < -18.0:
+        gradient = float(-target)
+    else:
+        gradient = -target / (math.exp(margin) + 1.0)
+    gradient = float(max(min(gradient, lr.clip_gradient), -lr.clip_gradient))
+    optimizer = lr.optimizer
+    lr.intercept -= lr.intercept_lr.get(optimizer.n_iterations) * gradient
+    rate = optimizer.learning_rate
+    for k, xk in encoded.items():
+        weights[k] = weights.get(k, 0.0) - (xk * gradient) * rate
+    optimizer.n_iterations += 1
