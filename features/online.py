@@ -374,7 +374,8 @@ class FeatureSet:
         return read
 
     def read_vector(self, profile: Profile, at_ms: int) -> list[Value]:
-        return list(self._read_all(profile, max(at_ms, profile.newest)).values())
+        t = max(at_ms, profile.newest)
+        return [reader(profile, t) for reader in self._readers]
 
     def _compile_reader(self, specs: Sequence[Spec]) -> Read:
         def stream_of(spec: Spec) -> int:
