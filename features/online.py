@@ -36,7 +36,6 @@ from zoneinfo import ZoneInfo
 
 from features.buckets import Buckets
 from features.events import ADD_TO_CART, PURCHASE, REMOVE_FROM_CART, Event
-from features.readers import Read, compile_reader, ratio
 from features.specs import (
     ANY,
     DEFAULT_LATENESS,
@@ -222,7 +221,6 @@ class FeatureSet:
         self._tracker_ix = {(t.event, t.where, t.prop): i for i, t in enumerate(self.trackers)}
         self._dispatch = self._compile_dispatch()
         self._readers = [self._reader(s) for s in self.specs]
-        self._read_all = self._compile_reader(self.specs)
         self._changes: dict[Spec, Callable[[Profile, int], int | None]] = {}
         self._drops: dict[Spec, Callable[[Profile, int, int], int | None]] = {}
 
@@ -352,7 +350,8 @@ class FeatureSet:
 
     def read(self, profile: Profile, at_ms: int) -> dict[str, Value]:
         """The feature vector at ``at_ms`` (read no earlier than the newest event)."""
-        return self._read_all(profile, max(at_ms, profile.newest))
+        t = max(at_ms, profile.newest)
+        return {name: reader(profile, t) for name, reader in zip(self.names, self._readers, strict=True)}
 
     def subset_reader(self, names: Iterable[str]) -> Callable[[Profile, int], dict[str, Value]]:
         """A read of only some features, by name, for callers that need few.
@@ -366,25 +365,17 @@ class FeatureSet:
         missing = [n for n in names if n not in index]
         if missing:
             raise KeyError(f"not in this feature set: {missing}")
-        some = self._compile_reader([self.specs[index[n]] for n in names])
+        pairs = [(n, self._readers[index[n]]) for n in names]
 
         def read(profile: Profile, at_ms: int) -> dict[str, Value]:
-            return some(profile, max(at_ms, profile.newest))
+            t = max(at_ms, profile.newest)
+            return {n: reader(profile, t) for n, reader in pairs}
 
         return read
 
     def read_vector(self, profile: Profile, at_ms: int) -> list[Value]:
         t = max(at_ms, profile.newest)
         return [reader(profile, t) for reader in self._readers]
-
-    def _compile_reader(self, specs: Sequence[Spec]) -> Read:
-        def stream_of(spec: Spec) -> int:
-            return self._stream_ix[(spec.event, spec.where, spec.resolution_ms)]  # type: ignore[union-attr]
-
-        def slot_of(spec: WindowSum | WindowMean) -> int:
-            return self.streams[stream_of(spec)].props.index(spec.prop)
-
-        return compile_reader(specs, stream_of, slot_of, self._reader)
 
     def _reader(self, spec: Spec) -> Callable[[Profile, int], Value]:
         if isinstance(spec, WindowCount | WindowSum | WindowMean):
@@ -405,7 +396,7 @@ class FeatureSet:
             return lambda p, t: (t - p.last_ts[slot]) / 1000.0 if p.last_ts[slot] >= 0 else math.nan
         if isinstance(spec, Ratio):
             num, den = self._reader(spec.numerator), self._reader(spec.denominator)
-            return lambda p, t: ratio(num(p, t), den(p, t))
+            return lambda p, t: _ratio(num(p, t), den(p, t))
         if isinstance(spec, CartValue):
             i = self._stream_ix[(CART, None, spec.resolution_ms)]
             slot = self._slot(self._tracker_ix[(PURCHASE, None, None)])
@@ -523,6 +514,12 @@ def _cart_value(buckets: Buckets, kmin: int, purchase_ms: int, r: int) -> float:
     if purchase_ms >= 0:
         kmin = max(kmin, -(-purchase_ms // r) + 1)
     return max(0.0, buckets.total(kmin, 2))
+
+
+def _ratio(num: Value, den: Value) -> float:
+    if not isinstance(num, int | float) or not isinstance(den, int | float) or not den:
+        return 0.0
+    return num / den
 
 
 @lru_cache(maxsize=1024)
