@@ -22,7 +22,7 @@ import yaml
 
 from features.events import CANONICAL_TYPES
 from features.specs import Spec, parse_duration
-from segments.rules import Holding, Rule, RuleError, compile_holding, compile_rule
+from segments.rules import Rule, RuleError, compile_rule
 
 
 class ConfigError(ValueError):
@@ -55,18 +55,6 @@ class SegmentConfig:
     thresholds: dict[str, float]
     segments: dict[str, Segment]  # in evaluation order: dependencies first
     groups: list[Group] = field(default_factory=list)
-    _holding: Holding | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def holding(self) -> Holding:
-        """Every segment and group as one compiled function: the segments that
-        hold at a moment and the new memberships (:func:`segments.rules.compile_holding`)."""
-        if self._holding is None:
-            self._holding = compile_holding(
-                [(name, seg.rule, seg.exit, seg.min_dwell_ms) for name, seg in self.segments.items()],
-                [g.segments for g in self.groups],
-            )
-        return self._holding
 
     @property
     def specs(self) -> list[Spec]:

@@ -58,16 +58,27 @@ def evaluate(
     at_ms: int,
 ) -> tuple[Memberships, list[Transition]]:
     """New memberships at ``at_ms`` and the transitions from ``current``."""
-    thresholds = config.thresholds
-    entered = current.entered
-    holding, now = config.holding(features, scores, cluster, thresholds, entered, at_ms)
-    new = Memberships(now)
-    transitions: list[Transition] = []
-    if now.keys() == entered.keys():
-        return new, transitions
-    ctx = Context(features, scores, cluster, holding, thresholds)
+    holding: set[str] = set()
+    ctx = Context(features, scores, cluster, holding, config.thresholds)
     for name, seg in config.segments.items():
-        before, after = name in entered, name in holding
+        was_in = name in current.entered
+        if was_in and seg.min_dwell_ms and at_ms < current.entered[name] + seg.min_dwell_ms:
+            holding.add(name)
+            continue
+        if was_in and seg.exit is not None:
+            if not seg.exit.holds(ctx):
+                holding.add(name)
+            continue
+        if seg.rule.holds(ctx):
+            holding.add(name)
+    for group in config.groups:
+        members = [s for s in group.segments if s in holding]
+        for loser in members[1:]:
+            holding.discard(loser)
+    new = Memberships({n: current.entered.get(n, at_ms) for n in config.segments if n in holding})
+    transitions: list[Transition] = []
+    for name, seg in config.segments.items():
+        before, after = name in current.entered, name in holding
         if before == after:
             continue
         rule = seg.exit if (before and seg.exit is not None) else seg.rule

@@ -1,8 +1,4 @@
-"""The rule language: parsed with a real grammar, compiled to Python functions.
-
-The compiler writes each function's code from the parsed tree: operators and
-calls it knows, with every name, string and number of the rule bound as a
-value. No rule text ever becomes code, and the code sees no builtins.
+"""The rule language: parsed with a real grammar, compiled to closures, never ``eval``.
 
 A rule is a boolean expression over a user's features, scores, cluster and
 other segments::
@@ -35,7 +31,6 @@ True
 from __future__ import annotations
 
 import difflib
-import itertools
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -103,7 +98,6 @@ _PARSER = Lark(GRAMMAR, parser="lalr", propagate_positions=True)
 MAX_RULE_CHARS = 10_000
 MAX_WINDOW = timedelta(days=366)
 MAX_DEPTH = 64  # nesting of a rule; evaluation recurses as deep
-_NAMES = itertools.count()
 
 
 class RuleError(ValueError):
@@ -128,10 +122,6 @@ class Context:
 
 
 Fn = Callable[[Context], Any]
-# a compiled expression of (features, scores, cluster, segments held, thresholds)
-Test = Callable[
-    [Mapping[str, Any], Mapping[str, float], "str | None", "frozenset[str] | set[str]", Mapping[str, float]], Any
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +136,10 @@ class Clause:
 
 @dataclass(slots=True)
 class Rule:
-    """A compiled rule: ``holds(ctx)`` (or ``test(features, scores, cluster,
-    segments, thresholds)``, the same without a Context), the specs it needs,
-    its clauses."""
+    """A compiled rule: ``holds(ctx)``, the specs it needs, its clauses."""
 
     text: str
-    test: Test
+    fn: Fn
     specs: list[Spec]
     clauses: list[Clause]
     segments: set[str]
@@ -163,11 +151,9 @@ class Rule:
     loose: list[Spec] = field(default_factory=list)
     # window counts read only as ``count >= c`` and the like: (spec, the level at or below which a comparison flips)
     count_levels: list[tuple[Spec, int]] = field(default_factory=list)
-    code: str = "False"  # the expression ``test`` runs, over the names in ``consts``
-    consts: dict[str, Any] = field(default_factory=dict)
 
     def holds(self, ctx: Context) -> bool:
-        return bool(self.test(ctx.features, ctx.scores, ctx.cluster, ctx.segments, ctx.thresholds))
+        return bool(self.fn(ctx))
 
     def explain(self, ctx: Context) -> list[tuple[str, Any]]:
         """Each clause with its value now (what decided the rule)."""
@@ -200,8 +186,7 @@ class _Compiler:
         self.threshold_names = None if thresholds is None else set(thresholds)
         self.specs: list[Spec] = []
         self.read: list[Spec] = []  # every spec read, in order, repeats kept
-        self.clauses: list[tuple[str, str, tuple[Spec, ...]]] = []  # text, code, reads
-        self.consts: dict[str, Any] = {}
+        self.clauses: list[Clause] = []
         self.segments: set[str] = set()
         self.thresholds: set[str] = set()
         self.durations: list[float] = []
@@ -223,20 +208,9 @@ class _Compiler:
         meta = node.meta
         return self.text[meta.start_pos : meta.end_pos] if not meta.empty else ""
 
-    # -- values: (kind, code), kind in bool/number/string -------------------------
-    # Code is a Python expression over F (features), S (scores), C (cluster),
-    # M (segments held so far) and T (thresholds). Names and constants are
-    # bound as values (``self.const``), never written into the code.
+    # -- values: (kind, fn), kind in bool/number/string ---------------------------
 
-    def const(self, value: Any) -> str:
-        name = f"k{next(_NAMES)}"  # unique across rules, so rules' code can be joined (compile_holding)
-        self.consts[name] = value
-        return name
-
-    def temp(self) -> str:
-        return f"v{next(_NAMES)}"
-
-    def value(self, node: Tree | Token) -> tuple[str, str]:
+    def value(self, node: Tree | Token) -> tuple[str, Fn]:
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
@@ -245,44 +219,47 @@ class _Compiler:
         finally:
             self.depth -= 1
 
-    def _value(self, node: Tree | Token) -> tuple[str, str]:
+    def _value(self, node: Tree | Token) -> tuple[str, Fn]:
         if isinstance(node, Token):
             raise self.fail(node, f"unexpected {node!s}")
         kind = node.data
         if kind == "or_expr":
-            return "bool", "bool(" + " or ".join(self.boolean(c) for c in node.children) + ")"
+            return "bool", _any([self.boolean(c) for c in node.children])
         if kind == "and_expr":
-            return "bool", "bool(" + " and ".join(self.boolean(c) for c in node.children) + ")"
+            return "bool", _all([self.boolean(c) for c in node.children])
         if kind == "not_":
-            return "bool", f"(not {self.boolean(node.children[0])})"
+            inner = self.boolean(node.children[0])
+            return "bool", lambda ctx: not inner(ctx)
         if kind == "comparison":
             return "bool", self.comparison(node)
         if kind == "in_":
             return "bool", self.membership(node)
         if kind == "number":
-            return "number", self.const(float(str(node.children[0])))
+            v = float(str(node.children[0]))
+            return "number", lambda ctx: v
         if kind == "duration":
             try:
                 seconds = parse_duration(str(node.children[0])).total_seconds()
             except OverflowError:
                 raise self.fail(node, f"the duration {self.source(node)!r} is too long") from None
             self.durations.append(seconds)
-            return "number", self.const(seconds)
+            return "number", lambda ctx: seconds
         if kind == "string":
-            return "string", self.const(str(node.children[0])[1:-1])
+            s = str(node.children[0])[1:-1]
+            return "string", lambda ctx: s
         if kind == "true":
-            return "bool", "True"
+            return "bool", lambda ctx: True
         if kind == "false":
-            return "bool", "False"
+            return "bool", lambda ctx: False
         if kind == "dotted":
             return self.name(node)
         if kind == "call":
             return self.call(node)
         raise self.fail(node, f"unsupported expression {kind}")
 
-    def boolean(self, node: Tree | Token) -> str:
+    def boolean(self, node: Tree | Token) -> Fn:
         mark = len(self.read)
-        kind, code = self.value(node)
+        kind, fn = self.value(node)
         if kind != "bool":
             raise self.fail(
                 node,
@@ -290,13 +267,10 @@ class _Compiler:
                 f"{self.source(node)} >= 1)",
             )
         if isinstance(node, Tree) and node.data in ("call", "dotted"):
-            self.clause(self.source(node), code, self.read[mark:])
-        return code
+            self.clauses.append(Clause(self.source(node), fn, tuple(self.read[mark:])))
+        return fn
 
-    def clause(self, text: str, code: str, reads: Sequence[Spec]) -> None:
-        self.clauses.append((text, code, tuple(reads)))
-
-    def name(self, node: Tree) -> tuple[str, str]:
+    def name(self, node: Tree) -> tuple[str, Fn]:
         parts = [str(t) for t in node.children]
         if parts[0] == "thresholds":
             if len(parts) != 2:
@@ -305,30 +279,30 @@ class _Compiler:
             if self.threshold_names is not None and key not in self.threshold_names:
                 raise self.fail(node, f"unknown threshold {key!r}{_close(key, sorted(self.threshold_names))}")
             self.thresholds.add(key)
-            return "number", f"T[{self.const(key)}]"
+            return "number", lambda ctx: ctx.thresholds[key]
         if len(parts) != 1:
             raise self.fail(node, f"unknown name {'.'.join(parts)!r}")
         name = parts[0]
         if name in SCORES:
-            return "number", f"S.get({self.const(name)}, nan)"
+            return "number", lambda ctx: ctx.scores.get(name, math.nan)
         if name == "cluster":
-            return "string", "C"
+            return "string", lambda ctx: ctx.cluster
         if name in self.known_features:
             spec = self.known_specs.get(name)
             if spec is not None:
                 self.read.append(spec)
                 if spec not in self.specs:
                     self.specs.append(spec)  # so next_due sees its window edges
-            return "number", f"F.get({self.const(name)}, nan)"
+            return "number", lambda ctx: ctx.features.get(name, math.nan)
         known = [*self.known_features, *SCORES, "cluster", "thresholds"]
         raise self.fail(node, f"unknown name {name!r}{_close(name, known)}")
 
-    def comparison(self, node: Tree) -> str:
+    def comparison(self, node: Tree) -> Fn:
         left, op, right = node.children
         mark = len(self.read)
-        lk, lc = self.value(left)
+        lk, lf = self.value(left)
         mid = len(self.read)
-        rk, rc = self.value(right)
+        rk, rf = self.value(right)
         reads = tuple(self.read[mark:])
         self.recency_edges(left, right, str(op), self.read[mark:mid], self.read[mid:])
         self.count_level(left, right, str(op), self.read[mark:mid], self.read[mid:])
@@ -337,15 +311,17 @@ class _Compiler:
             raise self.fail(node, f"cannot compare a {lk} with a {rk}: {self.source(node)!r}")
         if lk in ("bool", "string") and op not in ("==", "!="):
             raise self.fail(node, f"{op} needs numbers: {self.source(node)!r}")
+        compare = _OPS[op]
+        fn: Fn
         if op != "!=" and isinstance(right, Tree) and right.data in ("number", "duration", "string"):
             # against a constant: NaN compares False by itself, None is checked here
-            v = self.temp()
-            code = f"(({v} := {lc}) is not None and {v} {op} {rc})"
+            c = rf(None)  # type: ignore[arg-type]
+            fn = lambda ctx: (a := lf(ctx)) is not None and compare(a, c)  # noqa: E731
         else:
-            code = f"_compare({self.const(_OPS[op])}, {lc}, {rc})"
+            fn = lambda ctx: _compare(compare, lf(ctx), rf(ctx))  # noqa: E731
         shows_left = isinstance(left, Tree) and left.data in ("call", "dotted")
-        self.clause(self.source(node), lc if shows_left else code, reads)
-        return code
+        self.clauses.append(Clause(self.source(node), lf if shows_left else fn, reads))
+        return fn
 
     def recency_edges(self, left: Any, right: Any, op: str, lreads: list[Spec], rreads: list[Spec]) -> None:
         """When time alone flips ``since(x) OP constant``: ``>=`` and ``<`` at
@@ -377,7 +353,7 @@ class _Compiler:
         offsets = {">=": (at,), "<": (at,), ">": (at + 1,), "<=": (at + 1,)}.get(op, (at, at + 1))
         self.edges.extend((spec, o) for o in offsets)
 
-    def not_followed(self, node: Tree, args: list[Any]) -> str:
+    def not_followed(self, node: Tree, args: list[Any]) -> Fn:
         """``not_followed(first, then, within[, filters on first])``: the user's
         last ``first`` is at least ``within`` old and no ``then`` came after
         it (a sequence with a deadline). It flips on by time exactly at the
@@ -393,7 +369,12 @@ class _Compiler:
         self.durations.append(seconds)
         self.compared.update((a, b))
         self.edges.append((a, math.ceil(seconds * 1000)))
-        return f"_not_followed({since_a}, {since_b}, {self.const(seconds)})"
+
+        def holds(ctx: Context) -> bool:
+            sa = _never_is_infinite(since_a(ctx))
+            return sa != math.inf and sa >= seconds and _never_is_infinite(since_b(ctx)) > sa
+
+        return holds
 
     def count_level(self, left: Any, right: Any, op: str, lreads: list[Spec], rreads: list[Spec]) -> None:
         """``count(...) OP c`` only flips by time when the count falls to a
@@ -413,20 +394,20 @@ class _Compiler:
             return  # left to the window's edges: harmless, and nobody compares a count with infinity
         self.levels.append((spec, math.ceil(c) - 1 if op in (">=", "<") else math.floor(c)))
 
-    def membership(self, node: Tree) -> str:
+    def membership(self, node: Tree) -> Fn:
         left, *options = node.children
         mark = len(self.read)
-        kind, lc = self.value(left)
-        values = [(k, self.consts[c]) for k, c in (self.value(o) for o in options)]
+        kind, lf = self.value(left)
+        values = [self.value(o) for o in options]
         if any(k != kind for k, _ in values):
             raise self.fail(node, f"every option of 'in' must be a {kind}")
-        wanted = self.const(frozenset(v for _, v in values))
-        self.clause(self.source(node), lc, self.read[mark:])
-        return f"({lc} in {wanted})"
+        wanted = {f(None) for _, f in values}  # type: ignore[arg-type]
+        self.clauses.append(Clause(self.source(node), lf, tuple(self.read[mark:])))
+        return lambda ctx: lf(ctx) in wanted
 
     # -- calls ---------------------------------------------------------------------
 
-    def call(self, node: Tree) -> tuple[str, str]:
+    def call(self, node: Tree) -> tuple[str, Fn]:
         name_token, *args = node.children
         args = [a for a in args if a is not None]
         name = str(name_token)
@@ -437,31 +418,33 @@ class _Compiler:
                 raise self.fail(node, "since(event[, filters]) needs an event")
             event = self.event(args[0])
             where = self.filters(args[1:])
+            spec = Recency(event, where)
+            seconds = self.feature(spec)
             # never is longer ago than any duration: since(purchase) > 48h holds for a user who never bought
-            return "number", f"_never_is_infinite({self.feature(Recency(event, where))})"
+            return "number", lambda ctx: _never_is_infinite(seconds(ctx))
         if name == "not_followed":
             return "bool", self.not_followed(node, args)
         if name == "at_least":
             if len(args) < 2:
                 raise self.fail(node, "at_least(n, condition, ...) needs a count and conditions")
-            kind, nc = self.value(args[0])
+            kind, nf = self.value(args[0])
             if kind != "number" or not isinstance(args[0], Tree) or args[0].data != "number":
                 raise self.fail(args[0], "at_least's first argument is a whole number")
-            n = int(self.consts[nc])
+            n = int(nf(None))  # type: ignore[arg-type]
             conds = [self.boolean(a) for a in args[1:]]
             if not 0 < n <= len(conds):
                 raise self.fail(node, f"at_least({n}, ...) with {len(conds)} conditions can never hold")
-            return "bool", "((" + " + ".join(f"bool({c})" for c in conds) + f") >= {n})"
+            return "bool", lambda ctx: sum(1 for c in conds if c(ctx)) >= n
         if name == "in_segment":
             if len(args) != 1 or not isinstance(args[0], Tree) or args[0].data != "string":
                 raise self.fail(node, 'in_segment takes one segment name in quotes: in_segment("buyers")')
             segment = str(args[0].children[0])[1:-1]
             self.segments.add(segment)
-            return "bool", f"({self.const(segment)} in M)"
+            return "bool", lambda ctx: segment in ctx.segments
         functions = ["count", "sum", "mean", "distinct", "since", "not_followed", "at_least", "in_segment"]
         raise self.fail(node, f"unknown function {name!r}{_close(name, functions)}")
 
-    def window(self, node: Tree, fn_name: str, args: list[Any]) -> str:
+    def window(self, node: Tree, fn_name: str, args: list[Any]) -> Fn:
         if fn_name == "count":
             if len(args) < 2:
                 raise self.fail(node, "count(event, window[, filters]) needs an event and a window")
@@ -483,11 +466,12 @@ class _Compiler:
                 spec = WindowDistinct(prop, event, within, where)
         return self.feature(spec)
 
-    def feature(self, spec: Spec) -> str:
+    def feature(self, spec: Spec) -> Fn:
         self.read.append(spec)
         if spec not in self.specs:
             self.specs.append(spec)
-        return f"F.get({self.const(spec.name)}, nan)"
+        name = spec.name
+        return lambda ctx: ctx.features.get(name, math.nan)
 
     def bare(self, node: Any, what: str) -> str:
         if isinstance(node, Tree) and node.data == "dotted" and len(node.children) == 1:
@@ -562,85 +546,18 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _not_followed(since_first: Any, since_then: Any, seconds: float) -> bool:
-    a = _never_is_infinite(since_first)
-    return a != math.inf and a >= seconds and _never_is_infinite(since_then) > a
+def _all(parts: list[Fn]) -> Fn:
+    if len(parts) == 2:
+        a, b = parts
+        return lambda ctx: bool(a(ctx) and b(ctx))
+    return lambda ctx: all(p(ctx) for p in parts)
 
 
-_HELPERS: dict[str, Any] = {
-    "__builtins__": {},
-    "bool": bool,
-    "set": set,
-    "nan": math.nan,
-    "_compare": _compare,
-    "_never_is_infinite": _never_is_infinite,
-    "_not_followed": _not_followed,
-}
-
-
-def _function(code: str, consts: Mapping[str, Any]) -> Test:
-    """The compiled expression. The code is the compiler's own: every name
-    and constant of the rule reaches it as a bound value, none as text."""
-    test: Test = eval(compile(f"lambda F, S, C, M, T: {code}", "<rule>", "eval"), {**_HELPERS, **consts})
-    return test
-
-
-Holding = Callable[
-    [Mapping[str, Any], Mapping[str, float], "str | None", Mapping[str, float], Mapping[str, int], int],
-    tuple[set[str], dict[str, int]],
-]
-
-
-def compile_holding(
-    segments: Sequence[tuple[str, Rule, Rule | None, int]], groups: Sequence[Sequence[str]] = ()
-) -> Holding:
-    """One function for a whole config. Given features, scores, cluster,
-    thresholds, the current memberships (name -> entered at) and the time, it
-    returns the segments that hold and the new memberships.
-
-    Segments are decided in the given order, each rule seeing the segments held
-    so far: a member inside its ``min_dwell`` holds; a member of a segment
-    with an ``exit`` rule holds until the exit rule does; otherwise the rule
-    decides. Then in each group (highest priority first) only the first
-    segment that holds is kept. A member keeps the time it entered."""
-    consts: dict[str, Any] = {}
-    lines = ["def holding(F, S, C, T, E, at):", "    M = set()", "    add = M.add"]
-    for i, (name, rule, exit_rule, dwell_ms) in enumerate(segments):
-        n = f"s{i}"
-        consts[n] = name
-        consts.update(rule.consts)
-        branch = "if"
-        if dwell_ms:
-            consts[f"d{i}"] = dwell_ms
-            lines += [f"    if {n} in E and at < E[{n}] + d{i}:", f"        add({n})"]
-            branch = "elif"
-        if exit_rule is not None:
-            consts.update(exit_rule.consts)
-            lines += [f"    {branch} {n} in E:", f"        if not ({exit_rule.code}):", f"            add({n})"]
-            branch = "elif"
-        lines += [f"    {branch} {rule.code}:", f"        add({n})"]
-    for i, group in enumerate(groups):
-        consts[f"g{i}"] = tuple(group)
-        lines += [
-            "    won = False",
-            f"    for s in g{i}:",
-            "        if s in M:",
-            "            if won:",
-            "                M.discard(s)",
-            "            won = True",
-        ]
-    lines.append("    N = {}")
-    for i in range(len(segments)):
-        lines += [f"    if s{i} in M:", f"        N[s{i}] = E.get(s{i}, at)"]
-    lines.append("    return M, N")
-    namespace = {**_HELPERS, **consts}
-    exec(compile("\n".join(lines), "<segments>", "exec"), namespace)
-    holding: Holding = namespace["holding"]
-    return holding
-
-
-def _on_context(test: Test) -> Fn:
-    return lambda ctx: test(ctx.features, ctx.scores, ctx.cluster, ctx.segments, ctx.thresholds)
+def _any(parts: list[Fn]) -> Fn:
+    if len(parts) == 2:
+        a, b = parts
+        return lambda ctx: bool(a(ctx) or b(ctx))
+    return lambda ctx: any(p(ctx) for p in parts)
 
 
 def parse(text: str) -> Tree:
@@ -682,12 +599,10 @@ def compile_rule(
     try:
         tree = parse(text)
         compiler = _Compiler(text, known_features, known_events, thresholds)
-        code = compiler.boolean(tree)
-        test = _function(code, compiler.consts)
-        clauses = [Clause(t, _on_context(_function(c, compiler.consts)), reads) for t, c, reads in compiler.clauses]
-    except (RecursionError, SyntaxError, MemoryError):  # Python's own limits on nesting, past ours
+        fn = compiler.boolean(tree)
+    except RecursionError:
         raise RuleError("the rule is nested too deeply", 1, 1) from None
-    clauses = clauses or [Clause(text.strip(), _on_context(test))]
+    clauses = compiler.clauses or [Clause(text.strip(), fn)]
     unaccounted = [r for r in compiler.read if isinstance(r, Recency) and r not in compiler.compared]
     loose = list(dict.fromkeys([*compiler.loose, *unaccounted]))
     # a count read anywhere else than in such a comparison wakes at every window edge
@@ -696,7 +611,7 @@ def compile_rule(
     levels = [(spec, lv) for spec, lv in compiler.levels if reads.count(spec) == leveled.count(spec)]
     return Rule(
         text,
-        test,
+        fn,
         compiler.specs,
         clauses,
         compiler.segments,
@@ -705,8 +620,6 @@ def compile_rule(
         list(dict.fromkeys(compiler.edges)),
         loose,
         list(dict.fromkeys(levels)),
-        code,
-        compiler.consts,
     )
 
 
