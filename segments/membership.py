@@ -66,10 +66,10 @@ def evaluate(
             holding.add(name)
             continue
         if was_in and seg.exit is not None:
-            if not seg.exit.holds(ctx):
+            if not seg.exit.fn(ctx):
                 holding.add(name)
             continue
-        if seg.rule.holds(ctx):
+        if seg.rule.fn(ctx):
             holding.add(name)
     for group in config.groups:
         members = [s for s in group.segments if s in holding]
@@ -77,6 +77,8 @@ def evaluate(
             holding.discard(loser)
     new = Memberships({n: current.entered.get(n, at_ms) for n in config.segments if n in holding})
     transitions: list[Transition] = []
+    if new.entered.keys() == current.entered.keys():
+        return new, transitions
     for name, seg in config.segments.items():
         before, after = name in current.entered, name in holding
         if before == after:

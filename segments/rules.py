@@ -195,6 +195,8 @@ class _Compiler:
         self.compared: set[Spec] = set()  # recency specs some comparison accounted for
         self.levels: list[tuple[Spec, int]] = []  # window counts compared with a constant
         self.depth = 0
+        # closures that only read a feature: fn -> (feature name, read as a recency where never is infinite)
+        self.readers: dict[Fn, tuple[str, bool]] = {}
 
     def fail(self, node: Tree | Token, message: str) -> RuleError:
         meta = node if isinstance(node, Token) else node.meta
@@ -316,7 +318,11 @@ class _Compiler:
         if op != "!=" and isinstance(right, Tree) and right.data in ("number", "duration", "string"):
             # against a constant: NaN compares False by itself, None is checked here
             c = rf(None)  # type: ignore[arg-type]
-            fn = lambda ctx: (a := lf(ctx)) is not None and compare(a, c)  # noqa: E731
+            read = self.readers.get(lf)
+            if read is not None:  # a feature against a constant: one closure, no calls inside
+                fn = _feature_vs_constant(read[0], read[1], op, c)
+            else:
+                fn = lambda ctx: (a := lf(ctx)) is not None and compare(a, c)  # noqa: E731
         else:
             fn = lambda ctx: _compare(compare, lf(ctx), rf(ctx))  # noqa: E731
         shows_left = isinstance(left, Tree) and left.data in ("call", "dotted")
@@ -421,7 +427,9 @@ class _Compiler:
             spec = Recency(event, where)
             seconds = self.feature(spec)
             # never is longer ago than any duration: since(purchase) > 48h holds for a user who never bought
-            return "number", lambda ctx: _never_is_infinite(seconds(ctx))
+            fn: Fn = lambda ctx: _never_is_infinite(seconds(ctx))  # noqa: E731
+            self.readers[fn] = (spec.name, True)
+            return "number", fn
         if name == "not_followed":
             return "bool", self.not_followed(node, args)
         if name == "at_least":
@@ -471,7 +479,9 @@ class _Compiler:
         if spec not in self.specs:
             self.specs.append(spec)
         name = spec.name
-        return lambda ctx: ctx.features.get(name, math.nan)
+        fn: Fn = lambda ctx: ctx.features.get(name, math.nan)  # noqa: E731
+        self.readers[fn] = (name, False)
+        return fn
 
     def bare(self, node: Any, what: str) -> str:
         if isinstance(node, Tree) and node.data == "dotted" and len(node.children) == 1:
@@ -544,6 +554,33 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     "<": operator.lt,
 }
+
+
+def _feature_vs_constant(name: str, recency: bool, op: str, c: Any) -> Fn:
+    """``feature OP c`` as one closure: missing or NaN compares false, a
+    recency that never happened is infinitely long ago."""
+    nan = math.nan
+    if recency:  # a value is never None or NaN here: those are infinite
+        if op == ">=":
+            return lambda ctx: (a := ctx.features.get(name, nan)) is None or a != a or a >= c
+        if op == ">":
+            return lambda ctx: (a := ctx.features.get(name, nan)) is None or a != a or a > c
+        if op == "<=":
+            return lambda ctx: (a := ctx.features.get(name, nan)) is not None and a == a and a <= c
+        if op == "<":
+            return lambda ctx: (a := ctx.features.get(name, nan)) is not None and a == a and a < c
+        compare = _OPS[op]
+        return lambda ctx: compare(_never_is_infinite(ctx.features.get(name, nan)), c)
+    if op == ">=":
+        return lambda ctx: (a := ctx.features.get(name, nan)) is not None and a >= c
+    if op == ">":
+        return lambda ctx: (a := ctx.features.get(name, nan)) is not None and a > c
+    if op == "<=":
+        return lambda ctx: (a := ctx.features.get(name, nan)) is not None and a <= c
+    if op == "<":
+        return lambda ctx: (a := ctx.features.get(name, nan)) is not None and a < c
+    compare = _OPS[op]
+    return lambda ctx: (a := ctx.features.get(name, nan)) is not None and compare(a, c)
 
 
 def _all(parts: list[Fn]) -> Fn:

@@ -4,14 +4,18 @@ errors that name line, column and problem."""
 
 from __future__ import annotations
 
+import math
+import operator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from features.defaults import DEFAULT_SPECS
 from features.events import Event
 from segments.config import ConfigError, SegmentConfig, load, loads
-from segments.rules import RuleError, compile_rule
+from segments.rules import Context, RuleError, compile_rule
 from segments.timeline import feature_set_for, fold
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,3 +193,24 @@ def test_shipped_config_is_valid_and_derives_its_features(config: SegmentConfig)
     assert "product_view_count_24h_category_shoes" in names and "purchase_recency_s" in names
     assert all(seg.description for seg in config.segments.values())
     assert len(config.config_id) == 12
+
+
+_OPERATORS = {
+    "==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
+}  # fmt: skip
+
+
+@given(
+    st.sampled_from(sorted(_OPERATORS)),
+    st.booleans(),
+    st.one_of(st.none(), st.just(math.nan), st.just(math.inf), st.sampled_from([0.0, 1799.0, 1800.0, 1801.0])),
+)
+def test_a_feature_against_a_constant_compares_as_stated(op: str, recency: bool, value: float | None) -> None:
+    """Missing or NaN compares false; a recency that never happened is infinitely long ago."""
+    name = "add_to_cart_recency_s" if recency else "add_to_cart_count_1h"
+    rule = compile_rule(f"{'since(add_to_cart)' if recency else name} {op} 30m", NAMES)
+    expected = value
+    if recency and (value is None or value != value):
+        expected = math.inf
+    holds = expected is not None and expected == expected and _OPERATORS[op](expected, 1800.0)
+    assert rule.holds(Context({name: value})) is holds
