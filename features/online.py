@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 
 from features.buckets import Buckets
 from features.events import ADD_TO_CART, PURCHASE, REMOVE_FROM_CART, Event
+from features.reading import Plan, ratio
 from features.specs import (
     ANY,
     DEFAULT_LATENESS,
@@ -221,6 +222,7 @@ class FeatureSet:
         self._tracker_ix = {(t.event, t.where, t.prop): i for i, t in enumerate(self.trackers)}
         self._dispatch = self._compile_dispatch()
         self._readers = [self._reader(s) for s in self.specs]
+        self._plan = self._plan_of(self.specs)
         self._changes: dict[Spec, Callable[[Profile, int], int | None]] = {}
         self._drops: dict[Spec, Callable[[Profile, int, int], int | None]] = {}
 
@@ -350,8 +352,7 @@ class FeatureSet:
 
     def read(self, profile: Profile, at_ms: int) -> dict[str, Value]:
         """The feature vector at ``at_ms`` (read no earlier than the newest event)."""
-        t = max(at_ms, profile.newest)
-        return {name: reader(profile, t) for name, reader in zip(self.names, self._readers, strict=True)}
+        return dict(zip(self.names, self._plan.read(profile, max(at_ms, profile.newest)), strict=True))
 
     def subset_reader(self, names: Iterable[str]) -> Callable[[Profile, int], dict[str, Value]]:
         """A read of only some features, by name, for callers that need few.
@@ -365,17 +366,24 @@ class FeatureSet:
         missing = [n for n in names if n not in index]
         if missing:
             raise KeyError(f"not in this feature set: {missing}")
-        pairs = [(n, self._readers[index[n]]) for n in names]
+        plan = self._plan_of([self.specs[index[n]] for n in names])
 
         def read(profile: Profile, at_ms: int) -> dict[str, Value]:
-            t = max(at_ms, profile.newest)
-            return {n: reader(profile, t) for n, reader in pairs}
+            return dict(zip(names, plan.read(profile, max(at_ms, profile.newest)), strict=True))
 
         return read
 
     def read_vector(self, profile: Profile, at_ms: int) -> list[Value]:
-        t = max(at_ms, profile.newest)
-        return [reader(profile, t) for reader in self._readers]
+        return self._plan.read(profile, max(at_ms, profile.newest))
+
+    def _plan_of(self, specs: Sequence[Spec]) -> Plan:
+        def stream_of(spec: Spec) -> int:
+            return self._stream_ix[(spec.event, spec.where, spec.resolution_ms)]  # type: ignore[union-attr]
+
+        def slot_of(spec: WindowSum | WindowMean) -> int:
+            return self.streams[stream_of(spec)].props.index(spec.prop)
+
+        return Plan(specs, stream_of, slot_of, self._reader)
 
     def _reader(self, spec: Spec) -> Callable[[Profile, int], Value]:
         if isinstance(spec, WindowCount | WindowSum | WindowMean):
@@ -396,7 +404,7 @@ class FeatureSet:
             return lambda p, t: (t - p.last_ts[slot]) / 1000.0 if p.last_ts[slot] >= 0 else math.nan
         if isinstance(spec, Ratio):
             num, den = self._reader(spec.numerator), self._reader(spec.denominator)
-            return lambda p, t: _ratio(num(p, t), den(p, t))
+            return lambda p, t: ratio(num(p, t), den(p, t))
         if isinstance(spec, CartValue):
             i = self._stream_ix[(CART, None, spec.resolution_ms)]
             slot = self._slot(self._tracker_ix[(PURCHASE, None, None)])
@@ -514,12 +522,6 @@ def _cart_value(buckets: Buckets, kmin: int, purchase_ms: int, r: int) -> float:
     if purchase_ms >= 0:
         kmin = max(kmin, -(-purchase_ms // r) + 1)
     return max(0.0, buckets.total(kmin, 2))
-
-
-def _ratio(num: Value, den: Value) -> float:
-    if not isinstance(num, int | float) or not isinstance(den, int | float) or not den:
-        return 0.0
-    return num / den
 
 
 @lru_cache(maxsize=1024)
