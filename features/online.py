@@ -221,7 +221,6 @@ class FeatureSet:
         self._stream_ix = {(s.event, s.where, s.resolution_ms): i for i, s in enumerate(self.streams)}
         self._tracker_ix = {(t.event, t.where, t.prop): i for i, t in enumerate(self.trackers)}
         self._dispatch = self._compile_dispatch()
-        self._readers = [self._reader(s) for s in self.specs]
         self._plan = self._plan_of(self.specs)
         self._changes: dict[Spec, Callable[[Profile, int], int | None]] = {}
         self._drops: dict[Spec, Callable[[Profile, int, int], int | None]] = {}
