@@ -135,6 +135,21 @@ def cluster_specs(prices: Relative) -> tuple[Spec, ...]:
     return (*[s for s in HABIT_SPECS if s != _MEAN_PRICE], WindowMean(prices, PRODUCT_VIEW, D21))
 
 
+# The habits in words, for cluster descriptions: (what high means, what low means).
+HABIT_WORDS: dict[str, tuple[str, str]] = {
+    _SESSIONS_21D.name: ("visits often", "visits rarely"),
+    HABIT_SPECS[1].name: ("adds many viewed items to cart", "rarely adds to cart"),
+    HABIT_SPECS[2].name: ("buys on many visits", "rarely buys"),
+    HABIT_SPECS[3].name: ("opens emails", "ignores emails"),
+    HABIT_SPECS[4].name: ("clicks emails", "rarely clicks emails"),
+    HABIT_SPECS[5].name: ("mostly on mobile", "mostly on desktop"),
+    _MEAN_PRICE.name: ("views dear products", "views cheap products"),
+    f"{PRODUCT_VIEW}_price_vs_category_mean_21d": (
+        "views dear products for their category",
+        "views cheap products for their category",
+    ),
+}
+
 # What a rule may name and the service keeps per user: the default set and the
 # habits. A cluster model's own specs join these in the service.
 RULE_SPECS: tuple[Spec, ...] = (*DEFAULT_SPECS, *[s for s in HABIT_SPECS if s not in DEFAULT_SPECS])

@@ -40,10 +40,12 @@ class ClusterModel:
         random_state: int = 0,
         previous: ClusterModel | None = None,
         specs: Sequence[Spec] | None = None,
+        words: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.k_range = k_range
         self.features = features
         self.specs = specs  # the feature specs the vectors come from, so a service can compute them
+        self.words = words  # feature name -> (what high means, what low means), for descriptions
         self.sample_size = sample_size
         self.random_state = random_state
         self.previous = previous
@@ -117,11 +119,13 @@ class ClusterModel:
         return order
 
     def _describe(self, centroid: NDArray[np.float64], top: int = 3) -> str:
-        idx = np.argsort(-np.abs(centroid))[:top]
+        """The centroid's most distinctive features, in words where there are some."""
+        words = self.words or {}
         parts = []
-        for i in idx:
-            level = "high" if centroid[i] > 0 else "low"
-            parts.append(f"{level} {self.features_in_[i]}")
+        for i in np.argsort(-np.abs(centroid))[:top]:
+            name, high = self.features_in_[i], bool(centroid[i] > 0)
+            said = words.get(name)
+            parts.append(said[0 if high else 1] if said else f"{'high' if high else 'low'} {name}")
         return ", ".join(parts)
 
     def _check(self) -> None:

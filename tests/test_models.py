@@ -16,7 +16,7 @@ from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from typer.testing import CliRunner
 
 from cli.main import app
-from features.defaults import DEFAULT_SPECS
+from features.defaults import DEFAULT_SPECS, HABIT_WORDS
 from features.events import Event
 from features.online import FeatureSet
 from models.clusters import ClusterModel, NotFittedError
@@ -123,9 +123,10 @@ def test_clusters_recover_the_generators_personas() -> None:
     personas = history.users.to_pandas().set_index("user_id")["persona"]
     habits = cluster_features(history.events)
     vectors = user_vectors(history.events, habits)
-    model = ClusterModel(random_state=0, specs=habits.specs).fit(vectors)
+    model = ClusterModel(random_state=0, specs=habits.specs, words=HABIT_WORDS).fit(vectors)
     assert adjusted_rand_score(personas.reindex(vectors.index), model.labels_) >= 0.7
-    assert any("low product_view_price_vs_category" in d for d in model.descriptions_)
+    assert any("views cheap products for their category" in d for d in model.descriptions_)
+    assert set(habits.names) <= HABIT_WORDS.keys()  # every habit is described in words
 
 
 def test_online_intent_learns_from_delayed_labels(history: SyntheticHistory, data: tuple) -> None:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.metrics import roc_auc_score
 
-from features.defaults import DEFAULT_SPECS
+from features.defaults import DEFAULT_SPECS, HABIT_WORDS
 from features.events import PURCHASE
 from features.offline import OfflineFeatures
 from features.online import FeatureSet
@@ -221,7 +221,9 @@ def train_all(
         numeric = user_vectors(table, habits, offline)
         vectors = numeric
         previous = registry.load(registry.CLUSTERS) if register else None
-        clusters = ClusterModel(random_state=seed, previous=previous, specs=habits.specs).fit(numeric)
+        clusters = ClusterModel(random_state=seed, previous=previous, specs=habits.specs, words=HABIT_WORDS).fit(
+            numeric
+        )
         result.seconds["clusters"] = time.perf_counter() - t
         metrics = {"silhouette": clusters.silhouette_, "k": float(clusters.k_)}
         if users_truth is not None:
