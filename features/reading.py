@@ -41,7 +41,6 @@ class Plan:
         slot_of: Callable[[WindowSum | WindowMean], int],
         reader_of: Callable[[Spec], Reader],
     ) -> None:
-        self.n = len(specs)
         position: dict[Spec, int] = {}
         order: list[Spec] = []
 

@@ -133,7 +133,7 @@ class Relative:
     category (a mean price alone mostly says which categories they like).
 
     The reference (log values by group, learned from history by
-    :func:`features.offline.group_reference`) is part of the definition:
+    :meth:`features.offline.OfflineFeatures.reference`) is part of the definition:
     ``digest`` names it, so a profile's stream changes when it does. Groups
     not in the table use ``default``.
 

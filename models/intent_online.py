@@ -188,10 +188,10 @@ class OnlineIntentModel:
         if self.drift_.drift_detected:
             self.drift_detected_ = True
         parts = river_fast.default_parts(self.pipeline_)
-        if parts is None:
-            self.pipeline_.learn_one(x, label)
-        else:
+        if parts is not None and river_fast.learns_here(parts[2]):
             river_fast.learn(parts, x, label)
+        else:
+            self.pipeline_.learn_one(x, label)
         self.learned += 1
 
     def learn(self, vector: Mapping[str, object], label: bool) -> None:

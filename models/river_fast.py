@@ -24,21 +24,30 @@ from river import compose, linear_model, optim
 
 
 def default_parts(pipeline: compose.Pipeline) -> tuple[Any, Any, linear_model.LogisticRegression] | None:
-    """The one-hot encoder, scaler and model of a default pipeline; None for any other."""
+    """The one-hot encoder, scaler and logistic regression of a pipeline shaped
+    like the default one (whatever its optimizer); None for any other shape."""
     steps = pipeline.steps
     if list(steps) != ["encode", "model"] or type(steps["model"]) is not linear_model.LogisticRegression:
         return None
-    lr = steps["model"]
-    loss = lr.loss
-    if lr.l1 or lr.l2 or type(lr.optimizer) is not optim.SGD or type(loss) is not optim.losses.Log:
-        return None
-    if loss.weight_pos != 1.0 or loss.weight_neg != 1.0:
-        return None
     parts = steps["encode"].transformers
     try:
-        return parts["Pipeline"]["OneHotEncoder"], parts["Pipeline1"]["StandardScaler"], lr
+        return parts["Pipeline"]["OneHotEncoder"], parts["Pipeline1"]["StandardScaler"], steps["model"]
     except KeyError:
         return None
+
+
+def learns_here(lr: linear_model.LogisticRegression) -> bool:
+    """Whether :func:`learn` does what River would: plain SGD on the unweighted
+    log loss, no penalty (other set-ups learn through River)."""
+    loss = lr.loss
+    return (
+        not lr.l1
+        and not lr.l2
+        and type(lr.optimizer) is optim.SGD
+        and type(loss) is optim.losses.Log
+        and loss.weight_pos == 1.0
+        and loss.weight_neg == 1.0
+    )
 
 
 def logit(parts: tuple[Any, Any, linear_model.LogisticRegression], items: Iterable[tuple[str, Any]]) -> float:
@@ -57,7 +66,7 @@ def logit(parts: tuple[Any, Any, linear_model.LogisticRegression], items: Iterab
 
 
 def learn(parts: tuple[Any, Any, linear_model.LogisticRegression], x: Mapping[str, Any], y: bool) -> None:
-    """``pipeline.learn_one(x, y)`` for a default pipeline."""
+    """``pipeline.learn_one(x, y)`` for a default pipeline whose model :func:`learns_here`."""
     onehot, scaler, lr = parts
     counts, means, variances = scaler.counts, scaler.means, scaler.vars
     seen = onehot.values

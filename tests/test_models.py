@@ -174,7 +174,13 @@ def test_fast_learning_is_rivers_own(data: tuple) -> None:
     for vector in rows[::50]:
         theirs = river.pipeline_.predict_proba_one(river.features(vector))[True]
         assert ours.predict_vector(vector) == pytest.approx(theirs)
-    assert river_fast.default_parts(OnlineIntentModel(kind="logistic-l2").pipeline_) is None  # Adam: River's path
+    other = OnlineIntentModel(kind="logistic-l2")
+    adam = river_fast.default_parts(other.pipeline_)
+    assert adam is not None and not river_fast.learns_here(adam[2])  # Adam with L2 learns through River
+    for vector, y in zip(rows[:500], train.y[:500], strict=True):
+        other.learn(vector, bool(y))
+    x = other.features(rows[7])
+    assert other.predict(x) == pytest.approx(other.pipeline_.predict_proba_one(x)[True], rel=1e-12)
 
 
 def test_train_intent_on_a_labeled_table(tmp_path: Path) -> None:
