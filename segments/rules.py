@@ -323,6 +323,8 @@ class _Compiler:
                 fn = _feature_vs_constant(read[0], read[1], op, c)
             else:
                 fn = lambda ctx: (a := lf(ctx)) is not None and compare(a, c)  # noqa: E731
+        elif (left_read := self.readers.get(lf)) is not None and (right_read := self.readers.get(rf)) is not None:
+            fn = _feature_vs_feature(left_read, right_read, compare)  # as since(purchase) > since(add_to_cart)
         else:
             fn = lambda ctx: _compare(compare, lf(ctx), rf(ctx))  # noqa: E731
         shows_left = isinstance(left, Tree) and left.data in ("call", "dotted")
@@ -442,7 +444,7 @@ class _Compiler:
             conds = [self.boolean(a) for a in args[1:]]
             if not 0 < n <= len(conds):
                 raise self.fail(node, f"at_least({n}, ...) with {len(conds)} conditions can never hold")
-            return "bool", lambda ctx: sum(1 for c in conds if c(ctx)) >= n
+            return "bool", _at_least(n, conds)
         if name == "in_segment":
             if len(args) != 1 or not isinstance(args[0], Tree) or args[0].data != "string":
                 raise self.fail(node, 'in_segment takes one segment name in quotes: in_segment("buyers")')
@@ -583,18 +585,69 @@ def _feature_vs_constant(name: str, recency: bool, op: str, c: Any) -> Fn:
     return lambda ctx: (a := ctx.features.get(name, nan)) is not None and compare(a, c)
 
 
+def _feature_vs_feature(left: tuple[str, bool], right: tuple[str, bool], compare: Callable[[Any, Any], bool]) -> Fn:
+    """``a OP b`` of two features as one closure, with :func:`_compare`'s
+    rules (missing or NaN compares false; a recency that never happened is
+    infinitely long ago)."""
+    (a, a_recency), (b, b_recency) = left, right
+    nan = math.nan
+
+    def fn(ctx: Context) -> bool:
+        features = ctx.features
+        x, y = features.get(a, nan), features.get(b, nan)
+        if a_recency:
+            x = _never_is_infinite(x)
+        if b_recency:
+            y = _never_is_infinite(y)
+        return _compare(compare, x, y)
+
+    return fn
+
+
+def _at_least(n: int, conds: list[Fn]) -> Fn:
+    """At least ``n`` of the conditions hold (stops counting once it knows)."""
+    total = len(conds)
+
+    def fn(ctx: Context) -> bool:
+        held = 0
+        for i, cond in enumerate(conds):
+            if cond(ctx):
+                held += 1
+                if held >= n:
+                    return True
+            elif held + total - i - 1 < n:
+                return False
+        return False
+
+    return fn
+
+
 def _all(parts: list[Fn]) -> Fn:
     if len(parts) == 2:
         a, b = parts
         return lambda ctx: bool(a(ctx) and b(ctx))
-    return lambda ctx: all(p(ctx) for p in parts)
+
+    def every(ctx: Context) -> bool:
+        for part in parts:  # noqa: SIM110 - a plain loop: all() over a generator costs more per rule
+            if not part(ctx):
+                return False
+        return True
+
+    return every
 
 
 def _any(parts: list[Fn]) -> Fn:
     if len(parts) == 2:
         a, b = parts
         return lambda ctx: bool(a(ctx) or b(ctx))
-    return lambda ctx: any(p(ctx) for p in parts)
+
+    def some(ctx: Context) -> bool:
+        for part in parts:  # noqa: SIM110 - a plain loop: any() over a generator costs more per rule
+            if part(ctx):
+                return True
+        return False
+
+    return some
 
 
 def parse(text: str) -> Tree:

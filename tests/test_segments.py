@@ -214,3 +214,27 @@ def test_a_feature_against_a_constant_compares_as_stated(op: str, recency: bool,
         expected = math.inf
     holds = expected is not None and expected == expected and _OPERATORS[op](expected, 1800.0)
     assert rule.holds(Context({name: value})) is holds
+
+
+@given(
+    st.one_of(st.none(), st.just(math.nan), st.sampled_from([5.0, 10.0])),
+    st.one_of(st.none(), st.just(math.nan), st.sampled_from([5.0, 10.0])),
+    st.sampled_from(sorted(_OPERATORS)),
+)
+def test_two_recencies_compare_with_never_infinitely_long_ago(
+    bought: float | None, carted: float | None, op: str
+) -> None:
+    rule = compile_rule(f"since(purchase) {op} since(add_to_cart)", NAMES)
+    never = math.inf
+    b = never if bought is None or bought != bought else bought
+    c = never if carted is None or carted != carted else carted
+    context = Context({"purchase_recency_s": bought, "add_to_cart_recency_s": carted})
+    assert rule.holds(context) is _OPERATORS[op](b, c)
+
+
+@given(st.integers(1, 4), st.lists(st.sampled_from([0.0, 1.0, None]), min_size=4, max_size=4))
+def test_at_least_counts_the_conditions_that_hold(n: int, values: list[float | None]) -> None:
+    names = ["add_to_cart_count_1h", "add_to_cart_count_24h", "product_view_count_1h", "purchase_count_7d"]
+    rule = compile_rule(f"at_least({n}, " + ", ".join(f"{name} >= 1" for name in names) + ")", NAMES)
+    held = sum(1 for v in values if v is not None and v >= 1)
+    assert rule.holds(Context(dict(zip(names, values, strict=True)))) is (held >= n)
