@@ -22,7 +22,7 @@ import yaml
 
 from features.events import CANONICAL_TYPES
 from features.specs import Spec, parse_duration
-from segments.rules import Rule, RuleError, compile_rule
+from segments.rules import Fn, Rule, RuleError, compile_rule
 
 
 class ConfigError(ValueError):
@@ -55,6 +55,18 @@ class SegmentConfig:
     thresholds: dict[str, float]
     segments: dict[str, Segment]  # in evaluation order: dependencies first
     groups: list[Group] = field(default_factory=list)
+    _steps: list[tuple[str, int, Fn | None, Fn]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def steps(self) -> list[tuple[str, int, Fn | None, Fn]]:
+        """Each segment as evaluation needs it, in order: name, min dwell (ms),
+        exit rule and rule (as functions of a Context)."""
+        if self._steps is None:
+            self._steps = [
+                (name, seg.min_dwell_ms, seg.exit.fn if seg.exit is not None else None, seg.rule.fn)
+                for name, seg in self.segments.items()
+            ]
+        return self._steps
 
     @property
     def specs(self) -> list[Spec]:

@@ -60,22 +60,23 @@ def evaluate(
     """New memberships at ``at_ms`` and the transitions from ``current``."""
     holding: set[str] = set()
     ctx = Context(features, scores, cluster, holding, config.thresholds)
-    for name, seg in config.segments.items():
-        was_in = name in current.entered
-        if was_in and seg.min_dwell_ms and at_ms < current.entered[name] + seg.min_dwell_ms:
-            holding.add(name)
-            continue
-        if was_in and seg.exit is not None:
-            if not seg.exit.fn(ctx):
+    entered = current.entered
+    for name, dwell_ms, exit_fn, rule_fn in config.steps:
+        if name in entered:
+            if dwell_ms and at_ms < entered[name] + dwell_ms:
                 holding.add(name)
-            continue
-        if seg.rule.fn(ctx):
+                continue
+            if exit_fn is not None:
+                if not exit_fn(ctx):
+                    holding.add(name)
+                continue
+        if rule_fn(ctx):
             holding.add(name)
     for group in config.groups:
         members = [s for s in group.segments if s in holding]
         for loser in members[1:]:
             holding.discard(loser)
-    new = Memberships({n: current.entered.get(n, at_ms) for n in config.segments if n in holding})
+    new = Memberships({n: entered.get(n, at_ms) for n in config.segments if n in holding} if holding else {})
     transitions: list[Transition] = []
     if new.entered.keys() == current.entered.keys():
         return new, transitions
