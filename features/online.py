@@ -424,19 +424,27 @@ class FeatureSet:
         """The next instant after ``at_ms`` at which a windowed feature changes
         with no new event (an event leaves its window), or None. For recency
         the last event's time is returned: the rule layer adds its thresholds."""
+        return self.change_function(spec)(profile, at_ms)
+
+    def change_function(self, spec: Spec) -> Callable[[Profile, int], int | None]:
+        """``next_change`` for one spec, looked up once (for callers that ask often)."""
         fn = self._changes.get(spec)
         if fn is None:
             fn = self._changes[spec] = self._change_of(spec)
-        return fn(profile, at_ms)
+        return fn
 
     def next_drop(self, profile: Profile, spec: Spec, at_ms: int, level: int) -> int | None:
         """When, with no new event, a window count first falls to ``level`` or
         below (None if it already is): the moment the bucket holding the
         count's excess above ``level`` leaves the window."""
+        return self.drop_function(spec)(profile, at_ms, level)
+
+    def drop_function(self, spec: Spec) -> Callable[[Profile, int, int], int | None]:
+        """``next_drop`` for one spec, looked up once."""
         fn = self._drops.get(spec)
         if fn is None:
             fn = self._drops[spec] = self._drop_of(spec)
-        return fn(profile, at_ms, level)
+        return fn
 
     def _drop_of(self, spec: Spec) -> Callable[[Profile, int, int], int | None]:
         if not isinstance(spec, WindowCount):

@@ -11,7 +11,8 @@ that long. In a group, only the highest-priority segment that holds is kept.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,24 +97,24 @@ def next_due(
     """The earliest instant after ``at_ms`` at which some membership could
     change with no new event: a window edge, a recency threshold, a dwell end.
     Waking earlier than needed is harmless; never later."""
-    dwell, windows, levels, recencies = _plan(config)
+    dwell, drops, windows, recencies = _bound(config, features)
     due = math.inf
+    entered = current.entered
     for name, ms in dwell:
-        if name in current.entered:
-            end = current.entered[name] + ms
+        if name in entered:
+            end = entered[name] + ms
             if at_ms < end < due:
                 due = end
-    next_change = features.next_change
-    for spec, level in levels:
-        when = features.next_drop(profile, spec, at_ms, level)
+    for drop, level in drops:
+        when = drop(profile, at_ms, level)
         if when is not None and at_ms < when < due:
             due = when
-    for spec in windows:
-        when = next_change(profile, spec, at_ms)
+    for change in windows:
+        when = change(profile, at_ms)
         if when is not None and at_ms < when < due:
             due = when
-    for spec, offsets in recencies:
-        when = next_change(profile, spec, at_ms)
+    for change, offsets in recencies:
+        when = change(profile, at_ms)
         if when is None:
             continue
         for offset in offsets:  # >= flips at the threshold, > just after
@@ -130,6 +131,30 @@ _Plan = tuple[
     tuple[tuple[Spec, tuple[int, ...]], ...],
 ]
 _plans: dict[str, _Plan] = {}
+
+
+_Bound = tuple[
+    tuple[tuple[str, int], ...],
+    tuple[tuple[Callable[[Profile, int, int], int | None], int], ...],
+    tuple[Callable[[Profile, int], int | None], ...],
+    tuple[tuple[Callable[[Profile, int], int | None], tuple[int, ...]], ...],
+]
+_bounds: weakref.WeakKeyDictionary[FeatureSet, dict[str, _Bound]] = weakref.WeakKeyDictionary()
+
+
+def _bound(config: SegmentConfig, features: FeatureSet) -> _Bound:
+    """The config's plan with each spec's change function looked up once per feature set."""
+    per_config = _bounds.setdefault(features, {})
+    bound = per_config.get(config.config_id)
+    if bound is None:
+        dwell, windows, levels, recencies = _plan(config)
+        bound = per_config[config.config_id] = (
+            dwell,
+            tuple((features.drop_function(spec), level) for spec, level in levels),
+            tuple(features.change_function(spec) for spec in windows),
+            tuple((features.change_function(spec), offsets) for spec, offsets in recencies),
+        )
+    return bound
 
 
 def _plan(config: SegmentConfig) -> _Plan:
