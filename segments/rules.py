@@ -56,6 +56,7 @@ from features.specs import (
 )
 
 SCORES = ("intent", "intent_online", "intent_batch")
+FEATURES, SCORES_, THRESHOLDS = range(3)  # where a rule reads a value
 
 GRAMMAR = r"""
 ?start: expr
@@ -195,8 +196,9 @@ class _Compiler:
         self.compared: set[Spec] = set()  # recency specs some comparison accounted for
         self.levels: list[tuple[Spec, int]] = []  # window counts compared with a constant
         self.depth = 0
-        # closures that only read a feature: fn -> (feature name, read as a recency where never is infinite)
-        self.readers: dict[Fn, tuple[str, bool]] = {}
+        # closures that only read one value: fn -> (features, scores or thresholds; its name; a recency,
+        # where never is infinitely long ago)
+        self.readers: dict[Fn, tuple[int, str, bool]] = {}
 
     def fail(self, node: Tree | Token, message: str) -> RuleError:
         meta = node if isinstance(node, Token) else node.meta
@@ -281,12 +283,16 @@ class _Compiler:
             if self.threshold_names is not None and key not in self.threshold_names:
                 raise self.fail(node, f"unknown threshold {key!r}{_close(key, sorted(self.threshold_names))}")
             self.thresholds.add(key)
-            return "number", lambda ctx: ctx.thresholds[key]
+            fn: Fn = lambda ctx: ctx.thresholds[key]  # noqa: E731
+            self.readers[fn] = (THRESHOLDS, key, False)
+            return "number", fn
         if len(parts) != 1:
             raise self.fail(node, f"unknown name {'.'.join(parts)!r}")
         name = parts[0]
         if name in SCORES:
-            return "number", lambda ctx: ctx.scores.get(name, math.nan)
+            fn = lambda ctx: ctx.scores.get(name, math.nan)  # noqa: E731
+            self.readers[fn] = (SCORES_, name, False)
+            return "number", fn
         if name == "cluster":
             return "string", lambda ctx: ctx.cluster
         if name in self.known_features:
@@ -295,7 +301,9 @@ class _Compiler:
                 self.read.append(spec)
                 if spec not in self.specs:
                     self.specs.append(spec)  # so next_due sees its window edges
-            return "number", lambda ctx: ctx.features.get(name, math.nan)
+            fn = lambda ctx: ctx.features.get(name, math.nan)  # noqa: E731
+            self.readers[fn] = (FEATURES, name, False)
+            return "number", fn
         known = [*self.known_features, *SCORES, "cluster", "thresholds"]
         raise self.fail(node, f"unknown name {name!r}{_close(name, known)}")
 
@@ -319,12 +327,12 @@ class _Compiler:
             # against a constant: NaN compares False by itself, None is checked here
             c = rf(None)  # type: ignore[arg-type]
             read = self.readers.get(lf)
-            if read is not None:  # a feature against a constant: one closure, no calls inside
-                fn = _feature_vs_constant(read[0], read[1], op, c)
+            if read is not None and read[0] == FEATURES:  # a feature against a constant: one closure, no calls inside
+                fn = _feature_vs_constant(read[1], read[2], op, c)
             else:
                 fn = lambda ctx: (a := lf(ctx)) is not None and compare(a, c)  # noqa: E731
         elif (left_read := self.readers.get(lf)) is not None and (right_read := self.readers.get(rf)) is not None:
-            fn = _feature_vs_feature(left_read, right_read, compare)  # as since(purchase) > since(add_to_cart)
+            fn = _pair(left_read, right_read, compare)  # as since(purchase) > since(add_to_cart)
         else:
             fn = lambda ctx: _compare(compare, lf(ctx), rf(ctx))  # noqa: E731
         shows_left = isinstance(left, Tree) and left.data in ("call", "dotted")
@@ -430,7 +438,7 @@ class _Compiler:
             seconds = self.feature(spec)
             # never is longer ago than any duration: since(purchase) > 48h holds for a user who never bought
             fn: Fn = lambda ctx: _never_is_infinite(seconds(ctx))  # noqa: E731
-            self.readers[fn] = (spec.name, True)
+            self.readers[fn] = (FEATURES, spec.name, True)
             return "number", fn
         if name == "not_followed":
             return "bool", self.not_followed(node, args)
@@ -482,7 +490,7 @@ class _Compiler:
             self.specs.append(spec)
         name = spec.name
         fn: Fn = lambda ctx: ctx.features.get(name, math.nan)  # noqa: E731
-        self.readers[fn] = (name, False)
+        self.readers[fn] = (FEATURES, name, False)
         return fn
 
     def bare(self, node: Any, what: str) -> str:
@@ -585,21 +593,35 @@ def _feature_vs_constant(name: str, recency: bool, op: str, c: Any) -> Fn:
     return lambda ctx: (a := ctx.features.get(name, nan)) is not None and compare(a, c)
 
 
-def _feature_vs_feature(left: tuple[str, bool], right: tuple[str, bool], compare: Callable[[Any, Any], bool]) -> Fn:
-    """``a OP b`` of two features as one closure, with :func:`_compare`'s
-    rules (missing or NaN compares false; a recency that never happened is
-    infinitely long ago)."""
-    (a, a_recency), (b, b_recency) = left, right
-    nan = math.nan
+def _pair(left: tuple[int, str, bool], right: tuple[int, str, bool], compare: Callable[[Any, Any], bool]) -> Fn:
+    """``a OP b`` of two read values (features, scores, thresholds) as one
+    closure, with :func:`_compare`'s rules: missing or NaN compares false; a
+    recency that never happened is infinitely long ago."""
+    (a_from, a, a_recency), (b_from, b, b_recency) = left, right
+    nan, inf = math.nan, math.inf
 
     def fn(ctx: Context) -> bool:
-        features = ctx.features
-        x, y = features.get(a, nan), features.get(b, nan)
-        if a_recency:
-            x = _never_is_infinite(x)
-        if b_recency:
-            y = _never_is_infinite(y)
-        return _compare(compare, x, y)
+        x = (
+            ctx.features.get(a, nan)
+            if a_from == FEATURES
+            else ctx.scores.get(a, nan)
+            if a_from == SCORES_
+            else ctx.thresholds[a]
+        )
+        y = (
+            ctx.features.get(b, nan)
+            if b_from == FEATURES
+            else ctx.scores.get(b, nan)
+            if b_from == SCORES_
+            else ctx.thresholds[b]
+        )
+        if a_recency and (x is None or x != x):
+            x = inf
+        if b_recency and (y is None or y != y):
+            y = inf
+        if x is None or y is None or (isinstance(x, float) and x != x):
+            return False
+        return compare(x, y)
 
     return fn
 

@@ -238,3 +238,16 @@ def test_at_least_counts_the_conditions_that_hold(n: int, values: list[float | N
     rule = compile_rule(f"at_least({n}, " + ", ".join(f"{name} >= 1" for name in names) + ")", NAMES)
     held = sum(1 for v in values if v is not None and v >= 1)
     assert rule.holds(Context(dict(zip(names, values, strict=True)))) is (held >= n)
+
+
+@given(
+    st.sampled_from(sorted(_OPERATORS)),
+    st.sampled_from(["intent", "add_to_cart_count_1h"]),
+    st.one_of(st.none(), st.just(math.nan), st.sampled_from([0.2, 0.35, 0.5])),
+)
+def test_a_score_or_feature_against_a_threshold_compares_as_stated(op: str, name: str, value: float | None) -> None:
+    rule = compile_rule(f"{name} {op} thresholds.cut", NAMES, thresholds={"cut": 0.35})
+    scores = {"intent": value} if name == "intent" else {}
+    features = {name: value} if name != "intent" else {}
+    holds = value is not None and value == value and _OPERATORS[op](value, 0.35)
+    assert rule.holds(Context(features, scores, None, set(), {"cut": 0.35})) is holds
