@@ -380,15 +380,22 @@ class _Compiler:
         first, then = self.event(args[0]), self.event(args[1])
         within = self.within(args[2])
         a, b = Recency(first, self.filters(args[3:])), Recency(then)
-        since_a, since_b = self.feature(a), self.feature(b)
+        self.feature(a)  # read, so next_due and the evidence know them
+        self.feature(b)
         seconds = within.total_seconds()
         self.durations.append(seconds)
         self.compared.update((a, b))
         self.edges.append((a, math.ceil(seconds * 1000)))
 
+        name_a, name_b, nan, inf = a.name, b.name, math.nan, math.inf
+
         def holds(ctx: Context) -> bool:
-            sa = _never_is_infinite(since_a(ctx))
-            return sa != math.inf and sa >= seconds and _never_is_infinite(since_b(ctx)) > sa
+            features = ctx.features
+            sa = features.get(name_a, nan)
+            if sa is None or sa != sa or sa == inf or sa < seconds:  # never (infinitely long ago), or too recent
+                return False
+            sb = features.get(name_b, nan)
+            return sb is None or sb != sb or sb > sa
 
         return holds
 

@@ -251,3 +251,16 @@ def test_a_score_or_feature_against_a_threshold_compares_as_stated(op: str, name
     features = {name: value} if name != "intent" else {}
     holds = value is not None and value == value and _OPERATORS[op](value, 0.35)
     assert rule.holds(Context(features, scores, None, set(), {"cut": 0.35})) is holds
+
+
+@given(
+    st.one_of(st.none(), st.just(math.nan), st.sampled_from([100.0, 172_799.0, 172_800.0, 200_000.0])),
+    st.one_of(st.none(), st.just(math.nan), st.sampled_from([50.0, 172_800.0, 300_000.0])),
+)
+def test_not_followed_holds_after_the_deadline_with_nothing_after(carted: float | None, bought: float | None) -> None:
+    rule = compile_rule("not_followed(add_to_cart, purchase, 48h)", NAMES)
+    never = math.inf
+    since_cart = never if carted is None or carted != carted else carted
+    since_buy = never if bought is None or bought != bought else bought
+    holds = since_cart != never and since_cart >= 172_800 and since_buy > since_cart
+    assert rule.holds(Context({"add_to_cart_recency_s": carted, "purchase_recency_s": bought})) is holds
