@@ -11,8 +11,8 @@ from features.table import table_to_events
 from training.synthetic import generate
 
 
-def batch_body(n: int = 500) -> bytes:
-    """A 500-event batch body shaped as analytics.js sends it."""
+def batch_body(n: int = 500) -> tuple[bytes, int]:
+    """A 500-event batch body shaped as analytics.js sends it, and when it arrives."""
     history = generate(users=100, days=2, seed=3)
     events = list(table_to_events(history.events.slice(0, n)))
     items = []
@@ -28,7 +28,7 @@ def batch_body(n: int = 500) -> bytes:
         p["sentAt"] = format_ms(e.ts_ms + 150)
         p["integrations"] = {}
         items.append(p)
-    return orjson.dumps({"batch": items, "sentAt": format_ms(events[-1].ts_ms + 200)})
+    return orjson.dumps({"batch": items, "sentAt": format_ms(events[-1].ts_ms + 200)}), events[-1].ts_ms + 250
 
 
 def main() -> None:
@@ -45,11 +45,11 @@ def main() -> None:
         seconds=round(seconds, 2),
     )
 
-    body = batch_body()
+    body, received = batch_body()
     parser = SegmentParser(Pseudonymizer(b"b" * 32))
-    n = len(parser.body(body, received_ms=1, kind="batch"))
+    n = len(parser.body(body, received_ms=received, kind="batch"))
     rounds = 200
-    seconds = best_of(3, lambda: [parser.body(body, received_ms=1, kind="batch") for _ in range(rounds)])
+    seconds = best_of(3, lambda: [parser.body(body, received_ms=received, kind="batch") for _ in range(rounds)])
     emit("parse", "parse_events_per_s", n * rounds / seconds, "events/s", ">= 200000", body_bytes=len(body))
 
 
