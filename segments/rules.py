@@ -652,31 +652,29 @@ def _at_least(n: int, conds: list[Fn]) -> Fn:
 
 
 def _all(parts: list[Fn]) -> Fn:
-    if len(parts) == 2:
-        a, b = parts
-        return lambda ctx: bool(a(ctx) and b(ctx))
-
-    def every(ctx: Context) -> bool:
-        for part in parts:  # noqa: SIM110 - a plain loop: all() over a generator costs more per rule
-            if not part(ctx):
-                return False
-        return True
-
-    return every
+    return _decided_by(parts, every=True)
 
 
 def _any(parts: list[Fn]) -> Fn:
+    return _decided_by(parts, every=False)
+
+
+def _decided_by(parts: list[Fn], every: bool) -> Fn:
+    """``and`` (``every``) or ``or`` over parts, stopping at the first that decides."""
     if len(parts) == 2:
         a, b = parts
+        if every:
+            return lambda ctx: bool(a(ctx) and b(ctx))
         return lambda ctx: bool(a(ctx) or b(ctx))
+    decided = not every
 
-    def some(ctx: Context) -> bool:
-        for part in parts:  # noqa: SIM110 - a plain loop: any() over a generator costs more per rule
-            if part(ctx):
-                return True
-        return False
+    def fn(ctx: Context) -> bool:
+        for part in parts:  # a plain loop: all()/any() over a generator cost more per rule
+            if (not part(ctx)) is every:  # and: a part that fails; or: a part that holds
+                return decided
+        return every
 
-    return some
+    return fn
 
 
 def parse(text: str) -> Tree:

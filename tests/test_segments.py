@@ -264,3 +264,13 @@ def test_not_followed_holds_after_the_deadline_with_nothing_after(carted: float 
     since_buy = never if bought is None or bought != bought else bought
     holds = since_cart != never and since_cart >= 172_800 and since_buy > since_cart
     assert rule.holds(Context({"add_to_cart_recency_s": carted, "purchase_recency_s": bought})) is holds
+
+
+@given(st.lists(st.sampled_from([0.0, 1.0, None]), min_size=3, max_size=3))
+def test_and_or_over_many_parts(values: list[float | None]) -> None:
+    names = ["add_to_cart_count_1h", "purchase_count_7d", "product_view_count_1h"]
+    features = dict(zip(names, values, strict=True))
+    held = [v is not None and v >= 1 for v in values]
+    both = compile_rule(" and ".join(f"{n} >= 1" for n in names), NAMES)
+    either = compile_rule(" or ".join(f"{n} >= 1" for n in names), NAMES)
+    assert both.holds(Context(features)) is all(held) and either.holds(Context(features)) is any(held)
