@@ -605,32 +605,33 @@ def _pair(left: tuple[int, str, bool], right: tuple[int, str, bool], compare: Ca
     closure, with :func:`_compare`'s rules: missing or NaN compares false; a
     recency that never happened is infinitely long ago."""
     (a_from, a, a_recency), (b_from, b, b_recency) = left, right
-    nan, inf = math.nan, math.inf
+    nan = math.nan
+    if a_from == FEATURES and b_from == FEATURES:  # the common case, as since(purchase) > since(add_to_cart)
 
-    def fn(ctx: Context) -> bool:
-        x = (
-            ctx.features.get(a, nan)
-            if a_from == FEATURES
-            else ctx.scores.get(a, nan)
-            if a_from == SCORES_
-            else ctx.thresholds[a]
-        )
-        y = (
-            ctx.features.get(b, nan)
-            if b_from == FEATURES
-            else ctx.scores.get(b, nan)
-            if b_from == SCORES_
-            else ctx.thresholds[b]
-        )
-        if a_recency and (x is None or x != x):
-            x = inf
-        if b_recency and (y is None or y != y):
-            y = inf
-        if x is None or y is None or (isinstance(x, float) and x != x):
-            return False
-        return compare(x, y)
+        def features(ctx: Context) -> bool:
+            values = ctx.features
+            return _compared(values.get(a, nan), a_recency, values.get(b, nan), b_recency, compare)
 
-    return fn
+        return features
+    return lambda ctx: _compared(_read(ctx, a_from, a), a_recency, _read(ctx, b_from, b), b_recency, compare)
+
+
+def _read(ctx: Context, where: int, name: str) -> Any:
+    if where == FEATURES:
+        return ctx.features.get(name, math.nan)
+    if where == SCORES_:
+        return ctx.scores.get(name, math.nan)
+    return ctx.thresholds[name]
+
+
+def _compared(x: Any, x_recency: bool, y: Any, y_recency: bool, compare: Callable[[Any, Any], bool]) -> bool:
+    if x_recency and (x is None or x != x):
+        x = math.inf
+    if y_recency and (y is None or y != y):
+        y = math.inf
+    if x is None or y is None or (isinstance(x, float) and x != x):
+        return False
+    return compare(x, y)
 
 
 def _at_least(n: int, conds: list[Fn]) -> Fn:
