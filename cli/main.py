@@ -73,10 +73,8 @@ DEFAULT_USERS, DEFAULT_DAYS = 2000, 21
 
 @app.command()
 def generate(
-    out_path: Annotated[Path, typer.Option("--out", help="event table to write (Parquet)")] = Path(
-        "data/synthetic.parquet"
-    ),
-    users: Annotated[int, typer.Option(min=1, help="number of shoppers")] = 2000,
+    out_path: Annotated[Path, typer.Option("--out", help="event table to write (Parquet)")] = DEFAULT_TABLE,
+    users: Annotated[int, typer.Option(min=1, help="number of shoppers")] = DEFAULT_USERS,
     days: Annotated[int, typer.Option(min=1, help="days of history")] = DEFAULT_DAYS,
     seed: Annotated[int, typer.Option(help="random seed; the same seed gives the same history")] = 0,
 ) -> None:

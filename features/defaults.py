@@ -108,19 +108,27 @@ DEFAULT_SPECS: tuple[Spec, ...] = (
 D21 = timedelta(days=21)
 _SESSIONS_21D = WindowDistinct("session_id", ANY, D21)
 
-# A user's longer-run habits: rates and levels rather than volumes (volumes
-# all move together with activity and drown the rest): activity, funnel
-# depth, campaign response, device mix and price level over three weeks.
-HABIT_SPECS: tuple[Spec, ...] = (
-    _SESSIONS_21D,
-    Ratio(WindowCount(ADD_TO_CART, D21), WindowCount(PRODUCT_VIEW, D21)),
-    Ratio(WindowCount(PURCHASE, D21), _SESSIONS_21D),
-    Ratio(WindowCount(EMAIL_OPEN, D21), WindowCount(EMAIL_SEND, D21)),
-    Ratio(WindowCount(EMAIL_CLICK, D21), WindowCount(EMAIL_SEND, D21)),
-    Ratio(WindowCount(ANY, D21, where=Eq("device", "mobile")), WindowCount(ANY, D21)),
-    WindowMean("price", PRODUCT_VIEW, D21),
-)
+# A user's longer-run habits, each with what it means in words when high and
+# when low (for cluster descriptions): rates and levels rather than volumes
+# (volumes all move together with activity and drown the rest): activity,
+# funnel depth, campaign response, device mix and price level over three weeks.
+_HABITS: tuple[tuple[Spec, str, str], ...] = (
+    (_SESSIONS_21D, "visits often", "visits rarely"),
+    (Ratio(WindowCount(ADD_TO_CART, D21), WindowCount(PRODUCT_VIEW, D21)), "adds many viewed items to cart",
+     "rarely adds to cart"),
+    (Ratio(WindowCount(PURCHASE, D21), _SESSIONS_21D), "buys on many visits", "rarely buys"),
+    (Ratio(WindowCount(EMAIL_OPEN, D21), WindowCount(EMAIL_SEND, D21)), "opens emails", "ignores emails"),
+    (Ratio(WindowCount(EMAIL_CLICK, D21), WindowCount(EMAIL_SEND, D21)), "clicks emails", "rarely clicks emails"),
+    (Ratio(WindowCount(ANY, D21, where=Eq("device", "mobile")), WindowCount(ANY, D21)), "mostly on mobile",
+     "mostly on desktop"),
+    (WindowMean("price", PRODUCT_VIEW, D21), "views dear products", "views cheap products"),
+)  # fmt: skip
+HABIT_SPECS: tuple[Spec, ...] = tuple(spec for spec, _, _ in _HABITS)
 _MEAN_PRICE = HABIT_SPECS[-1]
+
+
+def _price_level(prices: Relative) -> Spec:
+    return WindowMean(prices, PRODUCT_VIEW, D21)
 
 
 def cluster_specs(prices: Relative) -> tuple[Spec, ...]:
@@ -132,19 +140,13 @@ def cluster_specs(prices: Relative) -> tuple[Spec, ...]:
     >>> [s.name for s in cluster_specs(Relative.of("price", "category", {}, 1.0))][-1]
     'product_view_price_vs_category_mean_21d'
     """
-    return (*[s for s in HABIT_SPECS if s != _MEAN_PRICE], WindowMean(prices, PRODUCT_VIEW, D21))
+    return (*[s for s in HABIT_SPECS if s != _MEAN_PRICE], _price_level(prices))
 
 
 # The habits in words, for cluster descriptions: (what high means, what low means).
 HABIT_WORDS: dict[str, tuple[str, str]] = {
-    _SESSIONS_21D.name: ("visits often", "visits rarely"),
-    HABIT_SPECS[1].name: ("adds many viewed items to cart", "rarely adds to cart"),
-    HABIT_SPECS[2].name: ("buys on many visits", "rarely buys"),
-    HABIT_SPECS[3].name: ("opens emails", "ignores emails"),
-    HABIT_SPECS[4].name: ("clicks emails", "rarely clicks emails"),
-    HABIT_SPECS[5].name: ("mostly on mobile", "mostly on desktop"),
-    _MEAN_PRICE.name: ("views dear products", "views cheap products"),
-    f"{PRODUCT_VIEW}_price_vs_category_mean_21d": (
+    **{spec.name: (high, low) for spec, high, low in _HABITS},
+    _price_level(Relative.of("price", "category", {}, 1.0)).name: (  # the name does not depend on the reference
         "views dear products for their category",
         "views cheap products for their category",
     ),

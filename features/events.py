@@ -210,8 +210,8 @@ def _describe_ms(ms: int) -> str:
         return f"{ms} ms since 1970"
 
 
-_EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
-_LATEST_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: the times segflow accepts start here
+LATEST_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z ... and end here
 
 
 def _parse_time(value: object, where: str) -> int:
@@ -486,7 +486,7 @@ class SegmentParser:
                 ts_ms = received_ms - (_parse_time(own_sent, where + "sentAt") - ts_ms)
             elif sent_at is not None:
                 ts_ms = received_ms - (_parse_time(sent_at, "sentAt") - ts_ms)
-            if not _EARLIEST_MS <= ts_ms <= _LATEST_MS:  # the client's clock, after skew correction
+            if not EARLIEST_MS <= ts_ms <= LATEST_MS:  # the client's clock, after skew correction
                 when = _describe_ms(ts_ms)
                 problem = f"{when} is not between 2000-01-01 and 2100-01-01 (UTC), the times segflow accepts"
                 raise EventError([(where + ts_field, problem)])

@@ -103,22 +103,26 @@ class RedisStore:
         return bool(self.client.delete(self.prefix + profile_id))
 
     def items(self) -> Iterator[tuple[str, Profile]]:
+        """Every stored profile, a page of keys per round trip."""
         n = len(self.prefix)
-        for key in self.client.scan_iter(match=self.prefix + "*", count=1000):
-            data = self.client.get(key)
-            if data is not None:
-                yield key[n:].decode(), codec.decode(data, self.features)  # type: ignore[arg-type]
+        for keys in self._pages():
+            yield from self.get_many([key[n:].decode() for key in keys]).items()
 
     def clear(self) -> None:
         """Delete every profile under this store's prefix (and nothing else)."""
-        batch = []
-        for key in self.client.scan_iter(match=self.prefix + "*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                self.client.delete(*batch)
-                batch = []
-        if batch:
-            self.client.delete(*batch)
+        for keys in self._pages():
+            self.client.delete(*keys)
+
+    def _pages(self, size: int = 1000) -> Iterator[list[bytes]]:
+        """This store's keys, ``size`` at a time."""
+        page: list[bytes] = []
+        for key in self.client.scan_iter(match=self.prefix + "*", count=size):
+            page.append(key)
+            if len(page) >= size:
+                yield page
+                page = []
+        if page:
+            yield page
 
 
 def open_store(url: str, features: FeatureSet, prefix: str = "segflow:profile:") -> StateStore:
@@ -140,7 +144,7 @@ class WriteBack:
         self.store = store
         self._cache: dict[str, Profile | None] = dict.fromkeys(profile_ids)
         self._cache.update(store.get_many(profile_ids))
-        self._dirty: set[str] = set()
+        self._written: dict[str, Profile] = {}
 
     def get(self, profile_id: str) -> Profile | None:
         cache = self._cache
@@ -150,10 +154,8 @@ class WriteBack:
         return profile
 
     def put(self, profile_id: str, profile: Profile) -> None:
-        self._cache[profile_id] = profile
-        self._dirty.add(profile_id)
+        self._cache[profile_id] = self._written[profile_id] = profile
 
     def flush(self) -> None:
-        cache = self._cache
-        self.store.put_many({pid: p for pid in self._dirty if (p := cache[pid]) is not None})
-        self._dirty.clear()
+        self.store.put_many(self._written)
+        self._written = {}

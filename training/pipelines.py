@@ -219,7 +219,6 @@ def train_all(
         t = time.perf_counter()
         habits = cluster_features(table, offline)
         numeric = user_vectors(table, habits, offline)
-        vectors = numeric
         previous = registry.load(registry.CLUSTERS) if register else None
         clusters = ClusterModel(random_state=seed, previous=previous, specs=habits.specs, words=HABIT_WORDS).fit(
             numeric
@@ -227,9 +226,9 @@ def train_all(
         result.seconds["clusters"] = time.perf_counter() - t
         metrics = {"silhouette": clusters.silhouette_, "k": float(clusters.k_)}
         if users_truth is not None:
-            personas = users_truth.set_index("user_id")["persona"].reindex(vectors.index)
+            personas = users_truth.set_index("user_id")["persona"].reindex(numeric.index)
             metrics["persona_ari"] = persona_ari(clusters.labels_, personas)
-        mlflow.log_params({"k": clusters.k_, "k_range": str(clusters.k_range), "users": len(vectors)})
+        mlflow.log_params({"k": clusters.k_, "k_range": str(clusters.k_range), "users": len(numeric)})
         mlflow.log_metrics(metrics)
         mlflow.log_dict({str(i): d for i, d in enumerate(clusters.descriptions_)}, "cluster_descriptions.json")
         _log_figures({"cluster_profiles.png": cluster_heatmap(clusters.profile())})

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from features.events import EARLIEST_MS, LATEST_MS
 from segments.config import ConfigError
 from serving.routes.deps import MetricsDep, ServiceDep, Writer
 from serving.routes.events import change_json
@@ -53,9 +54,7 @@ async def reload(service: ServiceDep) -> dict[str, Any]:
 
 
 @router.post("/v1/admin/advance", dependencies=[Writer], responses={401: {}, 409: {}})
-async def advance(
-    service: ServiceDep, to_ms: Annotated[int, Query(ge=946_684_800_000, le=4_102_444_800_000)]
-) -> dict[str, Any]:
+async def advance(service: ServiceDep, to_ms: Annotated[int, Query(ge=EARLIEST_MS, le=LATEST_MS)]) -> dict[str, Any]:
     """Event clock only: move time to ``to_ms`` so every timer due by then fires
     (the end of a replay, a demo, a test); the transitions it caused."""
     if service.settings.clock != "event" or service.engine is None:
