@@ -15,7 +15,7 @@ from rich.table import Table
 
 from features.table import read_table, table_to_events
 from serving.replay import ReplayStats, parse_speed, replay
-from serving.settings import Settings, with_keys
+from serving.settings import Settings, admin_key, with_keys
 
 
 def serve(
@@ -31,6 +31,7 @@ def serve(
     import uvicorn
 
     from serving.app import create_app
+    from serving.connections import deadline_protocol
 
     given = {
         k: v
@@ -54,14 +55,21 @@ def serve(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if keys is not None:
         logging.getLogger("segflow").info("API keys are in %s", keys)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+        http=deadline_protocol(settings.request_deadline_s, settings.max_pending_requests),
+    )
 
 
 def replay_command(
     file: Annotated[Path, typer.Argument(help="event table (Parquet, as `segflow generate` or `import` write)")],
     url: Annotated[str, typer.Option(help="the running server")] = "http://127.0.0.1:8000",
     speed: Annotated[str, typer.Option(help="event time per wall time, e.g. 60x, or max")] = "60x",
-    key: Annotated[str | None, typer.Option(envvar="SEGFLOW_WRITE_KEY", help="write key (default: keys.json)")] = None,
+    key: Annotated[str | None, typer.Option(envvar="SEGFLOW_WRITE_KEY", help="admin key (default: keys.json)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=5000)] = 500,
 ) -> None:
     """Feed an event table to a running server in event-time order, with a live display."""
@@ -79,8 +87,7 @@ def replay_command(
 
 
 def _default_write_key() -> str:
-    settings, _ = with_keys(Settings())
-    return settings.write_keys[0].get_secret_value()
+    return admin_key(Settings())
 
 
 def replay_table(stats: ReplayStats, total: int) -> Table:

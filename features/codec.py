@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import math
 import zlib
 from itertools import pairwise
 
@@ -29,6 +30,7 @@ import orjson
 from features.online import FeatureSet, Profile
 
 VERSION = 1
+_EXACT = 2.0**53  # floats that are whole below this are exact as ints
 
 
 def _tag(key: str) -> str:
@@ -60,7 +62,9 @@ def encode(features: FeatureSet, profile: Profile) -> bytes:
 
 
 def _compact(agg: list[float]) -> list[float | int]:
-    return [int(v) if v == int(v) else v for v in agg]
+    """Whole numbers as ints (shorter); a value that is not finite, which the
+    features never produce, is neutralized to 0 rather than breaking the encoding."""
+    return [(int(v) if -_EXACT < v < _EXACT and v == int(v) else v) if math.isfinite(v) else 0 for v in agg]
 
 
 def decode(data: bytes, features: FeatureSet) -> Profile:

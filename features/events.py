@@ -30,14 +30,15 @@ fields. Each becomes one frozen :class:`Event`:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from features.pseudonyms import Pseudonymizer, looks_personal, redact
+from features.pseudonyms import PERSON_KEYS, Pseudonymizer, looks_personal, normal_key, personal_key, redact
+from features.values import check_number
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -90,25 +91,10 @@ KINDS = ("track", "page", "screen", "identify", "alias", "group")
 
 NUMERIC_PROPERTIES = ("price", "quantity", "revenue", "time_on_page_s", "scroll_depth")
 STRING_PROPERTIES = ("product_id", "category", "url", "campaign_id")
-# Personal fields, compared lower-case with '_' removed.
-_PERSONAL_TRAITS = frozenset(
-    {
-        "email",
-        "emailaddress",
-        "phone",
-        "phonenumber",
-        "mobile",
-        "name",
-        "firstname",
-        "lastname",
-        "address",
-        "ip",
-        "username",
-    }
-)
-_PERSONAL_PROPERTIES = frozenset(
-    {"email", "emailaddress", "phone", "phonenumber", "mobile", "firstname", "lastname", "ip", "username"}
-)
+MAX_DEPTH = 32  # containers nested in one event, the event itself counting as one
+MAX_NAME_CHARS = 256  # ids, message ids, event names
+MAX_TEXT_CHARS = 2048  # the string properties that features read (url, category, ...)
+MAX_FUTURE_MS = 10 * 60_000  # how far ahead of its receipt an event may be dated, after skew correction
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -203,6 +189,23 @@ def canonical_type(name: str) -> str:
     return name
 
 
+def _too_long(text: str, limit: int) -> str:
+    return f"is {len(text)} characters long; at most {limit} are allowed"
+
+
+def _duration(seconds: float) -> str:
+    """A length of time in words.
+
+    >>> _duration(600), _duration(90_000), _duration(3e8)
+    ('10 minutes', '1.0 days', '9.5 years')
+    """
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} minutes"
+    if seconds < 86_400 * 365:
+        return f"{seconds / 86_400:.1f} days" if seconds >= 86_400 else f"{seconds / 3600:.1f} hours"
+    return f"{seconds / (86_400 * 365.25):.1f} years"
+
+
 def _describe_ms(ms: int) -> str:
     try:
         return format_ms(ms)
@@ -234,11 +237,11 @@ def _identifier(value: object, where: str, scrub: Pseudonymizer) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise EventError([(where, f"expected a string, got {type(value).__name__}")])
     text = str(value)
-    if len(text) > 256:
-        raise EventError([(where, f"is {len(text)} characters long; at most 256 are allowed")])
+    if len(text) > MAX_NAME_CHARS:
+        raise EventError([(where, _too_long(text, MAX_NAME_CHARS))])
     if looks_personal(text):
         return scrub(text)
-    return text
+    return scrub.scrub_text(text)
 
 
 def profile_key(user_id: str, scrub: Pseudonymizer) -> str:
@@ -249,101 +252,113 @@ def profile_key(user_id: str, scrub: Pseudonymizer) -> str:
     >>> profile_key("u1", Pseudonymizer(b"0" * 32))
     'u1'
     """
-    return scrub(user_id) if looks_personal(user_id) else user_id
+    return scrub(user_id) if looks_personal(user_id) else scrub.scrub_text(user_id)
 
 
-def _scrub_value(value: Any, scrub: Pseudonymizer) -> Any:
-    if isinstance(value, str):
-        return scrub.scrub_text(value)
-    if isinstance(value, dict):
-        return {k: _scrub_value(v, scrub) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub_value(v, scrub) for v in value]
-    return value
-
-
-_KEY_CLASS: dict[frozenset[str], dict[str, bool]] = {_PERSONAL_TRAITS: {}, _PERSONAL_PROPERTIES: {}}
+_KEY_CLASS: dict[tuple[str, bool], bool] = {}
 _NUMERIC = frozenset(NUMERIC_PROPERTIES)
 _STRINGS = frozenset(STRING_PROPERTIES)
+TOO_DEEP = "<nested too deep>"
 
 
-def _personal_key(key: str, personal: frozenset[str]) -> bool:
+def _personal(key: str, person: bool) -> bool:
     """Whether a field name is personal (cached: field names repeat)."""
-    cache = _KEY_CLASS[personal]
-    known = cache.get(key)
+    known = _KEY_CLASS.get((key, person))
     if known is None:
-        known = key.lower().replace("_", "") in personal
-        if len(cache) < 50_000:
-            cache[key] = known
+        known = personal_key(key, person)
+        if len(_KEY_CLASS) < 50_000:
+            _KEY_CLASS[(key, person)] = known
     return known
 
 
-def _needs_scrub(data: dict[str, Any], personal: frozenset[str]) -> bool:
-    cache = _KEY_CLASS[personal]
+def scrub_mapping(data: dict[str, Any], scrub: Pseudonymizer, person: bool, depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """``data`` with every personal field pseudonymized (its whole value, at
+    any depth) and every personal value inside a string replaced; ``data``
+    itself when nothing in it is personal. ``person``: the fields describe a
+    person (traits), so a plain ``name`` is theirs. Containers deeper than
+    ``depth`` become :data:`TOO_DEEP` (the edge has refused such an event;
+    this keeps a quarantined copy bounded)."""
+    out: dict[str, Any] | None = None
     for key, value in data.items():
         if value is None:
             continue
-        flag = cache.get(key)
-        if flag is None:
-            flag = _personal_key(key, personal)
-        if flag:
-            return True
         kind = type(value)
-        if kind is str:
-            if "@" in value or "%40" in value:
-                return True
-        elif kind is dict or kind is list:
-            return True
-    return False
-
-
-def _scrub_mapping(data: dict[str, Any], personal: frozenset[str], scrub: Pseudonymizer) -> dict[str, Any]:
-    """``data`` itself when nothing in it is personal, else a scrubbed copy."""
-    if not _needs_scrub(data, personal):
-        return data
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if value is not None and _personal_key(key, personal):
-            if isinstance(value, str):
-                out[key] = scrub(value)
-            else:
-                out[key] = scrub(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode())
-        elif isinstance(value, str):
-            out[key] = scrub.scrub_text(value) if ("@" in value or "%40" in value) else value
-        elif isinstance(value, dict | list):
-            out[key] = _scrub_value(value, scrub)
+        if _personal(key, person) and kind is not bool:
+            new: Any = scrub(value) if kind is str else scrub(_canonical(value))
+        elif kind is str:
+            new = scrub.scrub_text(value)
+        elif kind is dict:
+            inner = person or normal_key(key) in PERSON_KEYS
+            new = TOO_DEEP if depth <= 1 else scrub_mapping(value, scrub, inner, depth - 1)
+        elif kind is list:
+            new = TOO_DEEP if depth <= 1 else _scrub_list(value, scrub, person, depth - 1)
         else:
-            out[key] = value
-    return out
+            continue
+        if new is not value:
+            if out is None:
+                out = dict(data)
+            out[key] = new
+    return data if out is None else out
 
 
-def _check_properties(props: dict[str, Any], where: str) -> dict[str, Any]:
-    """``props`` with the numeric and string properties that features use
-    checked (numeric strings become numbers, numbers used as ids strings)."""
+def _scrub_list(items: list[Any], scrub: Pseudonymizer, person: bool, depth: int) -> list[Any]:
+    out = [scrub_mapping({"": v}, scrub, person, depth + 1)[""] if v is not None else None for v in items]
+    return items if all(a is b for a, b in zip(out, items, strict=True)) else out
+
+
+def _canonical(value: Any) -> str:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return repr(value)
+
+
+def depth_problem(payload: Any, limit: int = MAX_DEPTH) -> tuple[str, str] | None:
+    """The first container nested more than ``limit`` levels deep in a
+    payload (the payload itself is level 1), as (field, problem); None when
+    the nesting is within the limit. Iterative: any depth is safe to check."""
+    stack: list[tuple[Any, int, str]] = [(payload, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > limit:
+            return path or "$", f"nests more than {limit} levels deep (at most {limit} are allowed)"
+        children = node.items() if type(node) is dict else enumerate(node)
+        for key, value in children:
+            kind = type(value)
+            if kind is dict or kind is list:
+                where = f"{path}[{key}]" if type(key) is int else (f"{path}.{key}" if path else str(key))
+                stack.append((value, depth + 1, where[:200]))
+    return None
+
+
+def _check_properties(props: dict[str, Any], where: str, numeric: frozenset[str]) -> dict[str, Any]:
+    """``props`` with the properties that features and rules read checked:
+    numbers finite and in range (numeric strings become numbers), the strings
+    features read bounded (numbers used as ids become strings). Every problem
+    is reported, each naming its field."""
     fixed: dict[str, Any] | None = None
+    problems: list[tuple[str, str]] = []
     for key, value in props.items():
         if value is None:
             continue
         kind = type(value)
-        if key in _NUMERIC:
-            if kind is float or kind is int:
-                continue
-            if kind is str:
-                try:
-                    number = float(value)
-                except ValueError:
-                    pass
-                else:
-                    fixed = fixed if fixed is not None else dict(props)
-                    fixed[key] = number
-                    continue
-            raise EventError([(f"{where}.{key}", f"expected a number, got {value!r:.64}")])
-        if key in _STRINGS and kind is not str:
+        if key in numeric:
+            problem = check_number(key, value)
+            if problem is not None:
+                problems.append((f"{where}.{key}", problem))
+            elif kind is str:
+                fixed = fixed if fixed is not None else dict(props)
+                fixed[key] = float(value)
+        elif key in _STRINGS:
             if kind is int or kind is float:
                 fixed = fixed if fixed is not None else dict(props)
                 fixed[key] = str(value)
-                continue
-            raise EventError([(f"{where}.{key}", f"expected a string, got {kind.__name__}")])
+            elif kind is not str:
+                problems.append((f"{where}.{key}", f"expected a string, got {kind.__name__}"))
+            elif len(value) > MAX_TEXT_CHARS:
+                problems.append((f"{where}.{key}", _too_long(value, MAX_TEXT_CHARS)))
+    if problems:
+        raise EventError(problems)
     return props if fixed is None else fixed
 
 
@@ -382,16 +397,32 @@ class SegmentParser:
     >>> parser = SegmentParser(Pseudonymizer(b"0" * 32))
     >>> e = parser.event({"type": "track", "event": "Product Added", "userId": "u1",
     ...     "messageId": "m1", "timestamp": "2024-05-01T10:00:00Z",
-    ...     "properties": {"product_id": "p9", "price": 19.5}}, received_ms=0)
+    ...     "properties": {"product_id": "p9", "price": 19.5}}, received_ms=1_714_557_600_000)
     >>> e.type, e.user_id, e.properties["price"], e.timestamp.isoformat()
     ('add_to_cart', 'u1', 19.5, '2024-05-01T10:00:00+00:00')
     """
 
-    __slots__ = ("_scrub", "_types")
+    __slots__ = ("_future_ms", "_numeric", "_scrub", "_types")
 
-    def __init__(self, pseudonymizer: Pseudonymizer) -> None:
+    def __init__(
+        self,
+        pseudonymizer: Pseudonymizer,
+        *,
+        numeric: Iterable[str] = (),
+        max_future_ms: int | None = MAX_FUTURE_MS,
+    ) -> None:
+        """``numeric``: properties beyond the default ones that configured
+        features or rules read as numbers (checked like ``price``);
+        ``max_future_ms``: how far ahead of its receipt an event may be dated
+        (None: any time in segflow's range, for importing history)."""
         self._scrub = pseudonymizer
         self._types: dict[str, str] = {}
+        self._numeric = frozenset(NUMERIC_PROPERTIES) | frozenset(numeric)
+        self._future_ms = max_future_ms
+
+    @property
+    def numeric(self) -> frozenset[str]:
+        return self._numeric
 
     @property
     def pseudonymizer(self) -> Pseudonymizer:
@@ -419,6 +450,9 @@ class SegmentParser:
         from the payload's ``type``; ``where`` prefixes field names in errors."""
         if not isinstance(payload, dict):
             raise EventError([(where or "$", f"expected a JSON object, got {type(payload).__name__}")])
+        deep = depth_problem(payload)
+        if deep is not None:
+            raise EventError([(where + deep[0], deep[1])])
         scrub = self._scrub
         given_kind = payload.get("type")
         if kind is None:
@@ -440,11 +474,19 @@ class SegmentParser:
             if not isinstance(name, str) or not name.strip():
                 got = "nothing" if name is None else repr(name)[:40]
                 raise EventError([(where + "event", f"a track call needs an event name, got {got}")])
+            if len(name) > MAX_NAME_CHARS:
+                raise EventError([(where + "event", _too_long(name, MAX_NAME_CHARS))])
             etype = self._type_of(name)
+            if etype is name:
+                name = etype = scrub.scrub_text(name)
         elif kind in ("page", "screen"):
             name = payload.get("name")
             if name is not None and not isinstance(name, str):
                 raise EventError([(where + "name", f"expected a string, got {type(name).__name__}")])
+            if name is not None:
+                if len(name) > MAX_NAME_CHARS:
+                    raise EventError([(where + "name", _too_long(name, MAX_NAME_CHARS))])
+                name = scrub.scrub_text(name)
             etype = PAGE_VIEW
         elif kind in ("identify", "alias"):
             name = None
@@ -462,14 +504,14 @@ class SegmentParser:
             previous = _identifier(payload.get("previousId"), where + "previousId", scrub)
             traits_in = {**(traits_in or {}), "previousId": previous}
         if props_in:
-            properties = _check_properties(_scrub_mapping(props_in, _PERSONAL_PROPERTIES, scrub), where + "properties")
+            properties = _check_properties(scrub_mapping(props_in, scrub, False), where + "properties", self._numeric)
         else:
             properties = {}
         if kind == "page" and context:
             page = context.get("page")
             if isinstance(page, dict) and "url" not in properties and isinstance(page.get("url"), str):
                 properties = {**properties, "url": scrub.scrub_text(page["url"])}
-        traits = _scrub_mapping(traits_in, _PERSONAL_TRAITS, scrub) if traits_in else {}
+        traits = scrub_mapping(traits_in, scrub, True) if traits_in else {}
         device, country, city, timezone = _context_fields(context)
 
         raw_ts = payload.get("timestamp")
@@ -490,14 +532,23 @@ class SegmentParser:
                 when = _describe_ms(ts_ms)
                 problem = f"{when} is not between 2000-01-01 and 2100-01-01 (UTC), the times segflow accepts"
                 raise EventError([(where + ts_field, problem)])
+            if self._future_ms is not None and ts_ms > received_ms + self._future_ms:
+                ahead = (ts_ms - received_ms) / 1000
+                problem = (
+                    f"{_describe_ms(ts_ms)} is {_duration(ahead)} after the event was received"
+                    f" (after sentAt correction); at most {_duration(self._future_ms / 1000)} ahead is allowed"
+                )
+                raise EventError([(where + ts_field, problem)])
 
         message_id = payload.get("messageId")
         if message_id is None or message_id == "":
             message_id = self.derive_message_id(payload)
         elif not isinstance(message_id, str):
             raise EventError([(where + "messageId", f"expected a string, got {type(message_id).__name__}")])
-        elif len(message_id) > 256:
-            raise EventError([(where + "messageId", f"is {len(message_id)} characters long; at most 256 are allowed")])
+        elif len(message_id) > MAX_NAME_CHARS:
+            raise EventError([(where + "messageId", _too_long(message_id, MAX_NAME_CHARS))])
+        else:
+            message_id = scrub.scrub_text(message_id)
 
         return Event(
             message_id,
@@ -523,11 +574,18 @@ class SegmentParser:
             k: payload.get(k)
             for k in ("type", "event", "name", "userId", "anonymousId", "timestamp", "properties", "traits")
         }
-        blob = orjson.dumps(content, option=orjson.OPT_SORT_KEYS).decode()
-        return "derived-" + self._scrub(blob)[4:]
+        return "derived-" + self._scrub.digest(_canonical(content))
 
     def batch(self, payload: object, *, received_ms: int) -> list[Event]:
-        """A ``batch`` envelope: every event parsed, every error reported."""
+        """A ``batch`` envelope, all or nothing: every event parsed, every error reported."""
+        parsed = self.batch_parts(payload, received_ms=received_ms)
+        parsed.raise_rejections()
+        return parsed.events
+
+    def batch_parts(self, payload: object, *, received_ms: int) -> Parsed:
+        """A ``batch`` envelope, event by event: the good events, and each bad
+        one with its index and problems (an envelope that is not a batch at
+        all is refused whole)."""
         if not isinstance(payload, dict):
             raise EventError([("$", f"expected a JSON object, got {type(payload).__name__}")])
         items = payload.get("batch")
@@ -538,25 +596,34 @@ class SegmentParser:
         if context is not None and not isinstance(context, dict):
             raise EventError([("context", f"expected an object, got {type(context).__name__}")])
         sent_at = payload.get("sentAt")
-        events: list[Event] = []
-        problems: list[tuple[str, str]] = []
+        out = Parsed([], [])
         parse = self.event
         for i, item in enumerate(items):
             try:
-                events.append(
+                out.events.append(
                     parse(item, received_ms=received_ms, where=f"batch[{i}].", sent_at=sent_at, batch_context=context)
                 )
             except EventError as exc:
-                problems.extend(exc.problems)
-        if problems:
-            raise EventError(problems)
-        return events
+                if isinstance(item, dict):  # kept as it would be sent alone: the envelope's sentAt and context in it
+                    own = item.get("context")
+                    merged = {**context, **own} if context and isinstance(own, dict) else (own or context)
+                    item = {**item, "sentAt": item.get("sentAt", sent_at), "context": merged}
+                out.rejected.append(Rejection(i, exc.problems, item))
+        return out
 
     def body(self, body: bytes, *, received_ms: int, kind: str | None = None) -> list[Event]:
-        """A raw HTTP body: JSON, size limits, then ``batch`` or one event.
+        """A raw HTTP body, all or nothing: see :meth:`parse`."""
+        parsed = self.parse(body, received_ms=received_ms, kind=kind)
+        parsed.raise_rejections()
+        return parsed.events
+
+    def parse(self, body: bytes, *, received_ms: int, kind: str | None = None) -> Parsed:
+        """A raw HTTP body: JSON, size limits, then ``batch`` or one event,
+        each event accepted or rejected on its own.
 
         ``kind`` is the endpoint's (``track``, ``page``, ``identify``) or
-        ``batch``; with ``None`` the body's own ``type`` decides.
+        ``batch``; with ``None`` the body's own ``type`` decides. A body that
+        is too large, not JSON or not an envelope raises :class:`EventError`.
         """
         limit = MAX_BATCH_BYTES if kind in (None, "batch") else MAX_EVENT_BYTES
         if len(body) > limit:
@@ -565,13 +632,65 @@ class SegmentParser:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise EventError([("$", f"invalid JSON: {exc}")]) from None
+        key = payload.get("writeKey") if isinstance(payload, dict) else None
+        key = key if isinstance(key, str) else None
         if kind == "batch" or (kind is None and isinstance(payload, dict) and "batch" in payload):
             if len(body) > MAX_EVENT_BYTES:
                 _check_event_sizes(payload)
-            return self.batch(payload, received_ms=received_ms)
-        if kind == "batch":
-            raise EventError([("batch", "expected a batch envelope")])
-        return [self.event(payload, received_ms=received_ms, kind=kind)]
+            parsed = self.batch_parts(payload, received_ms=received_ms)
+            parsed.write_key = key
+            return parsed
+        try:
+            return Parsed([self.event(payload, received_ms=received_ms, kind=kind)], [], key)
+        except EventError as exc:
+            if not isinstance(payload, dict):
+                raise
+            return Parsed([], [Rejection(0, exc.problems, payload)], key)
+
+    def profile_of(self, payload: object) -> str | None:
+        """The profile a (possibly bad) payload names, or None."""
+        if not isinstance(payload, dict):
+            return None
+        for name in ("userId", "anonymousId"):
+            try:
+                found = _identifier(payload.get(name), name, self._scrub)
+            except EventError:
+                continue
+            if found is not None:
+                return found
+        return None
+
+    def scrubbed(self, payload: object) -> object:
+        """A payload as it may be kept (a rejected event in quarantine):
+        personal data pseudonymized, nesting cut at the limit."""
+        if isinstance(payload, dict):
+            return scrub_mapping(payload, self._scrub, False)
+        if isinstance(payload, str):
+            return self._scrub.scrub_text(payload)[:MAX_TEXT_CHARS]
+        return scrub_mapping({"$": payload}, self._scrub, False)["$"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One event refused at the edge: its index in the request, its problems
+    (each naming a field) and the payload as sent (scrub it before keeping)."""
+
+    index: int
+    problems: list[tuple[str, str]]
+    payload: object
+
+
+@dataclass(slots=True)
+class Parsed:
+    """A request's events: those accepted, and those rejected one by one."""
+
+    events: list[Event]
+    rejected: list[Rejection]
+    write_key: str | None = None  # a key given in the body (analytics.js puts it there)
+
+    def raise_rejections(self) -> None:
+        if self.rejected:
+            raise EventError([p for r in self.rejected for p in r.problems])
 
 
 def _check_event_sizes(payload: object) -> None:

@@ -26,7 +26,7 @@ import pyarrow as pa
 from numpy.typing import NDArray as Array
 
 from features.events import ADD_TO_CART, NUMERIC_PROPERTIES, PURCHASE, REMOVE_FROM_CART, STRING_PROPERTIES
-from features.online import CART, FeatureSet, _same, number, zone
+from features.online import CART, FeatureSet, _same, zone
 from features.specs import (
     ANY,
     DAY_MS,
@@ -51,6 +51,7 @@ from features.specs import (
     group_key,
 )
 from features.table import SESSION
+from features.values import number
 
 DEDUP_MS = DAY_MS
 _SHIFT = np.int64(1) << np.int64(42)

@@ -60,6 +60,7 @@ from features.specs import (
     duration_ms,
     prop_key,
 )
+from features.values import number
 
 CART = "__cart__"  # the stream of signed cart values (adds minus removals)
 CART_VALUE = "__cart_value__"
@@ -88,20 +89,6 @@ def _same(value: Any, wanted: Any) -> bool:
     if isinstance(wanted, int | float):
         return isinstance(value, int | float) and float(value) == float(wanted)
     return isinstance(value, str) and value == wanted
-
-
-def number(value: Any) -> float | None:
-    """A numeric property value, or None where it is missing or not a number."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if value == value else None
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
 
 
 def cart_delta(event: Event) -> float:
@@ -224,6 +211,12 @@ class FeatureSet:
         self._plan = self._plan_of(self.specs)
         self._changes: dict[Spec, Callable[[Profile, int], int | None]] = {}
         self._drops: dict[Spec, Callable[[Profile, int, int], int | None]] = {}
+
+    @property
+    def numeric_properties(self) -> frozenset[str]:
+        """The event properties these features read as numbers (the edge checks them)."""
+        names = {p.prop if isinstance(p, Relative) else p for s in self.streams for p in s.props}
+        return frozenset(names - {CART})
 
     @property
     def digest(self) -> str:

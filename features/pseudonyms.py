@@ -20,21 +20,99 @@ True
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import unquote
 
 PREFIX = "pii_"
 _DIGEST_BYTES = 16
 _PSEUDONYM = re.compile(r"pii_[0-9a-f]{32}\Z")
-EMAIL = re.compile(r"[\w.+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)+", re.ASCII)
-# A phone number: E.164 with a leading '+', or a national number written with
-# separators. Plain digit strings are not phones: shops use numeric user ids.
+EMAIL = re.compile(r"[\w.+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)+")
+# A phone number as a whole id: E.164 with a leading '+', or a national number
+# written with separators. Plain digit strings are not phones: shops use
+# numeric user ids (a plain-digit phone is caught by its key, ``phone``).
 PHONE = re.compile(r"(?:\+\d[\d\s().-]{6,18}\d|\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4})\Z")
 
-_IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
-_PHONE_IN_TEXT = re.compile(r"\+\d[\d\s().-]{6,18}\d")
+# Inside free text: a maximal run of digits and separators (nothing word-like
+# or dotted touching it), checked by :func:`_phone_like`.
+_PHONE_RUN = re.compile(r"(?<![\w./+\-])(?:\+|00)?\(?\+?\d[\d\s().\-/+]{5,24}\d(?![\w./\-])")
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
+_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?::\d{1,3}(?:\.\d{1,3}){3})?(?![\w:.])")
+_DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
+# Cheap first look: could this text hold any of the above?
+_HINT = re.compile(r"@|%40|\d[\d\s().\-/+]{5,}\d|[0-9A-Fa-f]*:[0-9A-Fa-f]*:|(?:\d{1,3}\.){3}\d|%2[bB]|%3[aA]")
+_QUERY_PAIR = re.compile(r"([?&;])([^=&#;?]{1,64})=([^&#;]*)")
+
+
+def _phone_like(run: str) -> bool:
+    digits = sum(c.isdigit() for c in run)
+    if run.startswith(("+", "00", "(+")):
+        return 7 <= digits <= 15
+    if not 8 <= digits <= 15 or _DATE.fullmatch(run.strip()):
+        return False
+    return any(not c.isdigit() for c in run)  # written with separators: a plain digit run is an id
+
+
+def _ip_like(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# Personal field names, compared lower-case without '_', '-', '.' or spaces.
+PERSONAL_KEYS = frozenset(
+    {
+        "email", "emailaddress", "mail", "phone", "phonenumber", "mobile", "mobilephone", "mobilenumber",
+        "cell", "cellphone", "telephone", "tel", "fax", "firstname", "lastname", "fullname", "givenname",
+        "familyname", "surname", "middlename", "maidenname", "username", "displayname", "address",
+        "streetaddress", "street", "address1", "address2", "addressline1", "addressline2", "postalcode",
+        "postcode", "zip", "zipcode", "ip", "ipaddress", "clientip", "remoteip", "userip", "ipv4", "ipv6",
+        "xforwardedfor", "xrealip", "birthday", "dateofbirth", "dob", "birthdate", "ssn", "taxid",
+        "nationalid", "passport", "passportnumber",
+    }
+)  # fmt: skip
+_PERSONAL_SUFFIXES = (
+    "email", "emailaddress", "phone", "phonenumber", "mobile", "mobilenumber", "firstname", "lastname",
+    "fullname", "streetaddress", "address", "ipaddress", "ipv4", "ipv6", "birthday", "dateofbirth",
+)  # fmt: skip
+# Under these keys a ``name`` is a person's (elsewhere in properties it is a product's).
+PERSON_KEYS = frozenset({"traits", "customer", "recipient", "user", "contact", "person", "buyer", "sender", "owner"})
+_MONEY_SUFFIXES = ("cost", "price", "amount", "tax", "total", "method", "carrier", "currency", "country")
+
+
+def normal_key(key: str) -> str:
+    """A field name as the policy compares it: lower case, no '_', '-', '.' or spaces.
+
+    >>> normal_key("Shipping_Phone"), normal_key("ip-address")
+    ('shippingphone', 'ipaddress')
+    """
+    return key.lower().replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
+
+
+def personal_key(key: str, person: bool = False) -> bool:
+    """Whether a field of this name holds personal data wherever it appears.
+    ``person``: the field belongs to a person (traits, or a ``customer``
+    object), so a plain ``name`` is the person's.
+
+    >>> [personal_key(k) for k in ("full_name", "mobile_phone", "client_ip", "shipping_street", "name", "price")]
+    [True, True, True, True, False, False]
+    >>> personal_key("name", person=True), personal_key("shipping", person=True), personal_key("shipping_cost")
+    (True, False, False)
+    """
+    k = normal_key(key)
+    if k in PERSONAL_KEYS or (person and k == "name"):
+        return True
+    for prefix in ("shipping", "billing"):
+        if k.startswith(prefix) and len(k) > len(prefix):
+            return not k.endswith(_MONEY_SUFFIXES)
+    return k.endswith(_PERSONAL_SUFFIXES) and not k.endswith(("macaddress", "webaddress", "walletaddress"))
+
 
 KEY_ENV = "SEGFLOW_PII_KEY"
 HOME_ENV = "SEGFLOW_HOME"
@@ -62,11 +140,17 @@ class Pseudonymizer:
         (what erasure keeps to drop a user's later events)."""
         return "erased_" + hashlib.blake2b(value.encode(), key=self._key, digest_size=_DIGEST_BYTES).hexdigest()
 
+    def digest(self, text: str) -> str:
+        """A keyed hash of ``text`` exactly as given (case kept), 32 hex digits."""
+        return hashlib.blake2b(text.encode(), key=self._key, digest_size=_DIGEST_BYTES).hexdigest()
+
     def scrub_text(self, text: str) -> str:
-        """Replace every email address inside ``text`` by its pseudonym."""
-        if "@" not in text and "%40" not in text:
+        """Replace every email address, phone number and IP address inside
+        ``text`` by its pseudonym, and in a URL's query string the value of
+        every personal parameter (``?phone=...``); percent-encoded forms too."""
+        if _HINT.search(text) is None:
             return text
-        return EMAIL.sub(lambda m: self(m.group(0)), text)
+        return scrub_with(text, self)
 
     def __repr__(self) -> str:  # never show the key
         return "Pseudonymizer(<key hidden>)"
@@ -84,15 +168,44 @@ def looks_personal(identifier: str) -> bool:
 
 
 def redact(text: str) -> str:
-    """Text safe for errors and logs: emails, IPv4 addresses and phone numbers
+    """Text safe for errors and logs: emails, IP addresses and phone numbers
     replaced by placeholders (no key needed, nothing recoverable).
 
-    >>> redact("bad timestamp 'bob@x.io' from 10.1.2.3")
-    "bad timestamp '<email>' from <ip>"
+    >>> redact("bad timestamp 'bob@x.io' from 10.1.2.3 or 2001:db8::1, call +44 20 7946 0958")
+    "bad timestamp '<email>' from <ip> or <ip>, call <phone>"
     """
-    text = EMAIL.sub("<email>", text)
-    text = _IPV4.sub("<ip>", text)
-    return _PHONE_IN_TEXT.sub("<phone>", text)
+    if _HINT.search(text) is None:
+        return text
+    return scrub_with(text, lambda value: "<email>" if ("@" in value or "%40" in value) else "<personal>", redact=True)
+
+
+def scrub_with(text: str, replace: Callable[[str], str], redact: bool = False) -> str:
+    """``text`` with each personal value found in it passed through ``replace``
+    (a pseudonymizer, or placeholders when ``redact``)."""
+    original = text
+    if "%" in text:
+        text = unquote(text)
+    plain = text
+    if "=" in text and "?" in text:
+        text = _QUERY_PAIR.sub(lambda m: _query_value(m, replace, redact), text)
+    text = EMAIL.sub(lambda m: replace(m.group(0)), text)
+    text = _IPV6.sub(lambda m: _if(m.group(0), _ip_like, "<ip>" if redact else replace), text)
+    text = _IPV4.sub(lambda m: _if(m.group(0), _ip_like, "<ip>" if redact else replace), text)
+    text = _PHONE_RUN.sub(lambda m: _if(m.group(0), _phone_like, "<phone>" if redact else replace), text)
+    return original if text == plain else text  # nothing personal: the text as given, encoding and all
+
+
+def _if(value: str, test: Callable[[str], bool], replace: str | Callable[[str], str]) -> str:
+    if not test(value):
+        return value
+    return replace if isinstance(replace, str) else replace(value)
+
+
+def _query_value(m: re.Match[str], replace: Callable[[str], str], redact: bool) -> str:
+    sep, key, value = m.group(1), m.group(2), m.group(3)
+    if value and not value.startswith(PREFIX) and personal_key(key, person=True):
+        return f"{sep}{key}={'<personal>' if redact else replace(value)}"
+    return m.group(0)
 
 
 def segflow_home() -> Path:

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.events import NUMERIC_PROPERTIES, STRING_PROPERTIES, Event
+from features.values import number
 
 TIME = pa.timestamp("ms", tz="UTC")
 SESSION = "session_id"
@@ -79,8 +80,7 @@ def events_to_table(events: Iterable[Event]) -> pa.Table:
         for p in STRING_PROPERTIES:
             cols[p].append(props.get(p))
         for p in NUMERIC_PROPERTIES:
-            v = props.get(p)
-            cols[p].append(None if v is None else float(v))
+            cols[p].append(number(props.get(p)))
         cols["device"].append(e.device)
         cols["country"].append(e.country)
         cols["city"].append(e.city)

@@ -118,6 +118,8 @@ class OnlineIntentModel:
         """Score one moment; maybe keep it as a pending sample for later learning."""
         self.advance(at_ms)
         p = self.predict_vector(vector)
+        if not 0.0 <= p <= 1.0:  # NaN: a broken state must not break every score after it
+            p = 0.0
         if sample:
             self._sample(user, at_ms, vector, p)
         return p

@@ -40,8 +40,9 @@ def river_items(vector: Mapping[str, object], categorical: Sequence[str]) -> Ite
         if kind == _CATEGORICAL:
             if value is not None:
                 yield name, str(value)
-        elif value is None or value != value:
-            # the indicator is always sent: River's scaler learns nothing from a feature that is only ever 1
+        elif value is None or not -math.inf < value < math.inf:  # type: ignore[operator]
+            # missing, NaN or (from a bug upstream) infinite. The indicator is always
+            # sent: River's scaler learns nothing from a feature that is only ever 1
             yield name + "_missing", 1.0
             if kind == _RECENCY:
                 yield name, NEVER  # never is long ago, not just now

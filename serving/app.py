@@ -11,15 +11,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+import traceback
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, ORJSONResponse
+from starlette.exceptions import HTTPException
 
-from features.events import SegmentParser
+from serving.auth import Guard, ring_of
 from serving.metrics import Metrics
-from serving.routes import events, operations, profiles, segments
+from serving.routes import events, operations, profiles, quarantine, segments
+from serving.routes.deps import Reader
 from serving.scorers import Scorers
 from serving.service import Service
 from serving.settings import Settings
@@ -45,18 +50,32 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
                 await ticker
             service.close()
 
+    public_docs = settings.public_docs
     app = FastAPI(
         title="segflow",
         summary="Real-time behavioral segmentation with reasons",
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        openapi_url="/openapi.json" if public_docs else None,
+        docs_url="/docs" if public_docs else None,
+        redoc_url=None,
     )
     app.state.service = service
-    app.state.parser = SegmentParser(service.pseudonymizer)
+    app.state.guard = Guard(ring_of(settings), settings)
     app.state.metrics = Metrics(lambda: service.engine)
-    for router in (events.router, profiles.router, segments.router, operations.router):
+    for router in (events.router, profiles.router, segments.router, quarantine.router, operations.router):
         app.include_router(router)
+    app.add_api_route(
+        "/metrics",
+        operations.metrics,
+        methods=["GET"],
+        dependencies=[] if settings.public_metrics else [Reader],
+        tags=["operations"],
+        responses={401: {}, 403: {}},
+    )
+    if not public_docs:
+        _docs_behind_key(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> ORJSONResponse:
@@ -64,9 +83,58 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
             {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "problem": e.get("msg", "")}
             for e in exc.errors()
         ]
-        return ORJSONResponse({"detail": problems}, status_code=422)
+        return _error(422, problems)
+
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, exc: HTTPException) -> ORJSONResponse:
+        return _error(exc.status_code, exc.detail, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> ORJSONResponse:
+        # the kind and the place, never the message or the payload: they may be personal
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        log.error("request failed: %s at %s:%s", type(exc).__name__, where and where.filename, where and where.lineno)
+        return _error(500, "internal error; the request was not applied")
 
     return app
+
+
+_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+    500: "internal",
+    503: "unavailable",
+}
+
+
+def _error(status_code: int, detail: Any, headers: Mapping[str, str] | None = None) -> ORJSONResponse:
+    """An error as the SDKs expect it: ``code`` and ``message``, with the problems in ``detail``."""
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        message = "; ".join(f"{d.get('field', '')}: {d.get('problem', '')}" for d in detail[:3])
+    else:
+        message = str(detail)
+    body = {"code": _CODES.get(status_code, f"http_{status_code}"), "message": message, "detail": detail}
+    return ORJSONResponse(body, status_code=status_code, headers=dict(headers) if headers else None)
+
+
+def _docs_behind_key(app: FastAPI) -> None:
+    """``/openapi.json`` and ``/docs`` for holders of a read key."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Reader])
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Reader])
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="segflow")
 
 
 async def _tick(service: Service) -> None:

@@ -227,8 +227,9 @@ class Engine:
         state.evaluated_ms = t
         if sample:
             intent = scores["intent"]
-            self.stats.scores[min(int(intent * 10), 9)] += 1
-            self.stats.score_sum += intent
+            if 0.0 <= intent <= 1.0:
+                self.stats.scores[min(int(intent * 10), 9)] += 1
+                self.stats.score_sum += intent
         new, transitions = evaluate(self.config, vector, scores, cluster, state.members, t)
         state.members = new
         for tr in transitions:

@@ -12,13 +12,14 @@ deletes a user's rows and keeps only a tombstone (a keyed hash).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
 from features.events import Event
+from features.values import plain_json
 
 Durability = Literal["process", "power"]
 
@@ -36,7 +37,16 @@ CREATE TABLE IF NOT EXISTS suppressed (tombstone TEXT PRIMARY KEY);
 
 
 def encode_event(event: Event) -> bytes:
-    """An event as compact JSON; :func:`decode_event` gives it back exactly."""
+    """An event as compact JSON; :func:`decode_event` gives it back exactly.
+    A value JSON cannot hold (the edge refuses them; a bug might not) is
+    neutralized (:func:`~features.values.plain_json`), never a failed write."""
+    try:
+        return _encode(event, event.properties, event.traits)
+    except (orjson.JSONEncodeError, TypeError):
+        return _encode(event, plain_json(event.properties), plain_json(event.traits))
+
+
+def _encode(event: Event, properties: Mapping[str, Any], traits: Mapping[str, Any]) -> bytes:
     return orjson.dumps(
         [
             event.message_id,
@@ -47,8 +57,8 @@ def encode_event(event: Event) -> bytes:
             event.received_ms,
             event.kind,
             event.name,
-            dict(event.properties),
-            dict(event.traits),
+            dict(properties),
+            dict(traits),
             event.device,
             event.country,
             event.city,
@@ -72,8 +82,9 @@ class EventLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL commits reach the OS on every commit; FULL adds the fsync
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'OFF'}")
+        # WAL commits reach the OS on every commit (NORMAL: a crash of segflow loses
+        # nothing, and power loss cannot corrupt the file); FULL adds the fsync
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
 
     def append(self, events: Sequence[Event]) -> int:

@@ -11,6 +11,8 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
+from serving.connections import deadline_protocol
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -21,7 +23,15 @@ def free_port() -> int:
 class ServerThread:
     def __init__(self, app: FastAPI, port: int | None = None) -> None:
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        settings = app.state.service.settings
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            http=deadline_protocol(settings.request_deadline_s, settings.max_pending_requests),
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{self.port}"

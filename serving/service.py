@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from features.defaults import DEFAULT_SPECS, RULE_SPECS
-from features.events import Event
+from features.events import Event, SegmentParser
 from features.online import FeatureSet
 from features.pseudonyms import Pseudonymizer, load_key
 from segments import config as segment_config
@@ -29,6 +29,7 @@ from segments.timeline import feature_set_for
 from serving import snapshot
 from serving.engine import DAY_MS, Engine, Outcome
 from serving.log import EventLog
+from serving.quarantine import Quarantine
 from serving.scorers import Scorers, load_scorers
 from serving.settings import Settings
 from serving.store import open_store
@@ -82,6 +83,8 @@ class Service:
         self.readiness = Readiness()
         self.engine: Engine | None = None
         self.log: EventLog | None = None
+        self.quarantine: Quarantine | None = None
+        self.parser: SegmentParser | None = None  # checks what the features in force read
         self._last_snapshot = time.monotonic()
         self.due_lag_ms: deque[int] = deque(maxlen=100_000)  # wall clock: due time to emitted transition
 
@@ -94,9 +97,11 @@ class Service:
     def start(self) -> Service:
         s = self.settings
         self.log = EventLog(s.state_dir / "events.db", s.durability)
+        self.quarantine = Quarantine(s.state_dir / "quarantine.db", s.durability, s.quarantine_max)
         config = load_config(s.segments)
         scorers = self._scorers()
         self.engine = self._recover(config, scorers)
+        self.parser = self._parser(self.engine)
         # the recovered state lives as long as the process: keep the cyclic GC from rescanning it
         gc.collect()
         gc.freeze()
@@ -119,6 +124,11 @@ class Service:
         if scorers.clusters is None:
             notes.append("no cluster model registered: cluster rules never hold")
         return notes
+
+    def _parser(self, engine: Engine) -> SegmentParser:
+        """The edge's parser: checks the numeric properties these features read."""
+        future_ms = int(self.settings.max_future_skew_s * 1000)
+        return SegmentParser(self.pseudonymizer, numeric=engine.features.numeric_properties, max_future_ms=future_ms)
 
     def _new_engine(self, config: SegmentConfig, scorers: Scorers) -> Engine:
         """An empty engine over the configured store (which is cleared: the
@@ -183,6 +193,9 @@ class Service:
         if self.log is not None:
             self.log.close()
             self.log = None
+        if self.quarantine is not None:
+            self.quarantine.close()
+            self.quarantine = None
 
     # -- work ------------------------------------------------------------------
 
@@ -209,9 +222,11 @@ class Service:
 
     def erase(self, profile_id: str) -> bool:
         """Erasure: the user is gone from profiles, log, timers, dedup keys,
-        pending labels and outbox, and from the snapshot on disk at once."""
+        pending labels, outbox and quarantine, and from the snapshot on disk at once."""
         assert self.engine is not None
         known = self.engine.erase(profile_id)
+        if self.quarantine is not None:
+            known = self.quarantine.erase(profile_id) > 0 or known
         self.save_snapshot()
         return known
 
@@ -224,6 +239,7 @@ class Service:
         engine.suppressed = set(self.engine.suppressed)
         replayed = self._replay(engine, 0)
         self.engine = engine
+        self.parser = self._parser(engine)
         self.readiness = Readiness(True, self._notes(scorers))
         self.save_snapshot()
         return {"config_id": config.config_id, "models": scorers.versions, "events_replayed": replayed}

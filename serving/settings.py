@@ -1,16 +1,14 @@
 """Service settings: one pydantic-settings class, from ``SEGFLOW_*`` env and
 ``config/segflow.yaml`` (env wins).
 
-Keys come as comma-separated lists (``SEGFLOW_WRITE_KEYS=k1,k2``); with none
-given, ``segflow serve`` creates a write and a read key in
-``$SEGFLOW_HOME/keys.json`` (mode 0600) and says where, never what.
+Keys come as comma-separated lists (``SEGFLOW_ADMIN_KEYS=k1,k2``; the older
+``SEGFLOW_WRITE_KEYS`` are admin keys) and from the keys file
+(``$SEGFLOW_HOME/keys.json``, mode 0600, created with an admin, a read and a
+source key when absent, re-read when it changes); see :mod:`serving.keys`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,6 +22,7 @@ from pydantic_settings import (
 )
 
 from features.pseudonyms import segflow_home
+from serving.keys import ensure_keys_file
 
 YAML_FILE = Path("config/segflow.yaml")
 
@@ -37,8 +36,20 @@ class Settings(BaseSettings):
     durability: Literal["process", "power"] = "process"
     store: str = Field(default="memory", pattern=r"^(memory|rediss?://.+|unix://.+)$")  # where profiles live
     store_prefix: str = Field(default="segflow:profile:", min_length=1)  # Redis keys of this service's profiles
-    write_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    write_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)  # the first name of admin keys
     read_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    source_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    source_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)  # origins the source keys are bound to
+    keys_file: Path | None = None  # default: keys.json beside the state directory
+    source_rate_per_s: float = Field(default=1000.0, gt=0)  # each source key, all clients together
+    source_client_rate_per_s: float = Field(default=50.0, gt=0)  # each source key, one client address
+    public_metrics: bool = False  # /metrics without a read key
+    public_docs: bool = False  # /docs and /openapi.json without a read key
+    max_future_skew_s: float = Field(default=600.0, ge=0)  # how far ahead of receipt an event may be dated
+    request_deadline_s: float = Field(default=10.0, gt=0)  # to receive a request's headers and body
+    max_pending_requests: int = Field(default=1000, ge=1)  # connections still sending a request at once
+    quarantine_max: int = Field(default=100_000, ge=1)  # rejected events kept (oldest dropped first)
     tracking_uri: str | None = None
     model_alias: str = "champion"
     snapshot_every_s: float = Field(default=300.0, gt=0)
@@ -49,7 +60,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 
-    @field_validator("write_keys", "read_keys", mode="before")
+    @field_validator("admin_keys", "write_keys", "read_keys", "source_keys", "source_origins", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -68,22 +79,25 @@ class Settings(BaseSettings):
         return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
 
 
+def keys_path(settings: Settings) -> Path:
+    return settings.keys_file or settings.state_dir.parent / "keys.json"
+
+
 def with_keys(settings: Settings) -> tuple[Settings, Path | None]:
-    """Settings with keys: the configured ones, else a write and a read key
-    kept in ``keys.json`` beside the state (created once, mode 0600). The
-    path is returned when the file is used, so it can be named (never the keys)."""
-    if settings.write_keys and settings.read_keys:
+    """Settings and the keys file to use: when settings give no admin or no
+    read key, the keys file (created once with a key of each scope) supplies
+    them. The path is returned when the file is in use, so it can be named
+    (never the keys)."""
+    if (settings.admin_keys or settings.write_keys) and settings.read_keys and settings.keys_file is None:
         return settings, None
-    path = settings.state_dir.parent / "keys.json"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        keys = {"write": "sfw_" + secrets.token_urlsafe(24), "read": "sfr_" + secrets.token_urlsafe(24)}
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(keys, f)
-    keys = json.loads(path.read_text())
-    update = {
-        "write_keys": settings.write_keys or [SecretStr(keys["write"])],
-        "read_keys": settings.read_keys or [SecretStr(keys["read"])],
-    }
-    return settings.model_copy(update=update), path
+    path = keys_path(settings)
+    ensure_keys_file(path)
+    return settings.model_copy(update={"keys_file": path}), path
+
+
+def admin_key(settings: Settings) -> str:
+    """An admin key for a client of this machine's service (``segflow replay``, the demo)."""
+    given = settings.admin_keys or settings.write_keys
+    if given:
+        return given[0].get_secret_value()
+    return next(k.secret for k in ensure_keys_file(keys_path(settings)) if k.scope == "admin")

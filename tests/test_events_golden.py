@@ -222,11 +222,12 @@ def test_no_timestamp_uses_receive_time(parser: SegmentParser, received: int) ->
 
 def test_ids_that_look_personal_are_pseudonymized(parser: SegmentParser, pseudonymizer: Pseudonymizer) -> None:
     e = parser.event(
-        {"type": "track", "userId": "Bob@Mail.com", "anonymousId": "+1 415 555 0100", "event": "x"}, received_ms=0
+        {"type": "track", "userId": "Bob@Mail.com", "anonymousId": "+1 415 555 0100", "event": "x"},
+        received_ms=RECEIVED,
     )
     assert e.user_id == pseudonymizer("bob@mail.com")
     assert e.anonymous_id == pseudonymizer("+1 415 555 0100")
-    assert parser.event({"type": "track", "userId": "543462", "event": "x"}, received_ms=0).user_id == "543462"
+    assert parser.event({"type": "track", "userId": "543462", "event": "x"}, received_ms=RECEIVED).user_id == "543462"
 
 
 def test_timestamps_outside_2000_to_2100_are_refused(parser: SegmentParser, received: int) -> None:

@@ -130,7 +130,7 @@ def test_replay_over_http_equals_offline_features_and_in_process_engine(server: 
 
 
 def _events_total(url: str) -> float:
-    text = httpx.get(url + "/metrics").text
+    text = httpx.get(url + "/metrics", auth=READ).text
     return float(next(line.split()[1] for line in text.splitlines() if line.startswith("segflow_events_total ")))
 
 
@@ -170,9 +170,10 @@ def test_reads_need_a_read_key_and_bad_input_names_the_field(server: Server) -> 
                                                       "timestamp": "2026-09-07T10:00:00Z"})  # fmt: skip
         assert ok.status_code == 200 and ok.json()["accepted"] == 1
         assert http.get("/v1/profiles/u1").status_code == 401
-        assert http.get("/v1/profiles/u1", auth=WRITE).status_code == 401  # write keys do not read
+        assert http.get("/v1/profiles/u1", auth=WRITE).status_code == 200  # write keys are admin keys: they read
         assert http.get("/v1/segments", headers={"authorization": f"Bearer {READ[0]}"}).status_code == 200
-        assert http.post("/v1/track", auth=READ, json={}).status_code == 401
+        refused = http.post("/v1/track", auth=READ, json={})
+        assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
         bad = http.post("/v1/track", auth=WRITE, json={"userId": "u1", "event": "x", "timestamp": "2026-13-01"})
         assert bad.status_code == 400 and bad.json()["detail"][0]["field"] == "timestamp"
         big = http.post("/v1/track", auth=WRITE, content=b'{"userId": "u", "event": "' + b"x" * 40_000 + b'"}')
@@ -192,7 +193,7 @@ def test_erasure_over_http_leaves_no_trace(server: Server) -> None:
         later = http.post("/v1/track", auth=WRITE, json={"userId": who, "event": "Product Added", "messageId": "x9",
                                                           "timestamp": "2026-09-07T11:00:00Z"}).json()  # fmt: skip
         assert later["suppressed"] == 1 and later["accepted"] == 0
-        assert who not in http.get("/metrics").text
+        assert who not in http.get("/metrics", auth=READ).text
     import sqlite3
     import zlib
 
@@ -209,7 +210,8 @@ def test_preview_over_stored_history(server: Server) -> None:
         _post(http, events)
         new = SEGMENTS.read_text().replace("likely_buyer: 0.35", "likely_buyer: 0.05")
         assert http.post("/v1/segments/preview", json={"config": new}).status_code == 401
-        r = http.post("/v1/segments/preview", json={"config": new, "limit": 5}, auth=READ)
+        assert http.post("/v1/segments/preview", json={"config": new}, auth=READ).status_code == 403  # admin only
+        r = http.post("/v1/segments/preview", json={"config": new, "limit": 5}, auth=WRITE)
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["events"] == len(events)
@@ -218,7 +220,7 @@ def test_preview_over_stored_history(server: Server) -> None:
         same = next(s for s in body["segments"] if s["segment"] == "active_now")
         assert same["status"] == "same" and same["transitions_only_new"] == []
         text = "version: 1\nsegments:\n  - name: x\n    rule: count(\n"
-        broken = http.post("/v1/segments/preview", json={"config": text}, auth=READ)
+        broken = http.post("/v1/segments/preview", json={"config": text}, auth=WRITE)
         assert broken.status_code == 422 and "preview.yaml:4" in broken.text
 
 

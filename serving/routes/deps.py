@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 
 from features.events import SegmentParser
-from serving import auth
+from serving.auth import Guard
 from serving.engine import Engine
+from serving.keys import ApiKey
 from serving.metrics import Metrics
+from serving.quarantine import Quarantine
 from serving.service import Service
 
 
@@ -26,7 +28,9 @@ def get_engine(request: Request) -> Engine:
 
 
 def get_parser(request: Request) -> SegmentParser:
-    parser: SegmentParser = request.app.state.parser
+    parser = get_service(request).parser
+    if parser is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "segflow is starting")
     return parser
 
 
@@ -35,21 +39,41 @@ def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-def require_write(request: Request) -> None:
-    try:
-        auth.check(request, get_service(request).settings.write_keys, "write")
-    except HTTPException:
-        get_metrics(request).rejects.labels("unauthorized").inc()
-        raise
+def get_guard(request: Request) -> Guard:
+    guard: Guard = request.app.state.guard
+    return guard
 
 
-def require_read(request: Request) -> None:
-    auth.check(request, get_service(request).settings.read_keys, "read")
+def get_quarantine(request: Request) -> Quarantine:
+    quarantine = get_service(request).quarantine
+    if quarantine is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "segflow is starting")
+    return quarantine
+
+
+def allowed(action: str) -> Any:
+    """A dependency that lets a request through when its key may do ``action``."""
+
+    def check(request: Request) -> ApiKey:
+        try:
+            return get_guard(request).check(request, action)
+        except HTTPException as exc:
+            get_metrics(request).rejects.labels(refusal_reason(exc.status_code)).inc()
+            raise
+
+    return Depends(check)
+
+
+def refusal_reason(code: int) -> str:
+    """The metrics label of a refused request."""
+    return {401: "unauthorized", 403: "forbidden", 413: "too_large", 429: "rate_limited"}.get(code, "refused")
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 ParserDep = Annotated[SegmentParser, Depends(get_parser)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-Writer = Depends(require_write)
-Reader = Depends(require_read)
+GuardDep = Annotated[Guard, Depends(get_guard)]
+QuarantineDep = Annotated[Quarantine, Depends(get_quarantine)]
+Reader = allowed("read")
+Admin = allowed("admin")

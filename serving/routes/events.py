@@ -1,6 +1,8 @@
 """Ingest: Segment Spec bodies on /v1/track, /v1/page, /v1/identify and
-/v1/batch. Each event is logged before the answer, which lists the segment
-transitions the request caused."""
+/v1/batch. Each event is checked on its own: the good ones are logged before
+the answer, which lists the segment transitions they caused; each bad one is
+listed by index with its field and problem, counted, and kept (scrubbed) in
+the quarantine. A body is read no further than its size limit."""
 
 from __future__ import annotations
 
@@ -9,19 +11,16 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import ORJSONResponse
+from starlette.requests import ClientDisconnect
 
-from features.events import EventError, PayloadTooLarge
+from features.events import EventError, Parsed, PayloadTooLarge, SegmentParser
 from serving.engine import Change
-from serving.routes.deps import MetricsDep, ParserDep, ServiceDep, Writer
+from serving.metrics import Metrics
+from serving.quarantine import Quarantine
+from serving.routes.deps import GuardDep, MetricsDep, ParserDep, ServiceDep, get_quarantine, refusal_reason
+from serving.routes.schemas import INGEST_BODIES, INGEST_RESPONSES
 
-router = APIRouter(prefix="/v1", tags=["ingest"], dependencies=[Writer])
-
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
-    }
-}
+router = APIRouter(prefix="/v1", tags=["ingest"])
 
 
 def change_json(change: Change) -> dict[str, Any]:
@@ -29,35 +28,82 @@ def change_json(change: Change) -> dict[str, Any]:
     return {"user": change.profile_id, "segment": t.segment, "kind": t.kind, "at_ms": t.at_ms}
 
 
-async def _ingest(kind: str, request: Request, service: ServiceDep, parser: ParserDep, metrics: MetricsDep) -> Any:
-    limit = service.settings.max_batch_bytes if kind == "batch" else service.settings.max_event_bytes
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit``
+    (a declared length is believed first; a chunked body is counted as it comes)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        metrics.rejects.labels("too_large").inc()
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"body over the {limit}-byte limit")
-    body = await request.body()
-    received_ms = time.time_ns() // 1_000_000
+    body = bytearray()
     try:
-        events = parser.body(body, received_ms=received_ms, kind=kind)
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"body over the {limit}-byte limit")
+    except ClientDisconnect:  # dropped at its deadline, or gone: nothing was accepted
+        raise HTTPException(status.HTTP_408_REQUEST_TIMEOUT, "the body did not arrive in time") from None
+    return bytes(body)
+
+
+async def _ingest(
+    kind: str, request: Request, service: ServiceDep, parser: ParserDep, metrics: MetricsDep, guard: GuardDep
+) -> Any:
+    header = "authorization" in request.headers
+    try:
+        if header:
+            guard.check(request, "ingest")
+        limit = service.settings.max_batch_bytes if kind == "batch" else service.settings.max_event_bytes
+        body = await read_body(request, limit)
+        received_ms = time.time_ns() // 1_000_000
+        parsed = parser.parse(body, received_ms=received_ms, kind=kind)
+        if not header:
+            guard.check(request, "ingest", parsed.write_key, in_body=True)
     except PayloadTooLarge as exc:
         metrics.rejects.labels("too_large").inc()
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, _problems(exc)) from None
     except EventError as exc:
         metrics.rejects.labels("invalid").inc()
         raise HTTPException(status.HTTP_400_BAD_REQUEST, _problems(exc)) from None
-    outcome = service.ingest(events)
+    except HTTPException as exc:
+        metrics.rejects.labels(refusal_reason(exc.status_code)).inc()
+        raise
+    rejected = _quarantine(parsed, kind, received_ms, parser, get_quarantine(request), metrics)
+    outcome = service.ingest(parsed.events)
     decided = time.time_ns() / 1e9
-    for e in events:
+    for e in parsed.events:
         metrics.latency.observe(max(decided - e.received_ms / 1000, 0.0))
-    return ORJSONResponse(
-        {
-            "accepted": outcome.accepted,
-            "duplicates": outcome.duplicates,
-            "suppressed": outcome.suppressed,
-            "late": outcome.late,
-            "transitions": [change_json(c) for c in outcome.changes],
-        }
+    answer: dict[str, Any] = {
+        "accepted": outcome.accepted,
+        "duplicates": outcome.duplicates,
+        "suppressed": outcome.suppressed,
+        "late": outcome.late,
+        "transitions": [change_json(c) for c in outcome.changes],
+    }
+    if not rejected:
+        return ORJSONResponse(answer)
+    n, total = len(parsed.rejected), len(parsed.rejected) + len(parsed.events)
+    first = rejected[0]
+    message = f"{n} of {total} events rejected and quarantined; first: {first['field']}: {first['problem']}"
+    answer |= {"code": "events_rejected", "message": message, "rejected": rejected}
+    if parsed.events:
+        return ORJSONResponse(answer)
+    answer["detail"] = rejected
+    return ORJSONResponse(answer, status_code=status.HTTP_400_BAD_REQUEST)
+
+
+def _quarantine(
+    parsed: Parsed, kind: str, received_ms: int, parser: SegmentParser, quarantine: Quarantine, metrics: Metrics
+) -> list[dict[str, Any]]:
+    """Keep each rejected event (scrubbed) and say, by index, what was wrong."""
+    if not parsed.rejected:
+        return []
+    quarantine.add(
+        received_ms,
+        None if kind == "batch" else kind,
+        [(parser.profile_of(r.payload), r.problems, parser.scrubbed(r.payload)) for r in parsed.rejected],
     )
+    metrics.rejects.labels("invalid_event").inc(len(parsed.rejected))
+    return [{"index": r.index, "field": f, "problem": p} for r in parsed.rejected for f, p in r.problems]
 
 
 def _problems(exc: EventError) -> list[dict[str, str]]:
@@ -65,8 +111,10 @@ def _problems(exc: EventError) -> list[dict[str, str]]:
 
 
 def _route(kind: str) -> None:
-    async def endpoint(request: Request, service: ServiceDep, parser: ParserDep, metrics: MetricsDep) -> Any:
-        return await _ingest(kind, request, service, parser, metrics)
+    async def endpoint(
+        request: Request, service: ServiceDep, parser: ParserDep, metrics: MetricsDep, guard: GuardDep
+    ) -> Any:
+        return await _ingest(kind, request, service, parser, metrics, guard)
 
     endpoint.__name__ = f"ingest_{kind}"
     router.add_api_route(
@@ -74,8 +122,8 @@ def _route(kind: str) -> None:
         endpoint,
         methods=["POST"],
         summary=f"Ingest a Segment Spec {kind} {'envelope' if kind == 'batch' else 'event'}",
-        openapi_extra=_BODY,
-        responses={400: {"description": "invalid body"}, 401: {"description": "no write key"}, 413: {}},
+        openapi_extra=INGEST_BODIES[kind],
+        responses=INGEST_RESPONSES,
     )
 
 

@@ -1,4 +1,5 @@
-"""Operations: liveness, readiness, Prometheus metrics, reload."""
+"""Operations: liveness, readiness, Prometheus metrics (routed by the app,
+behind the read key unless made public), reload, the event clock."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from features.events import EARLIEST_MS, LATEST_MS
 from segments.config import ConfigError
-from serving.routes.deps import MetricsDep, ServiceDep, Writer
+from serving.routes.deps import Admin, MetricsDep, ServiceDep
 from serving.routes.events import change_json
 
 router = APIRouter(tags=["operations"])
@@ -37,12 +38,12 @@ async def readyz(service: ServiceDep) -> Any:
     return ORJSONResponse(body, status_code=200 if r.ready else 503)
 
 
-@router.get("/metrics")
 async def metrics(m: MetricsDep) -> Response:
+    """Prometheus metrics (behind the read key unless ``public_metrics``)."""
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.post("/v1/admin/reload", dependencies=[Writer], responses={401: {}, 422: {}})
+@router.post("/v1/admin/reload", dependencies=[Admin], responses={401: {}, 403: {}, 422: {}})
 async def reload(service: ServiceDep) -> dict[str, Any]:
     """Load the segment config and the registered models again; state is rebuilt from the log."""
     try:
@@ -53,7 +54,7 @@ async def reload(service: ServiceDep) -> dict[str, Any]:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [f"cannot read the config: {exc}"]) from None
 
 
-@router.post("/v1/admin/advance", dependencies=[Writer], responses={401: {}, 409: {}})
+@router.post("/v1/admin/advance", dependencies=[Admin], responses={401: {}, 403: {}, 409: {}})
 async def advance(service: ServiceDep, to_ms: Annotated[int, Query(ge=EARLIEST_MS, le=LATEST_MS)]) -> dict[str, Any]:
     """Event clock only: move time to ``to_ms`` so every timer due by then fires
     (the end of a replay, a demo, a test); the transitions it caused."""

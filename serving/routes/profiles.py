@@ -14,7 +14,7 @@ from segments.config import SegmentConfig
 from segments.membership import Transition
 from segments.rules import Clause, Context
 from serving.engine import Engine
-from serving.routes.deps import EngineDep, ParserDep, Reader, ServiceDep, Writer
+from serving.routes.deps import Admin, EngineDep, ParserDep, Reader, ServiceDep
 from serving.service import Service
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
@@ -74,7 +74,7 @@ def _pid(engine: Engine, user_id: str, parser: ParserDep) -> str:
     return pid
 
 
-@router.get("/{user_id}", dependencies=[Reader], responses={401: {}, 404: {}})
+@router.get("/{user_id}", dependencies=[Reader], responses={401: {}, 403: {}, 404: {}})
 async def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, parser: ParserDep) -> dict[str, Any]:
     """Features now, scores with their top contributions, cluster, segments with reasons."""
     pid = _pid(engine, user_id, parser)
@@ -112,7 +112,7 @@ async def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, pars
     }
 
 
-@router.get("/{user_id}/segments/{segment}", dependencies=[Reader], responses={401: {}, 404: {}})
+@router.get("/{user_id}/segments/{segment}", dependencies=[Reader], responses={401: {}, 403: {}, 404: {}})
 async def get_membership(
     user_id: str, segment: str, engine: EngineDep, service: ServiceDep, parser: ParserDep
 ) -> dict[str, Any]:
@@ -148,9 +148,9 @@ async def get_membership(
     }
 
 
-@router.delete("/{user_id}", dependencies=[Writer], responses={401: {}})
+@router.delete("/{user_id}", dependencies=[Admin], responses={401: {}, 403: {}})
 async def erase_profile(user_id: str, service: ServiceDep, parser: ParserDep) -> dict[str, Any]:
-    """Erase a user: profile, logged events, pending labels, dedup keys, outbox;
+    """Erase a user: profile, logged events, pending labels, dedup keys, outbox, quarantine;
     later events of the user are accepted, counted and dropped."""
     pid = profile_key(user_id, parser.pseudonymizer)
     return {"erased": service.erase(pid)}

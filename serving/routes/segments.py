@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from segments.config import ConfigError
 from serving.preview import preview
-from serving.routes.deps import EngineDep, Reader, ServiceDep
+from serving.routes.deps import Admin, EngineDep, Reader, ServiceDep
 from serving.service import loads_config
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"], dependencies=[Reader])
@@ -47,7 +47,7 @@ class PreviewRequest(BaseModel):
     limit: int = Field(default=100, ge=0, le=10_000, description="transitions listed per segment")
 
 
-@router.post("/preview", responses={401: {}, 422: {}})
+@router.post("/preview", dependencies=[Admin], responses={401: {}, 403: {}, 422: {}})
 async def preview_change(body: PreviewRequest, service: ServiceDep) -> dict[str, Any]:
     """Replay the stored history under the current and the proposed config;
     who would enter and leave, when, and each day's sizes. Nothing is saved."""
