@@ -32,29 +32,37 @@ PREFIX = "pii_"
 _DIGEST_BYTES = 16
 _PSEUDONYM = re.compile(r"pii_[0-9a-f]{32}\Z")
 EMAIL = re.compile(r"[\w.+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)+")
-# A phone number as a whole id: E.164 with a leading '+', or a national number
-# written with separators. Plain digit strings are not phones: shops use
-# numeric user ids (a plain-digit phone is caught by its key, ``phone``).
-PHONE = re.compile(r"(?:\+\d[\d\s().-]{6,18}\d|\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4})\Z")
+# A phone number as a whole id: E.164 with a leading '+', a national number
+# written with separators, or 10-11 digits after a trunk '0'. Other plain digit
+# strings are not phones: shops use numeric user ids (and no integer id starts
+# with 0); a plain-digit phone under its key (``phone``) is caught by the key.
+PHONE = re.compile(r"(?:\+\d[\d\s().-]{6,18}\d|\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}|0\d{9,10})\Z")
 
 # Inside free text: a maximal run of digits and separators (nothing word-like
 # or dotted touching it), checked by :func:`_phone_like`.
-_PHONE_RUN = re.compile(r"(?<![\w./+\-])(?:\+|00)?\(?\+?\d[\d\s().\-/+]{5,24}\d(?![\w./\-])")
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
-_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?::\d{1,3}(?:\.\d{1,3}){3})?(?![\w:.])")
+_PHONE_RUN = re.compile(
+    r"(?<![\w./+\-])(?:\+|00)?\(?\+?\d[\d\s().\-/+]{5,24}\d(?:\s?(?:x|ext\.?|#)\s?\d{1,6})?(?![\w/\-]|\.\d)"
+)
+_EXTENSION = re.compile(r"\s?(?:x|ext\.?|#)\s?\d{1,6}\Z")
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
+_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?::\d{1,3}(?:\.\d{1,3}){3})?(?![\w:]|\.\w)")
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
 # Cheap first look: could this text hold any of the above?
 _HINT = re.compile(r"@|%40|\d[\d\s().\-/+]{5,}\d|[0-9A-Fa-f]*:[0-9A-Fa-f]*:|(?:\d{1,3}\.){3}\d|%2[bB]|%3[aA]")
 _QUERY_PAIR = re.compile(r"([?&;])([^=&#;?]{1,64})=([^&#;]*)")
 
 
-def _phone_like(run: str) -> bool:
+def _phone_like(run: str, alone: bool = True) -> bool:
+    """Whether a run of digits and separators is a phone number. ``alone``:
+    the run is the whole value, where a plain digit string is an id (shops
+    use numeric ids); inside free text, 10 to 15 plain digits are a phone."""
+    run = _EXTENSION.sub("", run)
     digits = sum(c.isdigit() for c in run)
     if run.startswith(("+", "00", "(+")):
         return 7 <= digits <= 15
     if not 8 <= digits <= 15 or _DATE.fullmatch(run.strip()):
         return False
-    return any(not c.isdigit() for c in run)  # written with separators: a plain digit run is an id
+    return any(not c.isdigit() for c in run) or (not alone and digits >= 10)
 
 
 def _ip_like(text: str) -> bool:
@@ -191,7 +199,11 @@ def scrub_with(text: str, replace: Callable[[str], str], redact: bool = False) -
     text = EMAIL.sub(lambda m: replace(m.group(0)), text)
     text = _IPV6.sub(lambda m: _if(m.group(0), _ip_like, "<ip>" if redact else replace), text)
     text = _IPV4.sub(lambda m: _if(m.group(0), _ip_like, "<ip>" if redact else replace), text)
-    text = _PHONE_RUN.sub(lambda m: _if(m.group(0), _phone_like, "<phone>" if redact else replace), text)
+    whole = len(text)
+    text = _PHONE_RUN.sub(
+        lambda m: _if(m.group(0), lambda run: _phone_like(run, len(run) == whole), "<phone>" if redact else replace),
+        text,
+    )
     return original if text == plain else text  # nothing personal: the text as given, encoding and all
 
 
