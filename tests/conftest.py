@@ -8,7 +8,9 @@ repository) and skip with a message when it is absent. In CI
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import pickle
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,19 @@ def redis_client() -> Iterator[redis.Redis]:
         pytest.skip("Redis is not answering on 127.0.0.1:6379: install redis-server and start it")
     yield client
     client.close()
+
+
+def snapshot_text(path: Path) -> str:
+    """A snapshot as text, decompressed all the way (the profiles inside are
+    compressed again by their codec), so a search sees everything it holds."""
+    state = pickle.loads(zlib.decompress(path.read_bytes()))
+    profiles = state.pop("profiles")
+    return "\n".join([repr(state), *(pid + zlib.decompress(blob[1:]).decode() for pid, blob in profiles.items())])
+
+
+@pytest.fixture(scope="session")
+def read_snapshot() -> Callable[[Path], str]:
+    return snapshot_text
 
 
 @pytest.fixture(scope="session")

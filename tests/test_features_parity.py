@@ -8,6 +8,7 @@ the default set plus filtered, derived and custom-resolution specs.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -17,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.buckets import Buckets
 from features.defaults import DEFAULT_SPECS
 from features.events import Event
 from features.offline import OfflineFeatures, accepted
@@ -97,9 +99,11 @@ def streams(draw: st.DrawFn) -> list[Event]:
     # times on a coarse grid so events tie and window edges coincide with reads
     steps = draw(st.lists(st.sampled_from([0, 0, 1, 5, 30, 60, 61, 24 * 60, 3 * 24 * 60]), min_size=n, max_size=n))
     ts = (BASE + np.cumsum(steps) * MIN).tolist()
-    # arrival order: shuffled within the lateness, plus some too-late events
+    # event times stamped up to 90 minutes back (past the lateness, some), and a
+    # network delay of up to 90 minutes: arrival order differs from time order
     jitter = draw(st.lists(st.integers(-90, 0), min_size=n, max_size=n))
-    arrival = sorted(range(n), key=lambda i: (ts[i] + 0 * jitter[i], i))
+    delay = draw(st.lists(st.integers(0, 90), min_size=n, max_size=n))
+    arrival = sorted(range(n), key=lambda i: (ts[i] + (jitter[i] + delay[i]) * MIN, i))
     swaps = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=5))
     for i, j in swaps:
         arrival[i], arrival[j] = arrival[j], arrival[i]
@@ -137,6 +141,42 @@ def streams(draw: st.DrawFn) -> list[Event]:
 
 @given(streams(), st.lists(st.integers(0, 3 * 24 * 60), min_size=1, max_size=3))
 def test_online_equals_offline_on_random_streams(events: list[Event], offsets: list[int]) -> None:
+    check_parity(events, offsets)
+
+
+def test_the_streams_arrive_out_of_time_order() -> None:
+    """The parity test above sees events arrive out of their time order (else it
+    could not catch an online update that assumes order)."""
+    out_of_order = []
+
+    @given(streams())
+    @settings(max_examples=100)
+    def look(events: list[Event]) -> None:
+        out_of_order.append(any(b.ts_ms < a.ts_ms for a, b in itertools.pairwise(events)))
+
+    look()
+    assert sum(out_of_order) >= 30, sum(out_of_order)
+
+
+def test_the_parity_check_catches_an_update_that_assumes_time_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Broken on purpose: an out-of-order event lands in the newest bucket."""
+    add = Buckets.add
+
+    def in_order_only(self: Buckets, key: int, values: Sequence[float]) -> None:
+        add(self, max(key, self.keys[-1]) if self.keys else key, values)
+
+    def ev(mid: str, at_min: int, pos: int) -> Event:
+        return Event(mid, "add_to_cart", "a", None, BASE + at_min * MIN, BASE + pos * 1000, properties={"price": 5.0})
+
+    stream = [ev("m1", 300, 0), ev("m2", 250, 1), ev("m3", 301, 2)]  # m2 arrives 50 minutes late, within the lateness
+    check_parity(stream, [0, 30, 60])
+    monkeypatch.setattr(Buckets, "add", in_order_only)
+    with pytest.raises(AssertionError):
+        check_parity(stream, [0, 30, 60])
+
+
+def check_parity(events: list[Event], offsets: list[int]) -> None:
+    """Online reads after each arrival equal the offline computation at the same moments."""
     fs = FeatureSet(SPECS)
     table = events_to_table(events)
     offline = OfflineFeatures(fs, table)

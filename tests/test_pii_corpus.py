@@ -7,13 +7,12 @@ every response and the server's log are searched: no raw value may be found."""
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -154,22 +153,15 @@ def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
         redis_client.delete(key)
 
 
-def state_text(state: Path) -> str:
+def state_text(state: Path, read_snapshot: Callable[[Path], str]) -> str:
     """Everything under the state directory, decompressed where it is compressed."""
-    parts = []
-    for path in sorted(p for p in state.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        if path.name == "snapshot.bin":
-            snap = pickle.loads(zlib.decompress(data))
-            profiles = snap.pop("profiles")
-            parts.append(repr(snap))
-            parts += [pid + zlib.decompress(blob[1:]).decode() for pid, blob in profiles.items()]
-        else:
-            parts.append(data.decode("utf-8", "replace"))
-    return "\n".join(parts)
+    files = sorted(p for p in state.rglob("*") if p.is_file())
+    return "\n".join(read_snapshot(p) if p.name == "snapshot.bin" else p.read_text(errors="replace") for p in files)
 
 
-def test_no_raw_personal_data_anywhere(tmp_path: Path, redis_client: redis.Redis, redis_prefix: str) -> None:
+def test_no_raw_personal_data_anywhere(
+    tmp_path: Path, redis_client: redis.Redis, redis_prefix: str, read_snapshot: Callable[[Path], str]
+) -> None:
     cases = corpus()
     assert len(cases) >= 80 + len(HAND)
     responses: list[str] = []
@@ -205,7 +197,7 @@ def test_no_raw_personal_data_anywhere(tmp_path: Path, redis_client: redis.Redis
     ]
     assert stored, "the profiles were kept in Redis"
     places = {
-        "state directory": state_text(tmp_path / "state"),
+        "state directory": state_text(tmp_path / "state", read_snapshot),
         "redis": "\n".join(stored),
         "responses": "\n".join(responses),
         "server log": server.log.read_text(errors="replace"),

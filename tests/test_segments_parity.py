@@ -5,10 +5,12 @@ dwell nobody flaps faster than it."""
 
 from __future__ import annotations
 
+import heapq
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,6 +18,7 @@ from features.defaults import DEFAULT_SPECS
 from features.events import Event
 from features.offline import OfflineFeatures
 from features.table import events_to_table
+from segments import timeline
 from segments.config import loads
 from segments.membership import Memberships, evaluate
 from segments.timeline import feature_set_for, fold
@@ -86,24 +89,68 @@ def net(transitions: list) -> list[tuple[int, str, str]]:
     return sorted((at, seg, "enter" if d > 0 else "exit") for (at, seg), d in out.items() if d)
 
 
-@given(timelines())
-def test_fold_equals_offline_evaluation(events: list[Event]) -> None:
+DURATIONS_MS = [m * MIN for m in (30, 45, 60, 90, 120, 180, 24 * 60)]  # every duration CONFIG names
+DWELL_MS = 45 * MIN
+
+
+def instants(events: list[Event], until: int) -> list[int]:
+    """Every instant at which CONFIG's memberships can change, found without
+    the fold: each event's time, and for each duration a rule names, the
+    instant the event leaves a window (at its minute's end, or its own time,
+    plus the duration) or a recency or deadline passes it (a millisecond later
+    for a strict comparison). Between two of these nothing can change."""
+    out = {e.ts_ms for e in events}
+    for e in events:
+        edge = -(-e.ts_ms // MIN) * MIN
+        for d in DURATIONS_MS:
+            out |= {edge + d, e.ts_ms + d, e.ts_ms + d + 1, edge + d + 1}
+    return sorted(t for t in out if t <= until)
+
+
+def offline_transitions(events: list[Event], until: int) -> list:
+    """Memberships evaluated on offline features at every instant where they
+    can change (and where a minimum dwell ends), in time order."""
+    fs = feature_set_for(CONFIG, DEFAULT_SPECS)
+    table = events_to_table(events)
+
+    def rows(moments: list[int]) -> dict[int, dict]:
+        frame = OfflineFeatures(fs, table).at(pd.DataFrame({"profile_id": "u", "at": moments}))
+        return {at: row for at, row in zip(moments, frame.to_dict("records"), strict=True)}
+
+    static = instants(events, until)
+    known = rows(static)
+    queue = list(static)
+    heapq.heapify(queue)
+    members = Memberships()
+    expected = []
+    seen: set[int] = set()
+    while queue:
+        at = heapq.heappop(queue)
+        if at in seen:
+            continue
+        seen.add(at)
+        row = known[at] if at in known else rows([at])[at]
+        members, changes = evaluate(CONFIG, row, {}, None, members, at)
+        expected.extend(changes)
+        for t in changes:
+            if t.kind == "enter" and t.at_ms + DWELL_MS <= until:
+                heapq.heappush(queue, t.at_ms + DWELL_MS)  # a dwell's end can release an exit
+        assert not {"stage_a", "stage_b"} <= members.names
+    return expected
+
+
+def check_fold(events: list[Event]) -> list:
+    """The fold's transitions equal, instant for instant, the offline evaluation's."""
     fs = feature_set_for(CONFIG, DEFAULT_SPECS)
     until = events[-1].ts_ms + 2 * 24 * 60 * MIN
     online = fold(CONFIG, events, until, fs)
-    # independently: offline features at every event time, every time the fold
-    # says something changed, and every 5 minutes (which catches a change the
-    # fold never woke for), evaluated in order
-    grid = range(events[0].ts_ms, until + 1, 5 * MIN)
-    moments = sorted({e.ts_ms for e in events} | {t.at_ms for t in online} | set(grid))
-    offline = OfflineFeatures(fs, events_to_table(events)).at(pd.DataFrame({"profile_id": "u", "at": moments}))
-    members = Memberships()
-    expected = []
-    for at, (_, row) in zip(moments, offline.iterrows(), strict=True):
-        members, changes = evaluate(CONFIG, row.to_dict(), {}, None, members, at)
-        expected.extend(changes)
-        assert not {"stage_a", "stage_b"} <= members.names
-    assert net(online) == net(expected)
+    assert net(online) == net(offline_transitions(events, until))
+    return online
+
+
+@given(timelines())
+def test_fold_equals_offline_evaluation(events: list[Event]) -> None:
+    online = check_fold(events)
     # dwell: no one leaves 'busy' sooner than 45 minutes after entering
     entered = None
     for t in online:
@@ -112,3 +159,16 @@ def test_fold_equals_offline_evaluation(events: list[Event]) -> None:
                 entered = t.at_ms
             else:
                 assert entered is not None and t.at_ms - entered >= timedelta(minutes=45) // timedelta(milliseconds=1)
+
+
+def test_the_parity_check_catches_a_wake_a_minute_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fold that wakes one minute after each due time must fail the check
+    (a five-minute grid would have let it pass whenever no grid point fell in
+    that minute)."""
+    late = timeline.next_due
+    monkeypatch.setattr(timeline, "next_due", lambda *a: None if (d := late(*a)) is None else d + MIN)
+    cart = Event("m0", "add_to_cart", "u", None, BASE + 7_000, BASE + 7_000, properties={"category": "hats"})
+    with pytest.raises(AssertionError):
+        check_fold([cart])
+    monkeypatch.setattr(timeline, "next_due", late)
+    check_fold([cart])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +26,7 @@ from serving.engine import Engine
 from serving.scorers import Scorers
 from serving.service import BASE_SPECS, Service, build_features, intent_feature_names
 from serving.settings import Settings
-from serving.store import open_store
+from serving.store import MemoryStore, open_store
 from training.datasets import cluster_features, user_vectors
 from training.synthetic import generate
 
@@ -145,7 +146,7 @@ def test_restart_restores_exactly_the_acknowledged_state(
     second.close()
 
 
-def test_erasure_leaves_no_trace_and_drops_later_events(tmp_path: Path) -> None:
+def test_erasure_leaves_no_trace_and_drops_later_events(tmp_path: Path, read_snapshot: Callable[[Path], str]) -> None:
     service = Service(_settings(tmp_path), scorers()).start()
     service.ingest([ev("e1", "gone", "add_to_cart", T0), ev("e2", "kept", "add_to_cart", T0)])
     assert service.erase("gone")
@@ -154,7 +155,7 @@ def test_erasure_leaves_no_trace_and_drops_later_events(tmp_path: Path) -> None:
     assert e.store.get("gone") is None and "gone" not in e.users and log.count("gone") == 0
     assert all(c.profile_id != "gone" for c in e.outbox)
     assert all(p != "gone" for _, p in e._seen.values())
-    assert b"gone" not in (tmp_path / "snapshot.bin").read_bytes()
+    assert "gone" not in read_snapshot(tmp_path / "snapshot.bin") and "kept" in read_snapshot(tmp_path / "snapshot.bin")
     later = service.ingest([ev("e3", "gone", "add_to_cart", T0 + H)])
     assert (later.accepted, later.suppressed) == (0, 1) and log.count("gone") == 0
     service.close()
@@ -162,6 +163,20 @@ def test_erasure_leaves_no_trace_and_drops_later_events(tmp_path: Path) -> None:
     assert again.engine is not None and again.engine.store.get("gone") is None
     assert again.ingest([ev("e4", "gone", "add_to_cart", T0 + 2 * H)]).suppressed == 1
     again.close()
+
+
+def test_the_snapshot_search_finds_a_profile_erasure_left_behind(
+    tmp_path: Path, read_snapshot: Callable[[Path], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: the store forgets nothing. The search of the
+    decompressed snapshot sees it; a search of the compressed bytes did not."""
+    monkeypatch.setattr(MemoryStore, "delete", lambda self, pid: True)
+    service = Service(_settings(tmp_path), scorers()).start()
+    service.ingest([ev("e1", "gone", "add_to_cart", T0), ev("e2", "kept", "add_to_cart", T0)])
+    service.erase("gone")
+    assert b"gone" not in (tmp_path / "snapshot.bin").read_bytes()  # the old check: blind
+    assert "gone" in read_snapshot(tmp_path / "snapshot.bin")
+    service.close()
 
 
 def test_reload_backfills_a_feature_the_new_rules_derive(tmp_path: Path) -> None:
