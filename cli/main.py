@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli import demo, serve
+from cli import admin, demo, serve
 from features.events import SegmentParser
 from features.pseudonyms import Pseudonymizer, load_key
 from features.specs import Spec
@@ -445,6 +445,8 @@ def segments_preview(
 
 
 app.command("serve")(serve.serve)
+app.add_typer(admin.keys_app, name="keys")
+app.add_typer(admin.quarantine_app, name="quarantine")
 app.command("demo")(demo.demo)
 app.command("replay")(serve.replay_command)
 

@@ -74,10 +74,10 @@ def test_replay_feeds_a_running_server(tmp_path: Path) -> None:
 
     history = generate(30, 1, 3)
     write_table(history.events, tmp_path / "day.parquet")
-    settings = Settings(state_dir=tmp_path / "state", clock="event", write_keys=[SecretStr("wk")],
-                        read_keys=[SecretStr("rk")], tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")  # fmt: skip
+    settings = Settings(state_dir=tmp_path / "state", clock="event", write_keys=[SecretStr("wk-secret")],
+                        read_keys=[SecretStr("rk-secret")], tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")  # fmt: skip
     with ServerThread(create_app(settings, Scorers(OnlineIntentModel(), intent_feature_names()))) as url:
-        args = ["replay", str(tmp_path / "day.parquet"), "--url", url, "--speed", "max", "--key", "wk"]
+        args = ["replay", str(tmp_path / "day.parquet"), "--url", url, "--speed", "max", "--key", "wk-secret"]
         done = CliRunner().invoke(app, args)
         assert done.exit_code == 0, done.output
         assert json.loads(done.stdout)["accepted"] == history.events.num_rows

@@ -19,7 +19,9 @@ import httpx
 import pytest
 import redis
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
+from cli.main import app
 from features.events import Event, format_ms
 from models.intent_online import OnlineIntentModel
 from serving.app import create_app
@@ -278,3 +280,32 @@ def test_a_non_finite_value_behind_the_edge_breaks_nothing(tmp_path: Path) -> No
     out = again.ingest([Event("nf-after", "add_to_cart", "n1", None, T0 + 3 * DAY + 2, T0 + 3 * DAY + 2)])
     assert out.accepted == 1
     again.close()
+
+
+def test_keys_and_quarantine_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys_file = tmp_path / "keys.json"
+    monkeypatch.setenv("SEGFLOW_KEYS_FILE", str(keys_file))
+    cli = CliRunner()
+    added = cli.invoke(app, ["keys", "add", "source", "--id", "shop", "--origin", "https://shop.example"])
+    assert added.exit_code == 0, added.output
+    secret = json.loads(added.output)["key"]
+    listed = json.loads(cli.invoke(app, ["keys", "list"]).output)
+    assert [k["id"] for k in listed["keys"]] == ["shop"] and secret not in str(listed)
+    rotated = json.loads(cli.invoke(app, ["keys", "rotate", "shop"]).output)["key"]
+    assert rotated != secret and read_keys_file(keys_file)[0].origins == ("https://shop.example",)
+    with serve(settings_for(tmp_path / "state", keys_file=keys_file)) as url:
+        body = track("q1", "q-1", T0, scroll_depth=75)
+        r = httpx.post(url + "/v1/track", json=body, headers={**auth(rotated), "origin": "https://shop.example"})
+        assert r.status_code == 400 and "out of its range [0, 1]" in r.text
+        elsewhere = httpx.post(
+            url + "/v1/track", json=body, headers={**auth(rotated), "origin": "https://evil.example"}
+        )
+        assert elsewhere.status_code == 403
+        held = json.loads(cli.invoke(app, ["quarantine", "list", "--url", url, "--key", ADMIN]).output)
+        assert held["count"] == 1 and held["held"][0]["problems"][0]["field"] == "properties.scroll_depth"
+        one = cli.invoke(app, ["quarantine", "show", str(held["held"][0]["id"]), "--url", url, "--key", ADMIN])
+        assert json.loads(one.output)["payload"]["properties"]["scroll_depth"] == 75
+        again = cli.invoke(app, ["quarantine", "replay", str(held["held"][0]["id"]), "--url", url, "--key", ADMIN])
+        assert again.exit_code == 1  # still out of range: it stays, and says why
+    assert cli.invoke(app, ["keys", "revoke", "shop"]).exit_code == 0
+    assert read_keys_file(keys_file) == []

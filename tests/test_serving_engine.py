@@ -108,7 +108,7 @@ def test_events_at_one_instant_are_evaluated_once() -> None:
 
 def _settings(tmp: Path) -> Settings:
     return Settings(
-        state_dir=tmp, clock="event", write_keys=[SecretStr("w")], read_keys=[SecretStr("r")],
+        state_dir=tmp, clock="event", write_keys=[SecretStr("w-secret")], read_keys=[SecretStr("r-secret")],
         segments=Path(__file__).resolve().parent.parent / "config" / "segments.yaml",
     )  # fmt: skip
 
