@@ -313,10 +313,23 @@ def _canonical(value: Any) -> str:
         return repr(value)
 
 
+def _deeper_than(node: Any, budget: int) -> bool:
+    if budget <= 0:
+        return True
+    for value in node.values() if type(node) is dict else node:
+        kind = type(value)
+        if (kind is dict or kind is list) and _deeper_than(value, budget - 1):
+            return True
+    return False
+
+
 def depth_problem(payload: Any, limit: int = MAX_DEPTH) -> tuple[str, str] | None:
     """The first container nested more than ``limit`` levels deep in a
     payload (the payload itself is level 1), as (field, problem); None when
-    the nesting is within the limit. Iterative: any depth is safe to check."""
+    the nesting is within the limit. Any depth is safe to check: the quick
+    look recurses at most ``limit`` deep, the search for the field is iterative."""
+    if not _deeper_than(payload, limit):
+        return None
     stack: list[tuple[Any, int, str]] = [(payload, 1, "")]
     while stack:
         node, depth, path = stack.pop()

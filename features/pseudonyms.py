@@ -48,7 +48,9 @@ _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?::\d{1,3}(?:\.\d{1,3}){3})?(?![\w:]|\.\w)")
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
 # Cheap first look: could this text hold any of the above?
-_HINT = re.compile(r"@|%40|\d[\d\s().\-/+]{5,}\d|[0-9A-Fa-f]*:[0-9A-Fa-f]*:|(?:\d{1,3}\.){3}\d|%2[bB]|%3[aA]")
+_HINT = re.compile(
+    r"@|%40|(?<![\w./+\-])\(?\+?\d[\d\s().\-/+]{5,}\d|[0-9A-Fa-f]*:[0-9A-Fa-f]*:|(?:\d{1,3}\.){3}\d|%2[bB]|%3[aA]"
+)
 _QUERY_PAIR = re.compile(r"([?&;])([^=&#;?]{1,64})=([^&#;]*)")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
 
@@ -14,24 +14,27 @@ from serving.metrics import Metrics
 from serving.quarantine import Quarantine
 from serving.service import Service
 
+T = TypeVar("T")
+
 
 def get_service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
 
-def get_engine(request: Request) -> Engine:
-    engine = get_service(request).engine
-    if engine is None:
+def _started(part: T | None) -> T:
+    """A part of the service that exists once it has started (503 before)."""
+    if part is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "segflow is starting")
-    return engine
+    return part
+
+
+def get_engine(request: Request) -> Engine:
+    return _started(get_service(request).engine)
 
 
 def get_parser(request: Request) -> SegmentParser:
-    parser = get_service(request).parser
-    if parser is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "segflow is starting")
-    return parser
+    return _started(get_service(request).parser)
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -45,10 +48,7 @@ def get_guard(request: Request) -> Guard:
 
 
 def get_quarantine(request: Request) -> Quarantine:
-    quarantine = get_service(request).quarantine
-    if quarantine is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "segflow is starting")
-    return quarantine
+    return _started(get_service(request).quarantine)
 
 
 def allowed(action: str) -> Any:
