@@ -16,8 +16,8 @@ revoked there (``segflow keys ...``) without a restart, and a revoked key
 stops working within :data:`REFRESH_S`. A key is found by a hash of its
 secret, so the lookup time does not depend on how much of a guess matched.
 
->>> ring = KeyRing([ApiKey("k1", "source", "s3cret", rate_per_s=2, burst=2)])
->>> ring.find("s3cret").id, ring.find("nope")
+>>> ring = KeyRing([ApiKey("k1", "source", "s3cret-key", rate_per_s=2, burst=2)])
+>>> ring.find("s3cret-key").id, ring.find("nope")
 ('k1', None)
 >>> limits = RateLimits()
 >>> [limits.wait(("k1",), 2, 2, now=0.0) for _ in range(3)]
