@@ -30,7 +30,8 @@ def test_due_exit_fires_on_the_wall_clock(tmp_path: Path) -> None:
     (tmp_path / "segments.yaml").write_text(RULES)
     settings = Settings(
         state_dir=tmp_path / "state", clock="wall", segments=tmp_path / "segments.yaml",
-        write_keys=[SecretStr("w-secret")], read_keys=[SecretStr("r-secret")], tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+        write_keys=[SecretStr("w-secret")], read_keys=[SecretStr("r-secret")],
+        tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
     )  # fmt: skip
     server = ServerThread(create_app(settings, Scorers(OnlineIntentModel(), intent_feature_names())))
     with server as url, httpx.Client(base_url=url, timeout=10) as http:
