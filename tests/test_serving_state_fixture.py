@@ -1,0 +1,43 @@
+"""A state directory written by an earlier segflow (``tests/fixtures/state-v1``:
+an event log, and a snapshot one event behind it, as after a crash) is read
+by this one: every profile and membership comes back as it was."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from models.intent_online import OnlineIntentModel
+from serving.scorers import Scorers
+from serving.service import Service, intent_feature_names
+from serving.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "state-v1"
+
+
+def test_a_state_directory_of_an_earlier_version_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGFLOW_PII_KEY", "22" * 32)
+    state = tmp_path / "state"
+    shutil.copytree(FIXTURE, state)
+    expected = json.loads((state / "expected.json").read_text())
+    settings = Settings(
+        state_dir=state, clock="event", admin_keys=[SecretStr("fixture-admin")], read_keys=[SecretStr("fixture-read")],
+        segments=state / "segments.yaml",  # the config it was written under
+    )  # fmt: skip
+    service = Service(settings, Scorers(OnlineIntentModel(), intent_feature_names())).start()
+    engine = service.engine
+    assert engine is not None and service.log is not None
+    assert service.log.count() == expected["events"] and engine.seq == expected["seq"]
+    assert engine.watermark == expected["watermark"]
+    got = {
+        pid: {k: (None if isinstance(v, float) and v != v else v) for k, v in (engine.vector(pid) or {}).items()}
+        for pid, _ in engine.store.items()
+    }
+    assert got == expected["features"]
+    assert {pid: sorted(u.members.entered) for pid, u in engine.users.items()} == expected["members"]
+    service.close()
