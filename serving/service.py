@@ -152,16 +152,16 @@ class Service:
         assert self.log is not None
         engine = self._new_engine(config, scorers)
         engine.suppressed = self.log.suppressed()
-        state = snapshot.read(self.snapshot_path)
         after = 0
-        if state is not None:
-            try:
+        try:  # an unreadable, truncated or outdated snapshot means a rebuild from the log, never a failed start
+            state = snapshot.read(self.snapshot_path)
+            if state is not None:
                 engine.restore_state(state)
                 after = engine.seq
-            except ValueError as exc:
-                log.warning("snapshot not used (%s): rebuilding from the event log", exc)
-                engine = self._new_engine(config, scorers)
-                engine.suppressed = self.log.suppressed()
+        except Exception as exc:
+            log.warning("snapshot not used (%s: %s): rebuilding from the event log", type(exc).__name__, exc)
+            engine = self._new_engine(config, scorers)
+            engine.suppressed = self.log.suppressed()
         started = time.perf_counter()
         replayed = self._replay(engine, after)
         log.info(

@@ -41,3 +41,36 @@ def test_a_state_directory_of_an_earlier_version_is_read(tmp_path: Path, monkeyp
     assert got == expected["features"]
     assert {pid: sorted(u.members.entered) for pid, u in engine.users.items()} == expected["members"]
     service.close()
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated", "empty", "not a snapshot"])
+def test_a_damaged_snapshot_means_a_rebuild_not_a_failed_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    monkeypatch.setenv("SEGFLOW_PII_KEY", "22" * 32)
+    state = tmp_path / "state"
+    shutil.copytree(FIXTURE, state)
+    expected = json.loads((state / "expected.json").read_text())
+    snap = state / "snapshot.bin"
+    data = snap.read_bytes()
+    snap.write_bytes(
+        {
+            "corrupt": data[:100] + bytes(b ^ 0xFF for b in data[100:200]) + data[200:],
+            "truncated": data[: len(data) // 2],
+            "empty": b"",
+            "not a snapshot": b'{"version": 99}',
+        }[damage]
+    )
+    settings = Settings(
+        state_dir=state, clock="event", admin_keys=[SecretStr("fixture-admin")], read_keys=[SecretStr("fixture-read")],
+        segments=state / "segments.yaml",
+    )  # fmt: skip
+    service = Service(settings, Scorers(OnlineIntentModel(), intent_feature_names())).start()
+    engine = service.engine
+    assert engine is not None
+    got = {
+        pid: {k: (None if isinstance(v, float) and v != v else v) for k, v in (engine.vector(pid) or {}).items()}
+        for pid, _ in engine.store.items()
+    }
+    assert got == expected["features"]
+    service.close()
