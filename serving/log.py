@@ -4,8 +4,11 @@ SQLite in WAL mode, one transaction per request (group commit). Durability is
 a setting, as with Redis's AOF: ``process`` writes each commit to the
 operating system before answering, so an acknowledged event survives a crash
 of segflow; ``power`` also fsyncs, so it survives the machine losing power.
-The log keeps at least the longest feature window, so recovery and a config
-reload that derives a new feature can rebuild profiles from it. Erasure
+The log keeps, by receive time, at least the retention and the longest
+feature window, and everything after the older of the two latest snapshots,
+so recovery and a config reload that derives a new feature can rebuild
+profiles from it. The schema is versioned (``PRAGMA user_version``); an
+older log is migrated when opened. Erasure
 deletes a user's rows and keeps only a tombstone (a keyed hash).
 """
 
@@ -23,17 +26,27 @@ from features.values import plain_json
 
 Durability = Literal["process", "power"]
 
+SCHEMA_VERSION = 2  # PRAGMA user_version: 1 had no received_ms column (read and migrated on open)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     profile_id TEXT NOT NULL,
     ts_ms INTEGER NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    received_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);
 CREATE TABLE IF NOT EXISTS suppressed (tombstone TEXT PRIMARY KEY);
 """
+# each step takes the schema from the version before it to its own
+_MIGRATIONS = {
+    2: """
+ALTER TABLE events ADD COLUMN received_ms INTEGER;
+UPDATE events SET received_ms = json_extract(CAST(body AS TEXT), '$[5]');
+""",
+}
+_AFTER = "CREATE INDEX IF NOT EXISTS events_received ON events (received_ms);"
 
 
 def encode_event(event: Event) -> bytes:
@@ -85,14 +98,31 @@ class EventLog:
         # WAL commits reach the OS on every commit (NORMAL: a crash of segflow loses
         # nothing, and power loss cannot corrupt the file); FULL adds the fsync
         self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'NORMAL'}")
-        self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring an older log up to this version (in one transaction)."""
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone() is not None
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"{self.path}: event log schema {version} is newer than this segflow's ({SCHEMA_VERSION})")
+        if not exists:
+            self._db.executescript(_SCHEMA + _AFTER + f"PRAGMA user_version = {SCHEMA_VERSION};")
+            return
+        version = max(version, 1)
+        if version < SCHEMA_VERSION:
+            steps = "".join(_MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
+            self._db.executescript(f"BEGIN IMMEDIATE; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        self._db.executescript(_SCHEMA + _AFTER)
 
     def append(self, events: Sequence[Event]) -> int:
         """Write events in one transaction; the sequence number of the last (0 if none ever)."""
         if events:
-            rows = [(e.profile_id, e.ts_ms, encode_event(e)) for e in events]
+            rows = [(e.profile_id, e.ts_ms, encode_event(e), e.received_ms) for e in events]
             with self._transaction():
-                self._db.executemany("INSERT INTO events (profile_id, ts_ms, body) VALUES (?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT INTO events (profile_id, ts_ms, body, received_ms) VALUES (?, ?, ?, ?)", rows
+                )
         return self.last_seq()
 
     def last_seq(self) -> int:
@@ -134,10 +164,14 @@ class EventLog:
             return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
         return int(self._db.execute("SELECT count(*) FROM events WHERE profile_id = ?", (profile_id,)).fetchone()[0])
 
-    def trim(self, before_ms: int) -> int:
-        """Drop events older than ``before_ms``; how many went."""
+    def trim(self, received_before_ms: int, up_to_seq: int) -> int:
+        """Drop events received before ``received_before_ms`` (retention, by
+        the server's clock, never by event time) among those up to sequence
+        ``up_to_seq`` (what a durable snapshot covers); how many went."""
         with self._transaction():
-            return self._db.execute("DELETE FROM events WHERE ts_ms < ?", (before_ms,)).rowcount
+            return self._db.execute(
+                "DELETE FROM events WHERE received_ms < ? AND seq <= ?", (received_before_ms, up_to_seq)
+            ).rowcount
 
     def erase(self, profile_id: str, tombstone: str) -> int:
         """Delete every event of a user and keep the user's tombstone (a keyed

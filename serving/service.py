@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import gc
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class Service:
         self.quarantine: Quarantine | None = None
         self.parser: SegmentParser | None = None  # checks what the features in force read
         self._last_snapshot = time.monotonic()
+        self._snapshot_seqs: list[int] = []  # log positions of the two latest snapshots this process knows
         self.due_lag_ms: deque[int] = deque(maxlen=100_000)  # wall clock: due time to emitted transition
 
     # -- lifecycle -------------------------------------------------------------
@@ -93,6 +95,10 @@ class Service:
     @property
     def snapshot_path(self) -> Path:
         return self.settings.state_dir / "snapshot.bin"
+
+    @property
+    def previous_snapshot_path(self) -> Path:
+        return self.settings.state_dir / "snapshot.prev.bin"
 
     def start(self) -> Service:
         s = self.settings
@@ -153,15 +159,19 @@ class Service:
         engine = self._new_engine(config, scorers)
         engine.suppressed = self.log.suppressed()
         after = 0
-        try:  # an unreadable, truncated or outdated snapshot means a rebuild from the log, never a failed start
-            state = snapshot.read(self.snapshot_path)
-            if state is not None:
-                engine.restore_state(state)
-                after = engine.seq
-        except Exception as exc:
-            log.warning("snapshot not used (%s: %s): rebuilding from the event log", type(exc).__name__, exc)
-            engine = self._new_engine(config, scorers)
-            engine.suppressed = self.log.suppressed()
+        # an unreadable, truncated or outdated snapshot means the one before it, else a rebuild from the log
+        for path in (self.snapshot_path, self.previous_snapshot_path):
+            try:
+                state = snapshot.read(path)
+                if state is not None:
+                    engine.restore_state(state)
+                    after = engine.seq
+                    self._snapshot_seqs = [after]
+                    break
+            except Exception as exc:
+                log.warning("snapshot %s not used (%s: %s)", path.name, type(exc).__name__, exc)
+                engine = self._new_engine(config, scorers)
+                engine.suppressed = self.log.suppressed()
         started = time.perf_counter()
         replayed = self._replay(engine, after)
         log.info(
@@ -213,12 +223,19 @@ class Service:
             self.save_snapshot()
 
     def save_snapshot(self) -> None:
+        """Write a snapshot (the one before it is kept as ``snapshot.prev.bin``),
+        then trim the log: only events received before the retention (and the
+        longest window), and only those the older of the two snapshots covers,
+        so a snapshot that turns out unreadable still has the log behind it."""
         assert self.engine is not None and self.log is not None
-        keep_ms = max(self.settings.retention_days * DAY_MS, longest_window_ms(self.engine.features))
-        if self.engine.watermark > 0:
-            self.log.trim(self.engine.watermark - keep_ms)
+        if self.snapshot_path.exists():
+            os.replace(self.snapshot_path, self.previous_snapshot_path)
         snapshot.save(self.engine, self.snapshot_path, fsync=self.settings.durability == "power")
+        self._snapshot_seqs = [*self._snapshot_seqs[-1:], self.engine.seq]
         self._last_snapshot = time.monotonic()
+        if len(self._snapshot_seqs) == 2:
+            keep_ms = max(self.settings.retention_days * DAY_MS, longest_window_ms(self.engine.features))
+            self.log.trim(time.time_ns() // 1_000_000 - keep_ms, min(self._snapshot_seqs))
 
     def erase(self, profile_id: str) -> bool:
         """Erasure: the user is gone from profiles, log, timers, dedup keys,
@@ -231,13 +248,23 @@ class Service:
         return known
 
     def reload(self) -> dict[str, Any]:
-        """New config and models; state rebuilt from the log under them, then swapped in."""
+        """New config and models, then swapped in. Under the same config and
+        features the state carries over as it is (a snapshot's worth, nothing
+        replayed); under another, it is rebuilt from the log (what retention kept)."""
         assert self.engine is not None
         config = load_config(self.settings.segments)
         scorers = self._scorers()
+        old = self.engine
+        digest = build_features(config, scorers).digest
+        same = config.config_id == old.config.config_id and digest == old.features.digest
+        state = old.export_state() if same else None  # before the new engine clears a shared store
         engine = self._new_engine(config, scorers)
-        engine.suppressed = set(self.engine.suppressed)
-        replayed = self._replay(engine, 0)
+        engine.suppressed = set(old.suppressed)
+        if state is not None:
+            engine.restore_state(state)
+            replayed = 0
+        else:
+            replayed = self._replay(engine, 0)
         self.engine = engine
         self.parser = self._parser(engine)
         self.readiness = Readiness(True, self._notes(scorers))

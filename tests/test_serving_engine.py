@@ -5,8 +5,10 @@ snapshot and from the log alone, erasure."""
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -212,7 +214,8 @@ def test_a_cluster_model_brings_its_own_features_and_clusters_as_trained(tmp_pat
     priced = [s for s in clusters.specs_ if s.name.startswith("product_view_price_vs_category")]
     assert priced  # the habit the model learned a reference for, not one of the service's own
     history = generate(120, 4, 8)
-    events = sorted(table_to_events(history.events), key=lambda x: x.ts_ms)
+    now = time.time_ns() // 1_000_000  # received now: within retention, so the log keeps them for the rebuild
+    events = sorted((replace(x, received_ms=now) for x in table_to_events(history.events)), key=lambda x: x.ts_ms)
     with_clusters = Scorers(OnlineIntentModel(), intent_feature_names(), clusters=clusters)
     service = Service(_settings(tmp_path), with_clusters).start()
     service.ingest(events)

@@ -1,0 +1,85 @@
+"""The log is trimmed by receive time, never by event time, and only up to
+what the older of the two latest snapshots covers; after a trim a restart and
+a same-config reload give the profiles of before."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from features.events import Event
+from models.intent_online import OnlineIntentModel
+from serving.log import SCHEMA_VERSION
+from serving.scorers import Scorers
+from serving.service import Service, intent_feature_names
+from serving.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = 1_788_775_200_000
+DAY = 86_400_000
+
+
+def service(state: Path) -> Service:
+    settings = Settings(
+        state_dir=state, clock="event", admin_keys=[SecretStr("retention-admin")],
+        read_keys=[SecretStr("retention-read")], segments=ROOT / "config" / "segments.yaml",
+    )  # fmt: skip
+    return Service(settings, Scorers(OnlineIntentModel(), intent_feature_names())).start()
+
+
+def cart(mid: str, user: str, at: int, received: int) -> Event:
+    return Event(mid, "add_to_cart", user, None, at, received, properties={"price": 10.0, "category": "shoes"})
+
+
+def test_an_event_far_ahead_on_the_event_clock_trims_nothing_within_retention(tmp_path: Path) -> None:
+    now = time.time_ns() // 1_000_000
+    s = service(tmp_path / "state")
+    s.ingest([cart(f"m{i}", f"u{i % 7}", T0 + i * 60_000, now) for i in range(1000)])
+    s.ingest([cart("far", "u0", T0 + 70 * 365 * DAY, now)])  # behind the edge: a watermark far ahead
+    for _ in range(3):
+        s.save_snapshot()
+    assert s.log is not None and s.log.count() == 1001
+    s.close()
+
+
+def test_retention_trims_only_what_an_older_snapshot_covers_and_state_survives(tmp_path: Path) -> None:
+    now = time.time_ns() // 1_000_000
+    old = now - 40 * DAY  # received before the 30-day retention
+    s = service(tmp_path / "state")
+    assert s.engine is not None and s.log is not None
+    s.ingest([cart(f"old{i}", f"u{i % 5}", T0 + i * 60_000, old) for i in range(100)])
+    s.save_snapshot()  # the first: nothing is trimmed, no older snapshot covers the log yet
+    assert s.log.count() == 100
+    s.ingest([cart(f"new{i}", f"u{i % 5}", T0 + DAY + i * 60_000, now) for i in range(50)])
+    s.save_snapshot()  # the second: the first covers the 100 old ones, which retention lets go
+    assert s.log.count() == 50
+    before = {pid: s.engine.vector(pid) for pid, _ in s.engine.store.items()}
+    s.reload()  # same config: the state carries over, nothing replayed
+    assert {pid: s.engine.vector(pid) for pid, _ in s.engine.store.items()} == before
+    s.close()
+    again = service(tmp_path / "state")  # restart: from the snapshot, not the (trimmed) log
+    assert again.engine is not None
+    assert {pid: again.engine.vector(pid) for pid, _ in again.engine.store.items()} == before
+    again.close()
+
+
+def test_an_older_log_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "events.db"
+    path.parent.mkdir()
+    db = sqlite3.connect(path)  # the first schema: no receive time column, no version
+    db.executescript("CREATE TABLE events (seq INTEGER PRIMARY KEY, profile_id TEXT NOT NULL, ts_ms INTEGER NOT NULL,"
+                     " body BLOB NOT NULL); CREATE TABLE suppressed (tombstone TEXT PRIMARY KEY);")  # fmt: skip
+    db.execute("INSERT INTO events (profile_id, ts_ms, body) VALUES ('u1', 5, CAST(? AS BLOB))",
+               ('["m1","add_to_cart","u1",null,5,77,"track",null,{},{},null,null,null,null]',))  # fmt: skip
+    db.commit()
+    db.close()
+    s = service(tmp_path / "state")
+    assert s.log is not None and s.log.count() == 1
+    s.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("SELECT received_ms FROM events").fetchall() == [(77,)]
+    db.close()
