@@ -37,7 +37,15 @@ from typing import Any
 
 import orjson
 
-from features.pseudonyms import PERSON_KEYS, Pseudonymizer, looks_personal, normal_key, personal_key, redact
+from features.pseudonyms import (
+    PERSON_KEYS,
+    Pseudonymizer,
+    looks_personal,
+    may_hold_personal,
+    normal_key,
+    personal_key,
+    redact,
+)
 from features.values import check_number
 
 MAX_EVENT_BYTES = 32 * 1024
@@ -94,6 +102,7 @@ STRING_PROPERTIES = ("product_id", "category", "url", "campaign_id")
 MAX_DEPTH = 32  # containers nested in one event, the event itself counting as one
 MAX_NAME_CHARS = 256  # ids, message ids, event names
 MAX_TEXT_CHARS = 2048  # the string properties that features read (url, category, ...)
+MAX_BATCH_EVENTS = 2_500  # events in one batch (each at least a few hundred bytes in practice)
 MAX_FUTURE_MS = 10 * 60_000  # how far ahead of its receipt an event may be dated, after skew correction
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -107,7 +116,7 @@ class EventError(ValueError):
     """
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
-        self.problems = [(f, redact(p)) for f, p in problems]
+        self.problems = [(redact(f), redact(p)) for f, p in problems]
         super().__init__("; ".join(f"{f}: {p}" for f, p in self.problems))
 
 
@@ -280,11 +289,14 @@ def scrub_mapping(data: dict[str, Any], scrub: Pseudonymizer, person: bool, dept
     this keeps a quarantined copy bounded)."""
     out: dict[str, Any] | None = None
     for key, value in data.items():
-        if value is None:
-            continue
+        name = scrub.scrub_text(key) if _key_may_hold_personal(key) else key  # {"bob@x.io": 1}
         kind = type(value)
-        if _personal(key, person) and kind is not bool:
-            new: Any = scrub(value) if kind is str else scrub(_canonical(value))
+        if value is None or kind is bool or kind is int or kind is float:
+            new: Any = (
+                scrub(_canonical(value)) if value is not None and kind is not bool and _personal(key, person) else value
+            )
+        elif _personal(key, person):
+            new = scrub(value) if kind is str else scrub(_canonical(value))
         elif kind is str:
             new = scrub.scrub_text(value)
         elif kind is dict:
@@ -293,12 +305,27 @@ def scrub_mapping(data: dict[str, Any], scrub: Pseudonymizer, person: bool, dept
         elif kind is list:
             new = TOO_DEEP if depth <= 1 else _scrub_list(value, scrub, person, depth - 1)
         else:
-            continue
-        if new is not value:
+            new = value
+        if new is not value or name is not key:
             if out is None:
-                out = dict(data)
-            out[key] = new
+                out = {k: v for k, v in data.items()}
+            if name is not key:
+                del out[key]
+            out[name] = new
     return data if out is None else out
+
+
+_KEY_HINTS: dict[str, bool] = {}
+
+
+def _key_may_hold_personal(key: str) -> bool:
+    """Whether a field name could itself hold personal data (cached: names repeat)."""
+    known = _KEY_HINTS.get(key)
+    if known is None:
+        known = may_hold_personal(key)
+        if len(_KEY_HINTS) < 50_000:
+            _KEY_HINTS[key] = known
+    return known
 
 
 def _scrub_list(items: list[Any], scrub: Pseudonymizer, person: bool, depth: int) -> list[Any]:
@@ -384,6 +411,12 @@ def _mapping(payload: Mapping[str, Any], key: str, where: str) -> dict[str, Any]
     return value
 
 
+def _context_text(value: str, where: str, scrub: Pseudonymizer) -> str:
+    if len(value) > MAX_NAME_CHARS:
+        raise EventError([(where + "context", f"a device, location or timezone {_too_long(value, MAX_NAME_CHARS)}")])
+    return scrub.scrub_text(value)
+
+
 def _context_fields(context: Mapping[str, Any] | None) -> tuple[str | None, str | None, str | None, str | None]:
     if not context:
         return None, None, None, None
@@ -442,9 +475,12 @@ class SegmentParser:
         return self._scrub
 
     def _type_of(self, name: str) -> str:
+        """The canonical type of an event name, or the custom name scrubbed of personal data."""
         cached = self._types.get(name)
         if cached is None:
             cached = canonical_type(name)
+            if cached not in CANONICAL_TYPES:
+                cached = self._scrub.scrub_text(cached)
             if len(self._types) < 10_000:
                 self._types[name] = cached
         return cached
@@ -490,8 +526,8 @@ class SegmentParser:
             if len(name) > MAX_NAME_CHARS:
                 raise EventError([(where + "event", _too_long(name, MAX_NAME_CHARS))])
             etype = self._type_of(name)
-            if etype is name:
-                name = etype = scrub.scrub_text(name)
+            if etype not in CANONICAL_TYPES:
+                name = etype  # a custom event: its name as kept
         elif kind in ("page", "screen"):
             name = payload.get("name")
             if name is not None and not isinstance(name, str):
@@ -523,9 +559,13 @@ class SegmentParser:
         if kind == "page" and context:
             page = context.get("page")
             if isinstance(page, dict) and "url" not in properties and isinstance(page.get("url"), str):
+                if len(page["url"]) > MAX_TEXT_CHARS:
+                    raise EventError([(where + "context.page.url", _too_long(page["url"], MAX_TEXT_CHARS))])
                 properties = {**properties, "url": scrub.scrub_text(page["url"])}
         traits = scrub_mapping(traits_in, scrub, True) if traits_in else {}
-        device, country, city, timezone = _context_fields(context)
+        device, country, city, timezone = (
+            None if v is None else _context_text(v, where, scrub) for v in _context_fields(context)
+        )
 
         raw_ts = payload.get("timestamp")
         ts_field = "timestamp"
@@ -631,24 +671,22 @@ class SegmentParser:
         return parsed.events
 
     def parse(self, body: bytes, *, received_ms: int, kind: str | None = None) -> Parsed:
-        """A raw HTTP body: JSON, size limits, then ``batch`` or one event,
-        each event accepted or rejected on its own.
+        """A raw HTTP body: :func:`load`, then :meth:`parse_payload`."""
+        payload = load(body, kind)
+        return self.parse_payload(payload, received_ms=received_ms, kind=kind, size=len(body))
 
-        ``kind`` is the endpoint's (``track``, ``page``, ``identify``) or
-        ``batch``; with ``None`` the body's own ``type`` decides. A body that
-        is too large, not JSON or not an envelope raises :class:`EventError`.
-        """
-        limit = MAX_BATCH_BYTES if kind in (None, "batch") else MAX_EVENT_BYTES
-        if len(body) > limit:
-            raise PayloadTooLarge([("$", f"body is {len(body)} bytes, over the {limit}-byte limit")])
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise EventError([("$", f"invalid JSON: {exc}")]) from None
-        key = payload.get("writeKey") if isinstance(payload, dict) else None
-        key = key if isinstance(key, str) else None
+    def parse_payload(self, payload: object, *, received_ms: int, kind: str | None = None, size: int = 0) -> Parsed:
+        """A loaded body: ``batch`` or one event, each event accepted or
+        rejected on its own. ``kind`` is the endpoint's (``track``, ``page``,
+        ``identify``) or ``batch``; with ``None`` the body's own ``type``
+        decides. A body that is not an envelope raises :class:`EventError`."""
+        key = write_key_of(payload)
         if kind == "batch" or (kind is None and isinstance(payload, dict) and "batch" in payload):
-            if len(body) > MAX_EVENT_BYTES:
+            items = payload.get("batch") if isinstance(payload, dict) else None
+            if isinstance(items, list) and len(items) > MAX_BATCH_EVENTS:
+                problem = f"holds {len(items)} events; at most {MAX_BATCH_EVENTS} are allowed in one batch"
+                raise PayloadTooLarge([("batch", problem)])
+            if size > MAX_EVENT_BYTES:
                 _check_event_sizes(payload)
             parsed = self.batch_parts(payload, received_ms=received_ms)
             parsed.write_key = key
@@ -677,7 +715,13 @@ class SegmentParser:
         """A payload as it may be kept (a rejected event in quarantine):
         personal data pseudonymized, nesting cut at the limit."""
         if isinstance(payload, dict):
-            return scrub_mapping(payload, self._scrub, False)
+            kept = {k: v for k, v in payload.items() if k != "writeKey"}  # a key is no evidence
+            for name in ("userId", "anonymousId", "previousId"):
+                value = kept.get(name)
+                if isinstance(value, str | int) and not isinstance(value, bool):
+                    text = str(value)[:MAX_NAME_CHARS]
+                    kept[name] = self._scrub(text) if looks_personal(text) else self._scrub.scrub_text(text)
+            return scrub_mapping(kept, self._scrub, False)
         if isinstance(payload, str):
             return self._scrub.scrub_text(payload)[:MAX_TEXT_CHARS]
         return scrub_mapping({"$": payload}, self._scrub, False)["$"]
@@ -706,12 +750,33 @@ class Parsed:
             raise EventError([p for r in self.rejected for p in r.problems])
 
 
+def load(body: bytes, kind: str | None = None) -> object:
+    """A body's JSON, refused when over its size limit (``batch`` or ``None``:
+    a batch's, else one event's) or not JSON."""
+    limit = MAX_BATCH_BYTES if kind in (None, "batch") else MAX_EVENT_BYTES
+    if len(body) > limit:
+        raise PayloadTooLarge([("$", f"body is {len(body)} bytes, over the {limit}-byte limit")])
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise EventError([("$", f"invalid JSON: {exc}")]) from None
+
+
+def write_key_of(payload: object) -> str | None:
+    """A key given in a body (``writeKey``, as analytics.js sends it)."""
+    key = payload.get("writeKey") if isinstance(payload, dict) else None
+    return key if isinstance(key, str) else None
+
+
 def _check_event_sizes(payload: object) -> None:
     items = payload.get("batch") if isinstance(payload, dict) else None
     if not isinstance(items, list):
         return
     for i, item in enumerate(items):
-        size = len(orjson.dumps(item))
+        try:
+            size = len(orjson.dumps(item))
+        except orjson.JSONEncodeError:  # nested too deep to encode: the depth check refuses it
+            continue
         if size > MAX_EVENT_BYTES:
             fields = item if isinstance(item, dict) else {}
             largest = max(fields, key=lambda k: len(orjson.dumps(fields[k])), default="")

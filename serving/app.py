@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, ORJSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import Guard, ring_of
 from serving.metrics import Metrics
@@ -89,14 +90,40 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
     async def refused(request: Request, exc: HTTPException) -> ORJSONResponse:
         return _error(exc.status_code, exc.detail, exc.headers)
 
-    @app.exception_handler(Exception)
-    async def failed(request: Request, exc: Exception) -> ORJSONResponse:
-        # the kind and the place, never the message or the payload: they may be personal
-        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        log.error("request failed: %s at %s:%s", type(exc).__name__, where and where.filename, where and where.lineno)
-        return _error(500, "internal error; the request was not applied")
-
+    app.add_middleware(Contained)
     return app
+
+
+class Contained:
+    """Any exception a route lets out answers a 500 with ``code`` and
+    ``message``, and is logged by its kind and place only: never its message
+    or the request, which may be personal. (Starlette's own handler for
+    ``Exception`` re-raises after answering, and the server then logs the
+    whole traceback.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            log.error(
+                "request failed: %s at %s:%s", type(exc).__name__, where and where.filename, where and where.lineno
+            )
+            if not started:
+                await _error(500, "internal error; the request was not applied")(scope, receive, send)
 
 
 _CODES = {

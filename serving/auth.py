@@ -101,15 +101,17 @@ class Guard:
         return key
 
     def _rate(self, request: Request, key: ApiKey) -> None:
+        """The client's own bucket first (a source key), then the key's: a
+        client refused for its own rate takes nothing from the key's, so one
+        abuser cannot exhaust a public key for every visitor."""
         rate = key.rate_per_s or (self.settings.source_rate_per_s if key.scope == "source" else None)
-        waits = []
-        if rate is not None:
-            waits.append(self.limits.wait((key.id,), rate, key.burst or max(1.0, rate)))
+        wait = 0.0
         if key.scope == "source":
             per_client = self.settings.source_client_rate_per_s
             client = request.client.host if request.client else "?"
-            waits.append(self.limits.wait((key.id, client), per_client, max(1.0, per_client)))
-        wait = max(waits, default=0.0)
+            wait = self.limits.wait((key.id, client), per_client, max(1.0, per_client))
+        if wait == 0.0 and rate is not None:
+            wait = self.limits.wait((key.id,), rate, key.burst or max(1.0, rate))
         if wait > 0:
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,

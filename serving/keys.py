@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import threading
@@ -37,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 Scope = Literal["source", "read", "admin"]
 SCOPES: tuple[Scope, ...] = ("source", "read", "admin")
 # What each scope may do: admin includes read and may ingest.
@@ -45,6 +48,7 @@ GRANTS: dict[Scope, frozenset[str]] = {
     "read": frozenset({"read"}),
     "admin": frozenset({"ingest", "read", "admin"}),
 }
+log = logging.getLogger("segflow.keys")
 REFRESH_S = 0.25  # how often the keys file is looked at
 _PREFIX: dict[Scope, str] = {"source": "sfs_", "read": "sfr_", "admin": "sfa_"}
 
@@ -97,7 +101,8 @@ class KeyRing:
 
     def refresh(self, force: bool = False) -> None:
         """Re-read the keys file if it changed (looked at every :data:`REFRESH_S`).
-        A file that cannot be read keeps the keys in force, never opens the door."""
+        A file that cannot be read or does not validate takes its keys out of
+        force (those from settings stay), with an error in the log."""
         if self.path is None:
             return
         now = time.monotonic()
@@ -115,8 +120,9 @@ class KeyRing:
                 return
             try:
                 loaded = read_keys_file(self.path) if stamp is not None else []
-            except (OSError, ValueError):
-                return
+            except (OSError, ValueError) as exc:  # fail closed: a broken file must not keep a revoked key alive
+                log.error("keys file %s unreadable (%s): only the keys from settings are in force", self.path, exc)
+                loaded = []
             self._stamp = stamp
             self._index([*self._fixed, *loaded])
 
@@ -159,28 +165,36 @@ class RateLimits:
 # -- the keys file ---------------------------------------------------------------
 
 
+class _KeyEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64)
+    scope: Scope
+    key: str = Field(min_length=8)
+    origins: list[str] = Field(default_factory=list)
+    rate_per_s: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+
+
+class _KeysFile(BaseModel):
+    keys: list[_KeyEntry]
+
+
 def read_keys_file(path: Path) -> list[ApiKey]:
-    """The keys of a keys file. The first format (``{"write": ..., "read": ...}``)
-    is read as an admin and a read key."""
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    if "keys" not in data:  # the first format
-        legacy = {"write": "admin", "read": "read", "source": "source"}
-        return [ApiKey(name, legacy[name], v) for name, v in data.items() if name in legacy]  # type: ignore[arg-type]
-    keys = []
-    for item in data["keys"]:
-        keys.append(
-            ApiKey(
-                str(item["id"]),
-                item["scope"],
-                str(item["key"]),
-                tuple(item.get("origins") or ()),
-                item.get("rate_per_s"),
-                item.get("burst"),
-            )
-        )
-    return keys
+    """The keys of a keys file (ValueError naming the problem when it does not
+    validate). The first format (``{"write": ..., "read": ...}``) is read as
+    an admin and a read key."""
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "keys" not in data:  # the first format
+            legacy: dict[str, Scope] = {"write": "admin", "read": "read", "source": "source"}
+            data = {"keys": [{"id": n, "scope": legacy[n], "key": v} for n, v in data.items() if n in legacy]}
+        entries = _KeysFile.model_validate(data).keys
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{path}: {where}: {first['msg']}") from None
+    return [ApiKey(e.id, e.scope, e.key, tuple(e.origins), e.rate_per_s, e.burst) for e in entries]
 
 
 def write_keys_file(path: Path, keys: Sequence[ApiKey]) -> None:

@@ -237,6 +237,10 @@ class Service:
             keep_ms = max(self.settings.retention_days * DAY_MS, longest_window_ms(self.engine.features))
             self.log.trim(time.time_ns() // 1_000_000 - keep_ms, min(self._snapshot_seqs))
 
+    def is_erased(self, profile_id: str) -> bool:
+        """Whether this profile was erased (its later events are dropped, not kept anywhere)."""
+        return self.engine is not None and self.pseudonymizer.tombstone(profile_id) in self.engine.suppressed
+
     def erase(self, profile_id: str) -> bool:
         """Erasure: the user is gone from profiles, log, timers, dedup keys,
         pending labels, outbox and quarantine, and from the snapshot on disk at once."""

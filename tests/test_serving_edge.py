@@ -309,3 +309,84 @@ def test_keys_and_quarantine_from_the_command_line(tmp_path: Path, monkeypatch: 
         assert again.exit_code == 1  # still out of range: it stays, and says why
     assert cli.invoke(app, ["keys", "revoke", "shop"]).exit_code == 0
     assert read_keys_file(keys_file) == []
+
+
+def test_review_findings_stay_fixed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Attacks a cold review found: each answered with a clear 4xx, nothing personal kept."""
+    keys_file = tmp_path / "keys.json"
+    web = ApiKey("web", "source", "web-source-key", rate_per_s=100, burst=100)
+    write_keys_file(keys_file, [web])
+    settings = settings_for(tmp_path / "state", keys_file=keys_file, source_client_rate_per_s=5.0)
+    with serve(settings) as url, httpx.Client(base_url=url, timeout=30) as http:
+        # a custom event name holding an email, twice (the second once slipped past a cache)
+        for i in range(2):
+            body = track("pii-name", f"n{i}", T0 + i, event="Call bob@example.com")
+            body["properties"] |= {"dave@example.com": 1}
+            body["context"] = {"location": {"city": "carol@example.com"}}
+            assert http.post("/v1/track", json=body, headers=auth(ADMIN)).status_code == 200
+        # a flood of empty events: refused before any is parsed
+        flood = json.dumps({"batch": [{}] * 100_000})
+        assert http.post("/v1/batch", content=flood, headers={"content-type": "application/json"}).status_code == 401
+        assert http.post("/v1/batch", content=flood, headers=JSON).status_code == 413
+        many = http.post("/v1/batch", content=json.dumps({"batch": [{}] * 2000}), headers=JSON)
+        assert many.status_code == 400 and len(many.json()["rejected"]) == 1000  # listed, capped
+        assert http.get("/v1/admin/quarantine", headers=auth(ADMIN)).json()["count"] == 100  # kept, capped
+        # nested too deep inside a batch over 32 KB
+        deep = (
+            '{"batch": ['
+            + json.dumps(track("d", "d1", T0, pad="x" * 33_000))
+            + ', {"a": '
+            + "[" * 300
+            + "]" * 300
+            + "}]}"
+        )
+        assert http.post("/v1/batch", content=deep, headers=JSON).status_code == 413  # the padded event is too big
+        deep = (
+            '{"batch": ['
+            + json.dumps(track("d", "d1", T0, pad="x" * 30_000))
+            + ', {"a": '
+            + "[" * 300
+            + "]" * 300
+            + "}]}"
+        )
+        assert http.post("/v1/batch", content=deep, headers=JSON).status_code == 200
+        # a quarantined copy keeps no key and no raw id; a cut one cannot be replayed
+        bad = {**track("0123456789", "q1", T0, price="NaN"), "writeKey": web.secret}
+        assert http.post("/v1/track", json=bad, headers={"origin": "x"}).status_code == 400
+        held = http.get("/v1/admin/quarantine", params={"after": 100}, headers=auth(ADMIN)).json()["held"]
+        shown = http.get(f"/v1/admin/quarantine/{held[-1]['id']}", headers=auth(ADMIN)).text
+        assert web.secret not in shown and "0123456789" not in shown
+        cut = http.get("/v1/admin/quarantine", params={"after": 101}, headers=auth(ADMIN)).json()["held"][0]
+        assert http.post(f"/v1/admin/quarantine/{cut['id']}/replay", headers=auth(ADMIN)).status_code == 422
+        # one client over its own rate does not spend the key's for everyone
+        codes = [http.post("/v1/track", json=track("r", f"r{i}", T0), headers=auth(web.secret)).status_code
+                 for i in range(40)]  # fmt: skip
+        assert codes.count(429) >= 30
+        # an erased user's later bad events are not kept either
+        http.post("/v1/track", json=track("gone", "g1", T0), headers=auth(ADMIN))
+        assert http.delete("/v1/profiles/gone", headers=auth(ADMIN)).status_code == 200
+        before = http.get("/v1/admin/quarantine", headers=auth(ADMIN)).json()["count"]
+        http.post("/v1/track", json=track("gone", "g2", T0, price="NaN"), headers=auth(ADMIN))
+        assert http.get("/v1/admin/quarantine", headers=auth(ADMIN)).json()["count"] == before
+        # a keys file that does not validate: its keys stop working (fail closed), settings keys go on, no 500
+        keys_file.write_text('{"keys": [{"id": "web", "scope": "source", "key": "web-source-key", "rate_per_s": "x"}]}')
+        time.sleep(0.3)
+        assert http.post("/v1/track", json=track("k", "k1", T0), headers=auth(web.secret)).status_code == 401
+        assert http.get("/v1/segments", headers=auth(READ)).status_code == 200
+    stored = (tmp_path / "state" / "events.db").read_bytes().decode("utf-8", "replace")
+    for raw in ("bob@example.com", "dave@example.com", "carol@example.com"):
+        assert raw not in stored
+
+
+def test_an_unexpected_error_answers_500_and_logs_no_personal_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: Service, events: list[Event]) -> None:
+        raise RuntimeError("failed for bob@example.com")
+
+    monkeypatch.setattr(Service, "ingest", broken)
+    with serve(settings_for(tmp_path / "state")) as url, httpx.Client(base_url=url, timeout=30) as http:
+        r = http.post("/v1/track", json=track("u", "m", T0), headers=auth(ADMIN))
+        assert r.status_code == 500 and r.json()["code"] == "internal"
+        assert http.get("/healthz").status_code == 200  # the same connection goes on
+    assert "request failed: RuntimeError" in caplog.text and "bob@example.com" not in caplog.text

@@ -54,7 +54,7 @@ def get_quarantine(request: Request) -> Quarantine:
 def allowed(action: str) -> Any:
     """A dependency that lets a request through when its key may do ``action``."""
 
-    def check(request: Request) -> ApiKey:
+    async def check(request: Request) -> ApiKey:  # on the event loop, as the rate buckets are
         try:
             return get_guard(request).check(request, action)
         except HTTPException as exc:

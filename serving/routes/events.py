@@ -13,14 +13,17 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import ORJSONResponse
 from starlette.requests import ClientDisconnect
 
-from features.events import EventError, Parsed, PayloadTooLarge, SegmentParser
+from features.events import EventError, Parsed, PayloadTooLarge, load, write_key_of
 from serving.engine import Change
 from serving.metrics import Metrics
 from serving.quarantine import Quarantine
 from serving.routes.deps import GuardDep, MetricsDep, ParserDep, ServiceDep, get_quarantine, refusal_reason
 from serving.routes.schemas import INGEST_BODIES, INGEST_RESPONSES
+from serving.service import Service
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
+MAX_QUARANTINED_PER_REQUEST = 100  # a request of bad events cannot push out what others left
+MAX_LISTED_PER_REQUEST = 1000
 
 
 def change_json(change: Change) -> dict[str, Any]:
@@ -55,9 +58,10 @@ async def _ingest(
         limit = service.settings.max_batch_bytes if kind == "batch" else service.settings.max_event_bytes
         body = await read_body(request, limit)
         received_ms = time.time_ns() // 1_000_000
-        parsed = parser.parse(body, received_ms=received_ms, kind=kind)
-        if not header:
-            guard.check(request, "ingest", parsed.write_key, in_body=True)
+        payload = load(body, kind)
+        if not header:  # the key in the body, checked before any event is
+            guard.check(request, "ingest", write_key_of(payload), in_body=True)
+        parsed = parser.parse_payload(payload, received_ms=received_ms, kind=kind, size=len(body))
     except PayloadTooLarge as exc:
         metrics.rejects.labels("too_large").inc()
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, _problems(exc)) from None
@@ -67,7 +71,7 @@ async def _ingest(
     except HTTPException as exc:
         metrics.rejects.labels(refusal_reason(exc.status_code)).inc()
         raise
-    rejected = _quarantine(parsed, kind, received_ms, parser, get_quarantine(request), metrics)
+    rejected = _quarantine(parsed, kind, received_ms, service, get_quarantine(request), metrics)
     outcome = service.ingest(parsed.events)
     decided = time.time_ns() / 1e9
     for e in parsed.events:
@@ -83,7 +87,8 @@ async def _ingest(
         return ORJSONResponse(answer)
     n, total = len(parsed.rejected), len(parsed.rejected) + len(parsed.events)
     first = rejected[0]
-    message = f"{n} of {total} events rejected and quarantined; first: {first['field']}: {first['problem']}"
+    kept = min(n, MAX_QUARANTINED_PER_REQUEST)
+    message = f"{n} of {total} events rejected, {kept} quarantined; first: {first['field']}: {first['problem']}"
     answer |= {"code": "events_rejected", "message": message, "rejected": rejected}
     if parsed.events:
         return ORJSONResponse(answer)
@@ -92,18 +97,25 @@ async def _ingest(
 
 
 def _quarantine(
-    parsed: Parsed, kind: str, received_ms: int, parser: SegmentParser, quarantine: Quarantine, metrics: Metrics
+    parsed: Parsed, kind: str, received_ms: int, service: Service, quarantine: Quarantine, metrics: Metrics
 ) -> list[dict[str, Any]]:
-    """Keep each rejected event (scrubbed) and say, by index, what was wrong."""
+    """Keep the rejected events (scrubbed; the first
+    :data:`MAX_QUARANTINED_PER_REQUEST` of a request, none of an erased user)
+    and say, by index, what was wrong with each (the first
+    :data:`MAX_LISTED_PER_REQUEST` problems)."""
     if not parsed.rejected:
         return []
-    quarantine.add(
-        received_ms,
-        None if kind == "batch" else kind,
-        [(parser.profile_of(r.payload), r.problems, parser.scrubbed(r.payload)) for r in parsed.rejected],
-    )
+    parser = service.parser
+    assert parser is not None
+    held = []
+    for r in parsed.rejected[:MAX_QUARANTINED_PER_REQUEST]:
+        pid = parser.profile_of(r.payload)
+        if pid is None or not service.is_erased(pid):
+            held.append((pid, r.problems, parser.scrubbed(r.payload)))
+    quarantine.add(received_ms, None if kind == "batch" else kind, held)
     metrics.rejects.labels("invalid_event").inc(len(parsed.rejected))
-    return [{"index": r.index, "field": f, "problem": p} for r in parsed.rejected for f, p in r.problems]
+    listed = [{"index": r.index, "field": f, "problem": p} for r in parsed.rejected for f, p in r.problems]
+    return listed[:MAX_LISTED_PER_REQUEST]
 
 
 def _problems(exc: EventError) -> list[dict[str, str]]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from features.events import EventError
+from features.events import TOO_DEEP, EventError
 from serving.routes.deps import Admin, ParserDep, QuarantineDep, ServiceDep
 from serving.routes.events import change_json
 
@@ -47,6 +48,9 @@ async def replay_held(
     held = quarantine.get(held_id)
     if held is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"nothing quarantined under id {held_id}")
+    if TOO_DEEP in orjson.dumps(held.payload).decode():
+        problem = "this event was cut when it was quarantined (nested too deep): it cannot be replayed as sent"
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [{"field": "$", "problem": problem}])
     try:
         event = parser.event(held.payload, received_ms=held.received_ms, kind=held.kind)
     except EventError as exc:
