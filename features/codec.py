@@ -24,6 +24,7 @@ import hashlib
 import math
 import zlib
 from itertools import pairwise
+from typing import Any
 
 import orjson
 
@@ -38,6 +39,12 @@ def _tag(key: str) -> str:
 
 
 def encode(features: FeatureSet, profile: Profile) -> bytes:
+    return bytes([VERSION]) + zlib.compress(body(features, profile), 6)
+
+
+def body(features: FeatureSet, profile: Profile) -> bytes:
+    """A profile as JSON, uncompressed (what :func:`encode` compresses; a
+    snapshot embeds it as it is): :func:`from_body` reads it back parsed."""
     streams = {}
     for stream, buckets in zip(features.streams, profile.buckets, strict=True):
         if buckets:
@@ -57,8 +64,7 @@ def encode(features: FeatureSet, profile: Profile) -> bytes:
                 recency[_tag(tracker.key)] = profile.last_ts[ri]
             ri += 1
     fields = {f: v for f, v in zip(features.fields, profile.last_values, strict=True) if v is not None}
-    body = orjson.dumps([profile.newest, profile.late, streams, distinct, recency, fields])
-    return bytes([VERSION]) + zlib.compress(body, 6)
+    return orjson.dumps([profile.newest, profile.late, streams, distinct, recency, fields])
 
 
 def _compact(agg: list[float]) -> list[float | int]:
@@ -71,7 +77,11 @@ def decode(data: bytes, features: FeatureSet) -> Profile:
     if not data or data[0] != VERSION:
         got = data[0] if data else "nothing"
         raise ValueError(f"profile codec version {got} is not supported (expected {VERSION})")
-    newest, late, streams, distinct, recency, fields = orjson.loads(zlib.decompress(data[1:]))
+    return from_body(orjson.loads(zlib.decompress(data[1:])), features)
+
+
+def from_body(parsed: list[Any], features: FeatureSet) -> Profile:
+    newest, late, streams, distinct, recency, fields = parsed
     profile = features.new_profile()
     profile.newest, profile.late = newest, late
     for i, stream in enumerate(features.streams):

@@ -31,7 +31,7 @@ from typing import Any
 
 from river import compose, drift, linear_model, optim, preprocessing
 
-from models import river_fast
+from models import river_fast, river_state
 from models.vectors import river_features, river_items
 
 DAY_MS = 86_400_000
@@ -200,6 +200,57 @@ class OnlineIntentModel:
         """Learn one labeled moment directly (warm start from history)."""
         x = self.features(vector)
         self._learn((0, x, self.predict(x), [label]), label)
+
+    # -- state as explicit values (snapshots) ------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything this model has learned and holds, as JSON-ready values:
+        its construction, the pipeline's learned state, ADWIN's window, the
+        samples waiting for labels, the sampler's random state, the
+        prequential record. :meth:`from_state` gives an identical model back."""
+        version, internal, gauss = self._rng.getstate()
+        return {
+            "params": {
+                "horizon_ms": self.horizon_ms,
+                "sample_every_ms": self.sample_every_ms,
+                "max_pending_per_user": self.max_pending_per_user,
+                "kind": self.kind,
+                "categorical": list(self.categorical),
+                "seed": self.seed,
+                "keep_evaluated": self.keep_evaluated,
+            },
+            "pipeline": river_state.state_of(self.pipeline_),
+            "drift": river_state.state_of_adwin(self.drift_),
+            "drift_detected": self.drift_detected_,
+            "pending": {u: [[at, x, p, flag[0]] for at, x, p, flag in q] for u, q in self._pending.items()},
+            "deadlines": [list(d) for d in self._deadlines],
+            "last_sample": {u: list(v) for u, v in self._last_sample.items()},
+            "rng": [version, list(internal), gauss],
+            "seq": self._seq,
+            "learned": self.learned,
+            "evaluated": [[y for y, _ in self.evaluated], [p for _, p in self.evaluated]],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> OnlineIntentModel:
+        p = state["params"]
+        model = cls(
+            p["horizon_ms"], p["sample_every_ms"], p["max_pending_per_user"], p["kind"],
+            p["categorical"], p["seed"], p["keep_evaluated"],
+        )  # fmt: skip
+        river_state.fill(model.pipeline_, state["pipeline"])
+        river_state.fill_adwin(model.drift_, state["drift"])
+        model.drift_detected_ = bool(state["drift_detected"])
+        model._pending = {u: [(at, x, pr, [flag]) for at, x, pr, flag in q] for u, q in state["pending"].items()}
+        model._deadlines = [(d[0], d[1], d[2]) for d in state["deadlines"]]
+        heapq.heapify(model._deadlines)
+        model._last_sample = {u: (v[0], v[1]) for u, v in state["last_sample"].items()}
+        version, internal, gauss = state["rng"]
+        model._rng.setstate((version, tuple(internal), gauss))
+        model._seq, model.learned = state["seq"], state["learned"]
+        ys, ps = state["evaluated"]
+        model.evaluated.extend(zip(ys, ps, strict=True))
+        return model
 
     def contributions(self, vector: Mapping[str, object], k: int = 5) -> list[tuple[str, float]]:
         """Weight × scaled value of the features that moved the score most."""

@@ -23,16 +23,20 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from features import codec
 from features.events import PURCHASE, Event
 from features.online import FeatureSet, Profile
+from models.intent_online import OnlineIntentModel
 from segments.config import SegmentConfig
-from segments.membership import Memberships, Transition, evaluate, next_due
+from segments.membership import Memberships, Reason, Transition, evaluate, next_due
 from serving.log import EventLog
 from serving.scorers import Scorers
 from serving.store import MemoryStore, ProfileAccess, StateStore, WriteBack
@@ -300,34 +304,50 @@ class Engine:
     # -- state ---------------------------------------------------------------
 
     def export_state(self) -> dict[str, Any]:
-        """Everything recovery needs, as of log sequence ``seq`` (profiles through the codec)."""
+        """Everything recovery needs, as of log sequence ``seq``, as explicit
+        values (profiles as their codec's JSON, embedded as it is): what a
+        snapshot holds, and what :meth:`restore_state` takes back."""
+        s = self.stats
         return {
             "seq": self.seq,
             "watermark": self.watermark,
             "config_id": self.config.config_id,
             "features": self.features.digest,
-            "profiles": {pid: codec.encode(self.features, p) for pid, p in self.store.items()},
-            "users": self.users,
-            "seen": self._seen,
-            "seen_order": self._seen_order,
-            "online": self.scorers.online,
-            "stats": self.stats,
-        }
+            "profiles": {pid: orjson.Fragment(codec.body(self.features, p)) for pid, p in self.store.items()},
+            "users": {pid: _user_out(u) for pid, u in self.users.items()},
+            "seen": [[mid, t, pid] for mid, (t, pid) in self._seen.items()],
+            "seen_order": [[t, mid] for t, mid in self._seen_order],
+            "online": self.scorers.online.to_state(),
+            "stats": {
+                "events": s.events, "duplicates": s.duplicates, "suppressed": s.suppressed, "late": s.late,
+                "transitions": [[seg, kind, n] for (seg, kind), n in s.transitions.items()],
+                "scores": [[tenth, n] for tenth, n in s.scores.items()], "score_sum": s.score_sum,
+            },
+        }  # fmt: skip
 
     def restore_state(self, state: dict[str, Any]) -> None:
-        """Load an exported state into this (fresh) engine of the same config and features."""
+        """Load an exported state, as a snapshot gives it back (parsed JSON),
+        into this fresh engine of the same config and features."""
         if state["config_id"] != self.config.config_id or state["features"] != self.features.digest:
             raise ValueError("this state was saved under another config or feature set; rebuild from the log")
-        self.store.put_many({pid: codec.decode(data, self.features) for pid, data in state["profiles"].items()})
-        self.users = state["users"]
-        self._seen, self._seen_order = state["seen"], state["seen_order"]
-        self.scorers.online = state["online"]
-        self.stats = state["stats"]
+        self.store.put_many({pid: codec.from_body(body, self.features) for pid, body in state["profiles"].items()})
+        self.users = {pid: _user_in(u) for pid, u in state["users"].items()}
+        self._seen = {mid: (t, pid) for mid, t, pid in state["seen"]}
+        self._seen_order = deque((t, mid) for t, mid in state["seen_order"])
+        self.scorers.online = OnlineIntentModel.from_state(state["online"])
+        st = state["stats"]
+        self.stats = Stats(
+            st["events"], st["duplicates"], st["suppressed"], st["late"],
+            Counter({(seg, kind): n for seg, kind, n in st["transitions"]}),
+            Counter({int(tenth): n for tenth, n in st["scores"]}), st["score_sum"],
+        )  # fmt: skip
         self.watermark, self.seq = state["watermark"], state["seq"]
         self.members_of = {name: set() for name in self.config.segments}
         for pid, user in self.users.items():
             for name in user.members.entered:
                 self.members_of[name].add(pid)
+        for pid in [p for p in self.users if self._tombstone(p) in self.suppressed]:
+            self.erase(pid)  # erased after this state was saved: the log's tombstone holds
         self.reschedule()
 
     def reschedule(self) -> None:
@@ -360,6 +380,34 @@ class Engine:
             known = self.log.erase(pid, tombstone) > 0 or known
         self.suppressed.add(tombstone)
         return known
+
+
+def _value_out(value: Any) -> Any:
+    """A clause's value as JSON holds it exactly (a never-happened recency is infinite)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": repr(value)}
+    return value
+
+
+def _value_in(value: Any) -> Any:
+    return float(value["float"]) if isinstance(value, dict) else value
+
+
+def _user_out(u: UserState) -> list[Any]:
+    last = {
+        seg: [t.kind, t.at_ms, t.reason.config_id, t.reason.rule, [[c, _value_out(v)] for c, v in t.reason.clauses]]
+        for seg, t in u.last.items()
+    }
+    return [u.members.entered, last, u.scores, u.cluster, u.evaluated_ms]
+
+
+def _user_in(saved: list[Any]) -> UserState:
+    entered, last, scores, cluster, evaluated_ms = saved
+    transitions = {
+        seg: Transition(seg, kind, at, Reason(config_id, rule, tuple((c, _value_in(v)) for c, v in clauses)))
+        for seg, (kind, at, config_id, rule, clauses) in last.items()
+    }
+    return UserState(Memberships(dict(entered)), transitions, dict(scores), cluster, evaluated_ms)
 
 
 def _unkeyed_tombstone(pid: str) -> str:

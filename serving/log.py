@@ -98,6 +98,7 @@ class EventLog:
         # WAL commits reach the OS on every commit (NORMAL: a crash of segflow loses
         # nothing, and power loss cannot corrupt the file); FULL adds the fsync
         self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'NORMAL'}")
+        self._db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten, not left in free pages
         self._migrate()
 
     def _migrate(self) -> None:
@@ -179,6 +180,7 @@ class EventLog:
         with self._transaction():
             n = self._db.execute("DELETE FROM events WHERE profile_id = ?", (profile_id,)).rowcount
             self._db.execute("INSERT OR IGNORE INTO suppressed (tombstone) VALUES (?)", (tombstone,))
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL held the rows as written: emptied
         return n
 
     def suppressed(self) -> set[str]:

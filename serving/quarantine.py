@@ -71,6 +71,7 @@ class Quarantine:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'NORMAL'}")
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
 
     def add(self, received_ms: int, kind: str | None, held: Sequence[Refused]) -> int:
@@ -112,7 +113,9 @@ class Quarantine:
 
     def erase(self, profile_id: str) -> int:
         """Forget a user's refused events (erasure)."""
-        return self._db.execute("DELETE FROM quarantine WHERE profile_id = ?", (profile_id,)).rowcount
+        n = self._db.execute("DELETE FROM quarantine WHERE profile_id = ?", (profile_id,)).rowcount
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return n
 
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM quarantine").fetchone()[0])

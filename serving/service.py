@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import gc
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -88,6 +87,9 @@ class Service:
         self.parser: SegmentParser | None = None  # checks what the features in force read
         self._last_snapshot = time.monotonic()
         self._snapshot_seqs: list[int] = []  # log positions of the two latest snapshots this process knows
+        self._writer = snapshot.Writer(self.snapshot_path, self.previous_snapshot_path, settings.durability == "power")
+        self._erasure_waits = 0  # erasures not yet in a written snapshot
+        self._writing_erasures = 0  # ... of which the snapshot being written holds
         self.due_lag_ms: deque[int] = deque(maxlen=100_000)  # wall clock: due time to emitted transition
 
     # -- lifecycle -------------------------------------------------------------
@@ -199,7 +201,7 @@ class Service:
 
     def close(self) -> None:
         if self.engine is not None:
-            self.save_snapshot()
+            self.save_snapshot()  # waits for one being written, then writes the last
         if self.log is not None:
             self.log.close()
             self.log = None
@@ -219,36 +221,70 @@ class Service:
         if self.settings.clock == "wall":
             for change in self.engine.advance(now_ms):
                 self.due_lag_ms.append(now_ms - change.transition.at_ms)
-        if time.monotonic() - self._last_snapshot >= self.settings.snapshot_every_s:
-            self.save_snapshot()
+        self._snapshot_done(self._writer.poll())
+        if self._erasure_waits and not self._writer.busy:
+            self.save_snapshot(background=True)  # one that holds the erasure
+        elif time.monotonic() - self._last_snapshot >= self.settings.snapshot_every_s and not self._writer.busy:
+            self.save_snapshot(background=True)
 
-    def save_snapshot(self) -> None:
-        """Write a snapshot (the one before it is kept as ``snapshot.prev.bin``),
-        then trim the log: only events received before the retention (and the
-        longest window), and only those the older of the two snapshots covers,
-        so a snapshot that turns out unreadable still has the log behind it."""
-        assert self.engine is not None and self.log is not None
-        if self.snapshot_path.exists():
-            os.replace(self.snapshot_path, self.previous_snapshot_path)
-        snapshot.save(self.engine, self.snapshot_path, fsync=self.settings.durability == "power")
-        self._snapshot_seqs = [*self._snapshot_seqs[-1:], self.engine.seq]
+    def save_snapshot(self, background: bool = False) -> None:
+        """Write a snapshot, in a forked child when ``background`` (the service
+        goes on; :meth:`tick` collects the outcome), else before returning.
+        The one before is kept as ``snapshot.prev.bin``. Once written, the log
+        is trimmed: only events received before the retention (and the longest
+        window), and only those the older of the two snapshots covers, so a
+        snapshot that turns out unreadable still has the log behind it."""
+        assert self.engine is not None
+        if self._writer.busy:
+            self._snapshot_done(self._writer.poll(block=True))
         self._last_snapshot = time.monotonic()
+        erasures = self._erasure_waits
+        self._writer.start(self.engine.export_state, self.engine.seq, background)
+        self._writing_erasures = erasures
+        if not background:
+            self._snapshot_done(True)
+
+    def _snapshot_done(self, ok: bool | None) -> None:
+        if ok is None:
+            return
+        if not ok:
+            log.warning("a snapshot could not be written; the next interval retries (the log holds everything)")
+            return
+        assert self.log is not None and self.engine is not None and self._writer.seq is not None
+        seq = self._writer.seq
+        if self._writing_erasures:  # the snapshot before still holds erased users: gone, and trimming restarts
+            self.previous_snapshot_path.unlink(missing_ok=True)
+            self._erasure_waits -= self._writing_erasures
+            self._writing_erasures = 0
+            self._snapshot_seqs = [seq]
+            return
+        self._snapshot_seqs = [*self._snapshot_seqs[-1:], seq]
         if len(self._snapshot_seqs) == 2:
             keep_ms = max(self.settings.retention_days * DAY_MS, longest_window_ms(self.engine.features))
             self.log.trim(time.time_ns() // 1_000_000 - keep_ms, min(self._snapshot_seqs))
+
+    @property
+    def erasures_pending(self) -> bool:
+        """Whether an erasure still waits for a snapshot without the user."""
+        return self._erasure_waits > 0
 
     def is_erased(self, profile_id: str) -> bool:
         """Whether this profile was erased (its later events are dropped, not kept anywhere)."""
         return self.engine is not None and self.pseudonymizer.tombstone(profile_id) in self.engine.suppressed
 
-    def erase(self, profile_id: str) -> bool:
-        """Erasure: the user is gone from profiles, log, timers, dedup keys,
-        pending labels, outbox and quarantine, and from the snapshot on disk at once."""
+    def erase(self, profile_id: str, wait: bool = True) -> bool:
+        """Erasure: the user is gone from profiles, log (with a tombstone that
+        drops later events, and outlives any snapshot), timers, dedup keys,
+        pending labels, outbox and quarantine; then from the snapshots on disk:
+        at once when ``wait``, else by a background snapshot that
+        :attr:`erasures_pending` waits for."""
         assert self.engine is not None
         known = self.engine.erase(profile_id)
         if self.quarantine is not None:
             known = self.quarantine.erase(profile_id) > 0 or known
-        self.save_snapshot()
+        self._erasure_waits += 1
+        if wait:
+            self.save_snapshot()
         return known
 
     def reload(self) -> dict[str, Any]:
@@ -261,7 +297,8 @@ class Service:
         old = self.engine
         digest = build_features(config, scorers).digest
         same = config.config_id == old.config.config_id and digest == old.features.digest
-        state = old.export_state() if same else None  # before the new engine clears a shared store
+        # taken before the new engine clears a shared store, through the snapshot format
+        state = snapshot.decode(snapshot.encode(old.export_state())) if same else None
         engine = self._new_engine(config, scorers)
         engine.suppressed = set(old.suppressed)
         if state is not None:

@@ -8,17 +8,17 @@ repository) and skip with a message when it is absent. In CI
 from __future__ import annotations
 
 import os
-import pickle
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
 from features.events import SegmentParser
 from features.pseudonyms import Pseudonymizer
+from serving import snapshot
 
 settings.register_profile("ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -55,11 +55,8 @@ def redis_client() -> Iterator[redis.Redis]:
 
 
 def snapshot_text(path: Path) -> str:
-    """A snapshot as text, decompressed all the way (the profiles inside are
-    compressed again by their codec), so a search sees everything it holds."""
-    state = pickle.loads(zlib.decompress(path.read_bytes()))
-    profiles = state.pop("profiles")
-    return "\n".join([repr(state), *(pid + zlib.decompress(blob[1:]).decode() for pid, blob in profiles.items())])
+    """A snapshot as text, decompressed, so a search sees everything it holds."""
+    return orjson.dumps(snapshot.decode(path.read_bytes())).decode()
 
 
 @pytest.fixture(scope="session")

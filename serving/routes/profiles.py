@@ -3,7 +3,9 @@ reasons; one segment's why; erasure."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
@@ -18,6 +20,8 @@ from serving.routes.deps import Admin, EngineDep, ParserDep, Reader, ServiceDep
 from serving.service import Service
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+# an erasure answers once a snapshot without the user is on disk; past this, the log's tombstone holds it
+ERASURE_WAIT_S = 30.0
 
 
 def plain(value: Any) -> Any:
@@ -153,4 +157,8 @@ async def erase_profile(user_id: str, service: ServiceDep, parser: ParserDep) ->
     """Erase a user: profile, logged events, pending labels, dedup keys, outbox, quarantine;
     later events of the user are accepted, counted and dropped."""
     pid = profile_key(user_id, parser.pseudonymizer)
-    return {"erased": service.erase(pid)}
+    erased = service.erase(pid, wait=False)  # a snapshot without the user is written in the background
+    deadline = time.monotonic() + ERASURE_WAIT_S
+    while service.erasures_pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    return {"erased": erased}
