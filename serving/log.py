@@ -142,6 +142,20 @@ class EventLog:
             for seq, body in rows:
                 yield int(seq), decode_event(body)
 
+    def read_range_apart(self, after_seq: int, upto_seq: int) -> Iterator[tuple[int, Event]]:
+        """Events ``after_seq < seq <= upto_seq`` in arrival order, through a
+        read-only connection of its own (for a rebuild in another thread)."""
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            cursor = db.execute(
+                "SELECT seq, body FROM events WHERE seq > ? AND seq <= ? ORDER BY seq", (after_seq, upto_seq)
+            )
+            while rows := cursor.fetchmany(5000):
+                for seq, body in rows:
+                    yield int(seq), decode_event(body)
+        finally:
+            db.close()
+
     def read_apart(self) -> list[Event]:
         """Every logged event in arrival order, through a connection of its own
         (safe from another thread while this log keeps appending)."""

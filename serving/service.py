@@ -11,6 +11,7 @@ rules derive, then swaps it in.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import logging
 import time
@@ -89,6 +90,9 @@ class Service:
         self._snapshot_seqs: list[int] = []  # log positions of the two latest snapshots this process knows
         self._writer = snapshot.Writer(self.snapshot_path, self.previous_snapshot_path, settings.durability == "power")
         self._erasure_waits = 0  # erasures not yet in a written snapshot
+        self._erased_meanwhile: list[str] | None = None  # erasures while a rebuild is prepared
+        self.generation = 1  # of the external store's prefix
+        self.reloading = False
         self._writing_erasures = 0  # ... of which the snapshot being written holds
         self.due_lag_ms: deque[int] = deque(maxlen=100_000)  # wall clock: due time to emitted transition
 
@@ -102,13 +106,30 @@ class Service:
     def previous_snapshot_path(self) -> Path:
         return self.settings.state_dir / "snapshot.prev.bin"
 
+    @property
+    def _generation_path(self) -> Path:
+        return self.settings.state_dir / "store.generation"
+
+    def _set_generation(self, generation: int) -> None:
+        """Make ``generation`` the store's live one, and drop the one before it."""
+        before = self.generation
+        self._generation_path.write_text(str(generation))
+        self.generation = generation
+        if before != generation and self.settings.store != "memory" and self.engine is not None:
+            open_store(self.settings.store, self.engine.features, f"{self.settings.store_prefix}g{before}:").clear()
+
     def start(self) -> Service:
         s = self.settings
         self.log = EventLog(s.state_dir / "events.db", s.durability)
+        try:
+            self.generation = int(self._generation_path.read_text()) + 1
+        except (OSError, ValueError):
+            self.generation = 1
         self.quarantine = Quarantine(s.state_dir / "quarantine.db", s.durability, s.quarantine_max)
         config = load_config(s.segments)
         scorers = self._scorers()
         self.engine = self._recover(config, scorers)
+        self._set_generation(self.generation)
         self.parser = self._parser(self.engine)
         # the recovered state lives as long as the process: keep the cyclic GC from rescanning it
         gc.collect()
@@ -138,12 +159,14 @@ class Service:
         future_ms = int(self.settings.max_future_skew_s * 1000)
         return SegmentParser(self.pseudonymizer, numeric=engine.features.numeric_properties, max_future_ms=future_ms)
 
-    def _new_engine(self, config: SegmentConfig, scorers: Scorers) -> Engine:
-        """An empty engine over the configured store (which is cleared: the
-        engine's state is rebuilt from the snapshot and the log)."""
+    def _new_engine(self, config: SegmentConfig, scorers: Scorers, generation: int | None = None) -> Engine:
+        """An empty engine over the configured store. An external store keeps
+        each engine's profiles under a prefix of its own generation, cleared
+        first, so a rebuild never empties what the live engine serves."""
         assert self.log is not None
         features = build_features(config, scorers)
-        store = open_store(self.settings.store, features, self.settings.store_prefix)
+        gen = self.generation if generation is None else generation
+        store = open_store(self.settings.store, features, f"{self.settings.store_prefix}g{gen}:")
         store.clear()
         return Engine(
             config,
@@ -264,6 +287,11 @@ class Service:
             self.log.trim(time.time_ns() // 1_000_000 - keep_ms, min(self._snapshot_seqs))
 
     @property
+    def snapshot_busy(self) -> bool:
+        """Whether a snapshot is being written in the background."""
+        return self._writer.busy
+
+    @property
     def erasures_pending(self) -> bool:
         """Whether an erasure still waits for a snapshot without the user."""
         return self._erasure_waits > 0
@@ -280,6 +308,8 @@ class Service:
         :attr:`erasures_pending` waits for."""
         assert self.engine is not None
         known = self.engine.erase(profile_id)
+        if self._erased_meanwhile is not None:  # a rebuild in progress replayed this user: it forgets too
+            self._erased_meanwhile.append(profile_id)
         if self.quarantine is not None:
             known = self.quarantine.erase(profile_id) > 0 or known
         self._erasure_waits += 1
@@ -288,29 +318,68 @@ class Service:
         return known
 
     def reload(self) -> dict[str, Any]:
-        """New config and models, then swapped in. Under the same config and
-        features the state carries over as it is (a snapshot's worth, nothing
-        replayed); under another, it is rebuilt from the log (what retention kept)."""
-        assert self.engine is not None
+        """New config and models, swapped in (:meth:`prepare_reload` then :meth:`finish_reload`)."""
+        return self.finish_reload(self.prepare_reload())
+
+    def prepare_reload(self) -> Rebuild:
+        """Load the config and models again and, under another config, build
+        the new engine from the log as it stands. Safe in a worker thread while
+        the service goes on serving: it reads the log through a connection of
+        its own and touches nothing the live engine uses."""
+        assert self.engine is not None and self.log is not None
         config = load_config(self.settings.segments)
         scorers = self._scorers()
         old = self.engine
         digest = build_features(config, scorers).digest
-        same = config.config_id == old.config.config_id and digest == old.features.digest
-        # taken before the new engine clears a shared store, through the snapshot format
-        state = snapshot.decode(snapshot.encode(old.export_state())) if same else None
-        engine = self._new_engine(config, scorers)
-        engine.suppressed = set(old.suppressed)
-        if state is not None:
-            engine.restore_state(state)
-            replayed = 0
+        if config.config_id == old.config.config_id and digest == old.features.digest:
+            return Rebuild(config, scorers, None, 0)
+        self._erased_meanwhile = []
+        engine = self._new_engine(config, scorers, self.generation + 1)
+        upto = self.log.last_seq()
+        chunk: list[Event] = []
+        for seq, event in self.log.read_range_apart(0, upto):
+            chunk.append(event)
+            if len(chunk) >= 5000:
+                engine.replay(chunk, seq)
+                chunk = []
+        engine.replay(chunk, upto)
+        return Rebuild(config, scorers, engine, upto)
+
+    def finish_reload(self, rebuild: Rebuild) -> dict[str, Any]:
+        """Swap the new config and models in (on the event loop): under the same
+        config the live engine takes the new models and keeps its state (the
+        online model's learning included); else the rebuilt engine catches up
+        with what arrived while it was built, drops who was erased meanwhile,
+        and replaces the live one."""
+        assert self.engine is not None
+        old, scorers = self.engine, rebuild.scorers
+        if rebuild.engine is None:
+            old.scorers = dataclasses.replace(scorers, online=old.scorers.online)
+            engine, replayed = old, 0
         else:
-            replayed = self._replay(engine, 0)
-        self.engine = engine
+            engine = rebuild.engine
+            replayed = rebuild.upto + self._replay(engine, rebuild.upto)
+            engine.suppressed = set(old.suppressed)
+            for pid in self._erased_meanwhile or ():
+                engine.erase(pid)
+            self._erased_meanwhile = None
+            self.engine = engine
+            self._set_generation(self.generation + 1)
         self.parser = self._parser(engine)
         self.readiness = Readiness(True, self._notes(scorers))
-        self.save_snapshot()
-        return {"config_id": config.config_id, "models": scorers.versions, "events_replayed": replayed}
+        self.save_snapshot(background=True)
+        return {"config_id": rebuild.config.config_id, "models": scorers.versions, "events_replayed": replayed}
+
+
+@dataclass
+class Rebuild:
+    """A reload prepared: the config and models, and the engine rebuilt under
+    them up to log position ``upto`` (None: same config, nothing to rebuild)."""
+
+    config: SegmentConfig
+    scorers: Scorers
+    engine: Engine | None
+    upto: int
 
 
 def longest_window_ms(features: FeatureSet) -> int:

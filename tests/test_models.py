@@ -252,3 +252,34 @@ print(json.dumps({{"batch": list(map(float, batch)), "online": list(map(float, o
     assert all(0.0 <= p <= 1.0 for p in got["batch"])
     assert np.allclose(got["online"], [online.predict(online.features(r)) for r in sample.to_dict("records")])
     assert got["clusters"] == [clusters.assign_one(r) for r in cluster_x.to_dict("records")]
+
+
+def test_the_online_model_state_round_trips_through_json_exactly() -> None:
+    """The snapshot's explicit values give back a model that scores and learns
+    exactly as the original does from then on (pipeline, ADWIN, samples, random state)."""
+    import random
+
+    import orjson
+
+    rng = random.Random(1)
+    t0 = 1_700_000_000_000
+
+    def moment(i: int) -> dict[str, object]:
+        return {"add_to_cart_count_1h": rng.randint(0, 3), "last_country": rng.choice(["DE", "US", None]),
+                "since_x": rng.random() * 100 if i % 7 else float("nan")}  # fmt: skip
+
+    a = OnlineIntentModel(sample_every_ms=60_000, horizon_ms=3_600_000)
+    for i in range(3000):
+        a.score(f"u{i % 40}", moment(i), t0 + i * 60_000)
+        if i % 37 == 0:
+            a.observe_purchase(f"u{i % 40}", t0 + i * 60_000)
+    b = OnlineIntentModel.from_state(orjson.loads(orjson.dumps(a.to_state())))
+    assert a.learned == b.learned > 1000 and a.pending == b.pending > 0
+    for i in range(3000, 6000):
+        x, at = moment(i), t0 + i * 60_000
+        assert a.score(f"u{i % 40}", x, at) == b.score(f"u{i % 40}", x, at), i
+        if i % 37 == 0:
+            a.observe_purchase(f"u{i % 40}", at)
+            b.observe_purchase(f"u{i % 40}", at)
+    assert orjson.dumps(a.to_state()) == orjson.dumps(b.to_state())
+    assert a.drift_.width == b.drift_.width and a.drift_.estimation == b.drift_.estimation

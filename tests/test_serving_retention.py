@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -83,3 +84,66 @@ def test_an_older_log_is_migrated_on_open(tmp_path: Path) -> None:
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("SELECT received_ms FROM events").fetchall() == [(77,)]
     db.close()
+
+
+def test_a_background_snapshot_is_the_state_at_its_fork_and_ingest_goes_on(tmp_path: Path) -> None:
+    now = time.time_ns() // 1_000_000
+    s = service(tmp_path / "state")
+    assert s.engine is not None
+    s.ingest([cart(f"a{i}", f"u{i % 9}", T0 + i * 60_000, now) for i in range(300)])
+    s.save_snapshot(background=True)  # a forked child writes it
+    s.ingest([cart(f"b{i}", f"u{i % 9}", T0 + (300 + i) * 60_000, now) for i in range(300)])  # meanwhile
+    deadline = time.monotonic() + 30
+    while s._writer.busy and time.monotonic() < deadline:
+        s.tick(now)
+        time.sleep(0.01)
+    assert not s._writer.busy and s._snapshot_seqs == [300]
+    expected = {pid: s.engine.vector(pid) for pid, _ in s.engine.store.items()}
+    assert s.log is not None
+    s.log.close()  # a crash: the snapshot covers the first 300, the log the rest
+    again = service(tmp_path / "state")
+    assert again.engine is not None and again.engine.seq == 600
+    assert {pid: again.engine.vector(pid) for pid, _ in again.engine.store.items()} == expected
+    again.close()
+
+
+def test_a_reload_rebuilds_beside_the_live_engine_while_ingest_and_erasure_go_on(tmp_path: Path) -> None:
+    import threading
+
+    from serving.engine import Engine
+    from serving.service import build_features, load_config
+
+    now = time.time_ns() // 1_000_000
+    rules = tmp_path / "segments.yaml"
+    rules.write_text((ROOT / "config" / "segments.yaml").read_text())
+    settings = Settings(
+        state_dir=tmp_path / "state", clock="event", admin_keys=[SecretStr("retention-admin")],
+        read_keys=[SecretStr("retention-read")], segments=rules,
+    )  # fmt: skip
+    s = Service(settings, Scorers(OnlineIntentModel(), intent_feature_names())).start()
+    s.ingest([cart(f"a{i}", f"u{i % 11}", T0 + i * 60_000, now) for i in range(3000)])
+    new_segment = "segments:\n  - name: reloaded_carts\n    rule: count(add_to_cart, 2h) >= 3\n"
+    rules.write_text(rules.read_text().replace("segments:\n", new_segment, 1))
+    prepared: list[Any] = []
+    worker = threading.Thread(target=lambda: prepared.append(s.prepare_reload()))
+    worker.start()
+    i = 3000
+    while worker.is_alive() or i < 3200:  # ingest goes on meanwhile, and an erasure
+        s.ingest([cart(f"a{i}", f"u{i % 11}", T0 + i * 60_000, now)])
+        if i == 3100:
+            s.erase("u3", wait=False)
+        i += 1
+    worker.join()
+    s.finish_reload(prepared[0])
+    assert s.engine is not None and s.log is not None and "reloaded_carts" in s.engine.config.segments
+    config = load_config(rules)
+    fresh = Engine(config, build_features(config), Scorers(OnlineIntentModel(), intent_feature_names()))
+    fresh.replay([e for _, e in s.log.read()])
+    assert s.engine.store.get("u3") is None
+    assert {p: s.engine.vector(p) for p, _ in s.engine.store.items()} == {
+        p: fresh.vector(p) for p, _ in fresh.store.items()
+    }
+    assert {p: u.members.entered for p, u in s.engine.users.items()} == {
+        p: u.members.entered for p, u in fresh.users.items()
+    }
+    s.close()

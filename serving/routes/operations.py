@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -43,15 +44,23 @@ async def metrics(m: MetricsDep) -> Response:
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.post("/v1/admin/reload", dependencies=[Admin], responses={401: {}, 403: {}, 422: {}})
+@router.post("/v1/admin/reload", dependencies=[Admin], responses={401: {}, 403: {}, 409: {}, 422: {}})
 async def reload(service: ServiceDep) -> dict[str, Any]:
-    """Load the segment config and the registered models again; state is rebuilt from the log."""
+    """Load the segment config and the registered models again. Under another
+    config the state is rebuilt from the log in a worker thread while ingest
+    goes on, then swapped in; under the same one the new models are swapped in."""
+    if service.reloading:
+        raise HTTPException(status.HTTP_409_CONFLICT, "a reload is in progress")
+    service.reloading = True
     try:
-        return service.reload()
+        rebuild = await run_in_threadpool(service.prepare_reload)
+        return service.finish_reload(rebuild)
     except ConfigError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, exc.problems) from None
     except OSError as exc:  # the config file went missing or unreadable: nothing was changed
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [f"cannot read the config: {exc}"]) from None
+    finally:
+        service.reloading = False
 
 
 @router.post("/v1/admin/advance", dependencies=[Admin], responses={401: {}, 403: {}, 409: {}})
@@ -65,3 +74,13 @@ async def advance(service: ServiceDep, to_ms: Annotated[int, Query(ge=EARLIEST_M
         "watermark_ms": service.engine.watermark,
         "transitions": [change_json(c) for c in changes],
     }
+
+
+@router.post("/v1/admin/snapshot", dependencies=[Admin], responses={401: {}, 403: {}})
+async def take_snapshot(service: ServiceDep) -> dict[str, Any]:
+    """Start a snapshot now, written in the background (one at a time)."""
+    engine = service.engine
+    busy = service.snapshot_busy
+    if engine is not None and not busy:
+        service.save_snapshot(background=True)
+    return {"started": not busy, "seq": engine.seq if engine else None}
