@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve test lint bench install clean
+.PHONY: run serve test lint bench reliability install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+reliability: $(STAMP)  # SIGKILL loops, poison, fuzzing, auth, erasure, personal data, slow clients, a 60 s soak
+	$(BIN)/python -m bench.reliability
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis

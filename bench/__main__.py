@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import features, http, ingest, redis_store, rules, serving, training
+from bench import features, http, ingest, redis_store, rules, serving, snapshot, training
 
-for module in (ingest, features, rules, training, serving, http, redis_store):
+for module in (ingest, features, rules, training, serving, http, snapshot, redis_store):
     module.main()

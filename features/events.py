@@ -329,7 +329,7 @@ def _key_may_hold_personal(key: str) -> bool:
 
 
 def _scrub_list(items: list[Any], scrub: Pseudonymizer, person: bool, depth: int) -> list[Any]:
-    out = [scrub_mapping({"": v}, scrub, person, depth + 1)[""] if v is not None else None for v in items]
+    out = [scrub_mapping({"": v}, scrub, person, depth)[""] if v is not None else None for v in items]
     return items if all(a is b for a, b in zip(out, items, strict=True)) else out
 
 

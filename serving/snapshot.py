@@ -15,6 +15,7 @@ raises ValueError; the service then rebuilds from the log.
 from __future__ import annotations
 
 import os
+import signal
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,20 @@ def read(path: Path) -> dict[str, Any] | None:
     return decode(path.read_bytes())
 
 
+def _die_with(parent: int) -> None:
+    """Make this (forked) process end when its parent does: a snapshot left
+    writing by a killed service could otherwise rename an older state over
+    what the restarted service wrote since (Linux; elsewhere it checks once)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before that took effect
+        os._exit(1)
+
+
 class Writer:
     """Writes snapshots without stalling the service, as Redis's BGSAVE does:
     a forked child holds a copy-on-write image of the state as of the fork,
@@ -99,10 +114,12 @@ class Writer:
         if not background or not hasattr(os, "fork"):
             self._write(state())
             return True
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: write, and leave without running anything of the parent's
             code = 1
             try:
+                _die_with(parent)
                 self._write(state())
                 code = 0
             finally:
