@@ -14,6 +14,8 @@ import copy
 import dataclasses
 import gc
 import logging
+import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from serving.log import EventLog
 from serving.quarantine import Quarantine
 from serving.scorers import Scorers, load_scorers
 from serving.settings import Settings
-from serving.store import open_store
+from serving.store import MemoryStore, open_store
 
 log = logging.getLogger("segflow.service")
 
@@ -334,15 +336,28 @@ class Service:
         if config.config_id == old.config.config_id and digest == old.features.digest:
             return Rebuild(config, scorers, None, 0)
         self._erased_meanwhile = []
-        engine = self._new_engine(config, scorers, self.generation + 1)
-        upto = self.log.last_seq()
-        chunk: list[Event] = []
-        for seq, event in self.log.read_range_apart(0, upto):
-            chunk.append(event)
-            if len(chunk) >= 5000:
-                engine.replay(chunk, seq)
-                chunk = []
-        engine.replay(chunk, upto)
+        # the rebuild allocates millions of objects that live on: collecting them as they come would stop
+        # the service for whole seconds (a full collection walks them all); finish_reload freezes them instead
+        gc.disable()
+        # and the live service would wait up to the interpreter's switch interval (5 ms) each time it
+        # needs the GIL back from this thread, a dozen times a request: it gets it back sooner meanwhile
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, 0.0005))
+        try:
+            engine = self._new_engine(config, scorers, self.generation + 1)
+            upto = self.log.last_seq()
+            chunk: list[Event] = []
+            for seq, event in self.log.read_range_apart(0, upto):
+                chunk.append(event)
+                if len(chunk) >= 5000:
+                    engine.replay(chunk, seq)
+                    chunk = []
+            engine.replay(chunk, upto)
+        except BaseException:
+            gc.enable()
+            raise
+        finally:
+            sys.setswitchinterval(switch)
         return Rebuild(config, scorers, engine, upto)
 
     def finish_reload(self, rebuild: Rebuild) -> dict[str, Any]:
@@ -365,10 +380,30 @@ class Service:
             self._erased_meanwhile = None
             self.engine = engine
             self._set_generation(self.generation + 1)
+            _retire(old)
+            gc.freeze()  # the new state lives as long as the process, as at start
+            gc.enable()
         self.parser = self._parser(engine)
         self.readiness = Readiness(True, self._notes(scorers))
         self.save_snapshot(background=True)
         return {"config_id": rebuild.config.config_id, "models": scorers.versions, "events_replayed": replayed}
+
+
+def _retire(engine: Engine) -> None:
+    """Let a replaced engine go a piece at a time in a thread of its own:
+    freeing it in one go would hold the interpreter for as long."""
+
+    def dismantle() -> None:
+        for part in (engine.users, engine._seen, engine._due):
+            while part:
+                for _ in range(min(len(part), 1000)):
+                    part.popitem()
+                time.sleep(0)
+        if isinstance(engine.store, MemoryStore):
+            while engine.store.forget_some(1000):
+                time.sleep(0)
+
+    threading.Thread(target=dismantle, name="segflow-retire", daemon=True).start()
 
 
 @dataclass

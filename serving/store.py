@@ -64,6 +64,13 @@ class MemoryStore:
     def clear(self) -> None:
         self._profiles.clear()
 
+    def forget_some(self, n: int) -> int:
+        """Drop up to ``n`` profiles (a retired store let go a piece at a time); how many went."""
+        k = min(n, len(self._profiles))
+        for _ in range(k):
+            self._profiles.popitem()
+        return k
+
     def __len__(self) -> int:
         return len(self._profiles)
 
