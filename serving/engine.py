@@ -43,6 +43,7 @@ from serving.store import MemoryStore, ProfileAccess, StateStore, WriteBack
 
 Clock = Literal["event", "wall"]
 DAY_MS = 86_400_000
+RECENT_MS = 10 * 60_000  # message ids kept in memory when the log keeps the whole dedup window
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,8 @@ class Engine:
         self.stats = Stats()
         self.watermark = -1
         self.seq = 0  # the last log sequence number applied
-        self._seen: dict[str, tuple[int, str]] = {}  # message id -> (time, profile id)
+        self._seen: dict[str, tuple[int, str]] = {}  # message id -> (receive time, profile id)
+        self._received_mark = -1  # the latest receive time seen
         self._seen_order: deque[tuple[int, str]] = deque()
         self._timers: list[tuple[int, int, str]] = []
         self._due: dict[str, int] = {}
@@ -145,6 +147,12 @@ class Engine:
             else:
                 batch_ids.add(e.message_id)
                 fresh.append(e)
+        if self.log is not None and fresh:  # the log is the dedup window beyond what memory keeps
+            since = min(e.received_ms for e in fresh) - self.dedup_ms
+            logged = self.log.seen([e.message_id for e in fresh], since)
+            if logged:
+                out.duplicates += len(logged)
+                fresh = [e for e in fresh if e.message_id not in logged]
         if self.log is not None and fresh:
             self.seq = self.log.append(fresh)
         self.stats.duplicates += out.duplicates
@@ -181,7 +189,7 @@ class Engine:
 
     def _apply(self, event: Event, out: Outcome, evaluate_now: bool) -> None:
         t = self._time_of(event)
-        self._remember(event, t)
+        self._remember(event)
         if t > self.watermark:
             self._fire(t, inclusive=False, out=out)
             self.watermark = t
@@ -201,11 +209,17 @@ class Engine:
         if evaluate_now:
             self._evaluate(pid, profile, max(t, profile.newest), sample=True, out=out)
 
-    def _remember(self, event: Event, t: int) -> None:
+    def _remember(self, event: Event) -> None:
+        """Keep a message id by its receive time (on either clock): the whole
+        dedup window without a log, the last :data:`RECENT_MS` with one (the
+        log holds the rest, persisted), so memory stays bounded."""
         seen, order = self._seen, self._seen_order
+        t = event.received_ms
         seen[event.message_id] = (t, event.profile_id)
         order.append((t, event.message_id))
-        horizon = self.watermark - self.dedup_ms
+        if t > self._received_mark:
+            self._received_mark = t
+        horizon = self._received_mark - (self.dedup_ms if self.log is None else min(self.dedup_ms, RECENT_MS))
         while order and order[0][0] < horizon:
             _, mid = order.popleft()
             kept = seen.get(mid)
@@ -334,6 +348,7 @@ class Engine:
         self.users = {pid: _user_in(u) for pid, u in state["users"].items()}
         self._seen = {mid: (t, pid) for mid, t, pid in state["seen"]}
         self._seen_order = deque((t, mid) for t, mid in state["seen_order"])
+        self._received_mark = max((t for t, _ in self._seen_order), default=-1)
         self.scorers.online = OnlineIntentModel.from_state(state["online"])
         st = state["stats"]
         self.stats = Stats(

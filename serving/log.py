@@ -26,14 +26,15 @@ from features.values import plain_json
 
 Durability = Literal["process", "power"]
 
-SCHEMA_VERSION = 2  # PRAGMA user_version: 1 had no received_ms column (read and migrated on open)
+SCHEMA_VERSION = 3  # PRAGMA user_version: 1 had no received_ms column, 2 no message_id (migrated on open)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     profile_id TEXT NOT NULL,
     ts_ms INTEGER NOT NULL,
     body BLOB NOT NULL,
-    received_ms INTEGER
+    received_ms INTEGER,
+    message_id TEXT
 );
 CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);
@@ -45,8 +46,15 @@ _MIGRATIONS = {
 ALTER TABLE events ADD COLUMN received_ms INTEGER;
 UPDATE events SET received_ms = json_extract(CAST(body AS TEXT), '$[5]');
 """,
+    3: """
+ALTER TABLE events ADD COLUMN message_id TEXT;
+UPDATE events SET message_id = json_extract(CAST(body AS TEXT), '$[0]');
+""",
 }
-_AFTER = "CREATE INDEX IF NOT EXISTS events_received ON events (received_ms);"
+_AFTER = """
+CREATE INDEX IF NOT EXISTS events_received ON events (received_ms);
+CREATE INDEX IF NOT EXISTS events_message ON events (message_id);
+"""
 
 
 def encode_event(event: Event) -> bytes:
@@ -119,12 +127,27 @@ class EventLog:
     def append(self, events: Sequence[Event]) -> int:
         """Write events in one transaction; the sequence number of the last (0 if none ever)."""
         if events:
-            rows = [(e.profile_id, e.ts_ms, encode_event(e), e.received_ms) for e in events]
+            rows = [(e.profile_id, e.ts_ms, encode_event(e), e.received_ms, e.message_id) for e in events]
             with self._transaction():
                 self._db.executemany(
-                    "INSERT INTO events (profile_id, ts_ms, body, received_ms) VALUES (?, ?, ?, ?)", rows
+                    "INSERT INTO events (profile_id, ts_ms, body, received_ms, message_id) VALUES (?, ?, ?, ?, ?)",
+                    rows,
                 )
         return self.last_seq()
+
+    def seen(self, message_ids: Sequence[str], received_since_ms: int) -> set[str]:
+        """Which of these message ids the log holds, received at or after
+        ``received_since_ms`` (the dedup window, persisted with the events)."""
+        found: set[str] = set()
+        for i in range(0, len(message_ids), 500):
+            part = message_ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(
+                f"SELECT message_id FROM events WHERE message_id IN ({marks}) AND received_ms >= ?",
+                (*part, received_since_ms),
+            )
+            found.update(r[0] for r in rows)
+        return found
 
     def last_seq(self) -> int:
         row = self._db.execute("SELECT max(seq) FROM events").fetchone()

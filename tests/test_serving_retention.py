@@ -147,3 +147,26 @@ def test_a_reload_rebuilds_beside_the_live_engine_while_ingest_and_erasure_go_on
         p: u.members.entered for p, u in fresh.users.items()
     }
     s.close()
+
+
+def test_dedup_is_by_receive_time_bounded_in_memory_and_kept_by_the_log(tmp_path: Path) -> None:
+    """A messageId again within 24 h of receive time (on the event clock too,
+    whatever its event time) changes nothing, after a restart with no
+    snapshot as well; memory keeps only the last minutes, the log the rest;
+    past 24 h the id is new again."""
+    now = time.time_ns() // 1_000_000
+    minute = 60_000
+    s = service(tmp_path / "state")
+    assert s.engine is not None
+    s.ingest([cart(f"m{i}", f"u{i % 5}", T0 + i * minute, now - 30 * 3_600_000 + i * minute) for i in range(100)])
+    s.ingest([cart(f"n{i}", f"u{i % 5}", T0 + i * minute, now - 2 * 3_600_000 + i * minute) for i in range(100)])
+    assert len(s.engine._seen) < 20  # the last 10 minutes of receive time
+    assert s.log is not None
+    s.log.close()  # a crash: no snapshot at all
+    again = service(tmp_path / "state")
+    assert again.engine is not None
+    retried = [cart(f"n{i}", f"u{i % 5}", T0 + 99 * 86_400_000, now) for i in range(100)]  # another event time
+    assert again.ingest(retried).duplicates == 100
+    older = again.ingest([cart(f"m{i}", f"u{i % 5}", T0, now) for i in range(100)])  # received over 24 h ago
+    assert older.accepted == 100 and older.duplicates == 0
+    again.close()
