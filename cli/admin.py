@@ -5,11 +5,13 @@ refused at the edge, through a running service's admin routes)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
 
+from serving.backup import restore
 from serving.keys import SCOPES, ApiKey, new_key, read_keys_file, write_keys_file
 from serving.settings import Settings, admin_key, keys_path
 
@@ -70,13 +72,9 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id")]) -> 
     typer.echo(json.dumps({"revoked": key_id}))
 
 
-def _call(method: str, path: str, url: str, key: str | None, **params: Any) -> Any:
-    r = httpx.request(
-        method,
-        url.rstrip("/") + path,
-        params=params,
-        headers={"authorization": f"Bearer {key or admin_key(Settings())}"},
-    )
+def _call(method: str, path: str, url: str, key: str | None, json: Any = None, **params: Any) -> Any:
+    headers = {"authorization": f"Bearer {key or admin_key(Settings())}"}
+    r = httpx.request(method, url.rstrip("/") + path, params=params, headers=headers, json=json, timeout=600)
     if r.status_code >= 400:
         typer.echo(r.text, err=True)
         raise typer.Exit(1)
@@ -116,3 +114,24 @@ def quarantine_replay(
 ) -> None:
     """Parse a quarantined event again; ingest and drop it if it now passes (exit 1 with its problems if not)."""
     typer.echo(json.dumps(_call("POST", f"/v1/admin/quarantine/{held_id}/replay", url, key)))
+
+
+def backup_command(
+    to: Annotated[Path, typer.Argument(help="a new or empty directory (on the server's machine)")],
+    url: Annotated[str, _URL] = "http://127.0.0.1:8000",
+    key: Annotated[str | None, _KEY] = None,
+) -> None:
+    """A consistent backup of a running service's state (snapshot, log, quarantine, config)."""
+    typer.echo(json.dumps(_call("POST", "/v1/admin/backup", url, key, json={"to": str(to.resolve())})))
+
+
+def restore_command(
+    source: Annotated[Path, typer.Argument(help="a backup directory")],
+    state_dir: Annotated[Path, typer.Option(help="a new or empty state directory")],
+) -> None:
+    """Put a backup into a fresh state directory; `segflow serve --state-dir` then starts from it."""
+    try:
+        doc = restore(source.resolve(), state_dir.resolve())
+    except (ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(json.dumps(doc))

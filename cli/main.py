@@ -447,6 +447,8 @@ def segments_preview(
 app.command("serve")(serve.serve)
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(admin.quarantine_app, name="quarantine")
+app.command("backup")(admin.backup_command)
+app.command("restore")(admin.restore_command)
 app.command("demo")(demo.demo)
 app.command("replay")(serve.replay_command)
 

@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import gc
 import logging
+import shutil
 import sys
 import threading
 import time
@@ -29,7 +30,7 @@ from features.pseudonyms import Pseudonymizer, load_key
 from segments import config as segment_config
 from segments.config import SegmentConfig
 from segments.timeline import feature_set_for
-from serving import snapshot
+from serving import backup, snapshot
 from serving.engine import DAY_MS, Engine, Outcome
 from serving.log import EventLog
 from serving.quarantine import Quarantine
@@ -287,6 +288,26 @@ class Service:
         if len(self._snapshot_seqs) == 2:
             keep_ms = max(self.settings.retention_days * DAY_MS, longest_window_ms(self.engine.features))
             self.log.trim(time.time_ns() // 1_000_000 - keep_ms, min(self._snapshot_seqs))
+
+    def start_backup(self, target: Path) -> snapshot.Writer:
+        """Begin a backup into ``target`` (new or empty): its snapshot is
+        written by a forked child; :meth:`finish_backup` copies the rest."""
+        assert self.engine is not None
+        backup.empty_target(target).mkdir(parents=True, exist_ok=True)
+        writer = snapshot.Writer(target / "snapshot.bin", target / "snapshot.prev.bin", fsync=True)
+        writer.start(self.engine.export_state, self.engine.seq, background=True)
+        return writer
+
+    def finish_backup(self, target: Path, writer: snapshot.Writer) -> dict[str, Any]:
+        """The log, the quarantine and the config copied after the snapshot's
+        fork (safe in a worker thread: connections of their own); the manifest."""
+        assert self.engine is not None and writer.seq is not None
+        if not writer.poll(block=True):
+            raise OSError("the backup's snapshot could not be written")
+        log_seq = backup.copy_database(self.settings.state_dir / "events.db", target / "events.db")
+        backup.copy_database(self.settings.state_dir / "quarantine.db", target / "quarantine.db")
+        shutil.copy2(self.settings.segments, target / "segments.yaml")
+        return backup.manifest(target, writer.seq, log_seq, self.engine.config.config_id)
 
     @property
     def snapshot_busy(self) -> bool:

@@ -391,3 +391,56 @@ def test_an_unexpected_error_answers_500_and_logs_no_personal_data(
         assert r.status_code == 500 and r.json()["code"] == "internal"
         assert http.get("/healthz").status_code == 200  # the same connection goes on
     assert "request failed: RuntimeError" in caplog.text and "bob@example.com" not in caplog.text
+
+
+def test_a_backup_under_load_restores_to_the_state_at_its_log_position(tmp_path: Path) -> None:
+    import sqlite3
+    import threading
+
+    from serving.engine import Engine
+    from serving.log import decode_event
+    from serving.service import build_features, load_config
+
+    settings = settings_for(tmp_path / "state")
+    target = tmp_path / "backup"
+    with serve(settings) as url, httpx.Client(base_url=url, timeout=60) as http:
+        for i in range(20):
+            batch = [track(f"u{j % 37}", f"pre-{i}-{j}", T0 + (i * 50 + j) * 60_000) for j in range(50)]
+            assert http.post("/v1/batch", json={"batch": batch}, headers=auth(ADMIN)).status_code == 200
+        stop = threading.Event()
+
+        def load() -> None:  # ingest goes on while the backup is taken
+            with httpx.Client(base_url=url, timeout=60) as client:
+                i = 0
+                while not stop.is_set():
+                    body = {
+                        "batch": [
+                            track(f"u{j % 37}", f"live-{i}-{j}", T0 + (1000 + i * 10 + j) * 60_000) for j in range(10)
+                        ]
+                    }
+                    client.post("/v1/batch", json=body, headers=auth(ADMIN))
+                    i += 1
+
+        loader = threading.Thread(target=load)
+        loader.start()
+        time.sleep(0.3)
+        done = CliRunner().invoke(app, ["backup", str(target), "--url", url, "--key", ADMIN])
+        stop.set()
+        loader.join()
+        assert done.exit_code == 0, done.output
+        doc = json.loads(done.output)
+        assert doc["log_seq"] >= doc["snapshot_seq"] >= 1000
+        again = CliRunner().invoke(app, ["backup", str(target), "--url", url, "--key", ADMIN])
+        assert again.exit_code == 1 and "not an empty directory" in again.output
+    restored = CliRunner().invoke(app, ["restore", str(target), "--state-dir", str(tmp_path / "fresh")])
+    assert restored.exit_code == 0, restored.output
+    service = Service(settings_for(tmp_path / "fresh"), Scorers(OnlineIntentModel(), intent_feature_names())).start()
+    assert service.engine is not None and service.engine.seq == doc["log_seq"]
+    config = load_config(ROOT / "config" / "segments.yaml")
+    fresh = Engine(config, build_features(config), Scorers(OnlineIntentModel(), intent_feature_names()))
+    db = sqlite3.connect(target / "events.db")
+    fresh.replay([decode_event(b) for (b,) in db.execute("SELECT body FROM events ORDER BY seq")])
+    db.close()
+    got = {p: service.engine.vector(p) for p, _ in service.engine.store.items()}
+    assert got == {p: fresh.vector(p) for p, _ in fresh.store.items()}
+    service.close()

@@ -3,12 +3,14 @@ behind the read key unless made public), reload, the event clock."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from features.events import EARLIEST_MS, LATEST_MS
 from segments.config import ConfigError
@@ -84,3 +86,20 @@ async def take_snapshot(service: ServiceDep) -> dict[str, Any]:
     if engine is not None and not busy:
         service.save_snapshot(background=True)
     return {"started": not busy, "seq": engine.seq if engine else None}
+
+
+class BackupRequest(BaseModel):
+    to: str = Field(min_length=2, max_length=4096, description="an absolute directory on the server, new or empty")
+
+
+@router.post("/v1/admin/backup", dependencies=[Admin], responses={401: {}, 403: {}, 422: {}})
+async def take_backup(body: BackupRequest, service: ServiceDep) -> dict[str, Any]:
+    """A consistent copy of the state (snapshot, log, quarantine, config) into
+    a directory on the server, taken while the service goes on; ``segflow
+    restore`` puts it into a fresh state directory."""
+    target = Path(body.to)
+    try:
+        writer = service.start_backup(target)
+        return await run_in_threadpool(service.finish_backup, target, writer)
+    except (ValueError, OSError) as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [str(exc)]) from None
