@@ -43,7 +43,7 @@ def test_a_state_directory_of_an_earlier_version_is_read(tmp_path: Path, monkeyp
     service.close()
 
 
-@pytest.mark.parametrize("damage", ["corrupt", "truncated", "empty", "not a snapshot"])
+@pytest.mark.parametrize("damage", ["corrupt", "truncated", "empty", "not a snapshot", "older version", "pickle"])
 def test_a_damaged_snapshot_means_a_rebuild_not_a_failed_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
 ) -> None:
@@ -51,7 +51,15 @@ def test_a_damaged_snapshot_means_a_rebuild_not_a_failed_start(
     state = tmp_path / "state"
     shutil.copytree(FIXTURE, state)
     expected = json.loads((state / "expected.json").read_text())
+    settings = Settings(
+        state_dir=state, clock="event", admin_keys=[SecretStr("fixture-admin")], read_keys=[SecretStr("fixture-read")],
+        segments=state / "segments.yaml",
+    )  # fmt: skip
     snap = state / "snapshot.bin"
+    if damage != "pickle":  # two snapshots of this version: the latest damaged, the one before it whole
+        for _ in range(2):
+            Service(settings, Scorers(OnlineIntentModel(), intent_feature_names())).start().close()
+        assert (state / "snapshot.prev.bin").read_bytes().startswith(b"SFSNAP\x02")
     data = snap.read_bytes()
     snap.write_bytes(
         {
@@ -59,12 +67,10 @@ def test_a_damaged_snapshot_means_a_rebuild_not_a_failed_start(
             "truncated": data[: len(data) // 2],
             "empty": b"",
             "not a snapshot": b'{"version": 99}',
+            "older version": b"SFSNAP\x01" + data[7:],
+            "pickle": data,  # the fixture's own: version 1 was a pickle, never read, rebuilt from the log
         }[damage]
     )
-    settings = Settings(
-        state_dir=state, clock="event", admin_keys=[SecretStr("fixture-admin")], read_keys=[SecretStr("fixture-read")],
-        segments=state / "segments.yaml",
-    )  # fmt: skip
     service = Service(settings, Scorers(OnlineIntentModel(), intent_feature_names())).start()
     engine = service.engine
     assert engine is not None
