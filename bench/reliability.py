@@ -129,7 +129,7 @@ def logged_ids(state: Path) -> list[str]:
 
 def sigkill(durability: str, kills: int, store: str | None) -> dict[str, Any]:
     """Batches posted without pause; the server SIGKILLed at random moments,
-    half of them the moment a snapshot's temporary file appears; restarted."""
+    two in three of them the moment a snapshot's temporary file appears; restarted."""
     env = {"SEGFLOW_SNAPSHOT_EVERY_S": "0.3"}
     if store is not None:
         env |= {"SEGFLOW_STORE": store, "SEGFLOW_STORE_PREFIX": f"segflow-rel-{os.getpid()}:"}
@@ -144,7 +144,7 @@ def sigkill(durability: str, kills: int, store: str | None) -> dict[str, Any]:
             stop = threading.Event()
             posting = threading.Thread(target=_post_until, args=(server.url, stop, acked, n))
             posting.start()
-            at_snapshot = n % 2 == 0
+            at_snapshot = n % 3 != 2  # two kills in three wait for a snapshot being written
             deadline = time.monotonic() + (5.0 if at_snapshot else rnd.uniform(0.2, 1.2))
             while time.monotonic() < deadline:
                 if at_snapshot and (state / "snapshot.tmp").exists():
@@ -373,12 +373,13 @@ def _redis_url() -> str | None:
 
 
 def main(short: bool = False) -> None:
-    kills = 6 if short else 24
     redis = _redis_url()
+    stores = (None, redis) if redis else (None,)
+    kills = (8 if short else 24) // (2 * len(stores))  # each durability level with each store
     lost = duplicated = total_kills = during = 0
     for durability in ("process", "power"):
-        for store in (None, redis) if redis else (None,):
-            r = sigkill(durability, kills // 2, store)
+        for store in stores:
+            r = sigkill(durability, kills, store)
             lost, duplicated = lost + r["lost"], duplicated + r["duplicated"]
             total_kills, during = total_kills + r["kills"], during + r["kills_during_snapshot"]
             emit("reliability", f"reliability_sigkill_{durability}_{'redis' if store else 'memory'}_lost", r["lost"],
