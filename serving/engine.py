@@ -317,17 +317,21 @@ class Engine:
 
     # -- state ---------------------------------------------------------------
 
-    def export_state(self) -> dict[str, Any]:
+    def export_state(self, profiles: dict[str, Profile] | None = None) -> dict[str, Any]:
         """Everything recovery needs, as of log sequence ``seq``, as explicit
         values (profiles as their codec's JSON, embedded as it is): what a
-        snapshot holds, and what :meth:`restore_state` takes back."""
+        snapshot holds, and what :meth:`restore_state` takes back. ``profiles``:
+        the store's, read beforehand (an external store changes under a fork)."""
         s = self.stats
         return {
             "seq": self.seq,
             "watermark": self.watermark,
             "config_id": self.config.config_id,
             "features": self.features.digest,
-            "profiles": {pid: orjson.Fragment(codec.body(self.features, p)) for pid, p in self.store.items()},
+            "profiles": {
+                pid: orjson.Fragment(codec.body(self.features, p))
+                for pid, p in (self.store.items() if profiles is None else profiles.items())
+            },
             "users": {pid: _user_out(u) for pid, u in self.users.items()},
             "seen": [[mid, t, pid] for mid, (t, pid) in self._seen.items()],
             "seen_order": [[t, mid] for t, mid in self._seen_order],

@@ -26,10 +26,12 @@ from features.values import plain_json
 
 Durability = Literal["process", "power"]
 
-SCHEMA_VERSION = 3  # PRAGMA user_version: 1 had no received_ms column, 2 no message_id (migrated on open)
+# PRAGMA user_version: 1 had no received_ms column, 2 no message_id, 3 reused the sequence numbers of
+# erased newest rows (no AUTOINCREMENT); each is migrated on open
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, whatever erasure or trimming removes
     profile_id TEXT NOT NULL,
     ts_ms INTEGER NOT NULL,
     body BLOB NOT NULL,
@@ -49,6 +51,22 @@ UPDATE events SET received_ms = json_extract(CAST(body AS TEXT), '$[5]');
     3: """
 ALTER TABLE events ADD COLUMN message_id TEXT;
 UPDATE events SET message_id = json_extract(CAST(body AS TEXT), '$[0]');
+""",
+    4: """
+CREATE TABLE events_v4 (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    profile_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    received_ms INTEGER,
+    message_id TEXT
+);
+INSERT INTO events_v4 (seq, profile_id, ts_ms, body, received_ms, message_id)
+    SELECT seq, profile_id, ts_ms, body, received_ms, message_id FROM events;
+DROP TABLE events;
+ALTER TABLE events_v4 RENAME TO events;
+CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);
 """,
 }
 _AFTER = """
@@ -165,14 +183,12 @@ class EventLog:
             for seq, body in rows:
                 yield int(seq), decode_event(body)
 
-    def read_range_apart(self, after_seq: int, upto_seq: int) -> Iterator[tuple[int, Event]]:
-        """Events ``after_seq < seq <= upto_seq`` in arrival order, through a
+    def read_apart_all(self) -> Iterator[tuple[int, Event]]:
+        """Every event in arrival order, as one consistent read through a
         read-only connection of its own (for a rebuild in another thread)."""
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
-            cursor = db.execute(
-                "SELECT seq, body FROM events WHERE seq > ? AND seq <= ? ORDER BY seq", (after_seq, upto_seq)
-            )
+            cursor = db.execute("SELECT seq, body FROM events ORDER BY seq")
             while rows := cursor.fetchmany(5000):
                 for seq, body in rows:
                     yield int(seq), decode_event(body)
@@ -217,8 +233,13 @@ class EventLog:
         with self._transaction():
             n = self._db.execute("DELETE FROM events WHERE profile_id = ?", (profile_id,)).rowcount
             self._db.execute("INSERT OR IGNORE INTO suppressed (tombstone) VALUES (?)", (tombstone,))
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL held the rows as written: emptied
         return n
+
+    def checkpoint(self) -> bool:
+        """Empty the WAL into the database (after an erasure: the WAL held the
+        rows as written); False while a reader holds it (a rebuild, a backup):
+        try again later. Waits at most a tenth of a second."""
+        return checkpoint(self._db)
 
     def suppressed(self) -> set[str]:
         """The tombstones of erased users."""
@@ -229,6 +250,16 @@ class EventLog:
 
     def close(self) -> None:
         self._db.close()
+
+
+def checkpoint(db: sqlite3.Connection) -> bool:
+    """``PRAGMA wal_checkpoint(TRUNCATE)`` with a short wait; whether it completed."""
+    db.execute("PRAGMA busy_timeout = 100")
+    try:
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        db.execute("PRAGMA busy_timeout = 5000")
+    return busy == 0
 
 
 class _Transaction:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from features.values import plain_json
-from serving.log import Durability
+from serving.log import Durability, checkpoint
 
 Refused = tuple[str | None, list[tuple[str, str]], Any]  # profile id, problems, scrubbed payload
 _COLUMNS = "id, received_ms, kind, profile_id, problems, payload"
@@ -113,9 +113,11 @@ class Quarantine:
 
     def erase(self, profile_id: str) -> int:
         """Forget a user's refused events (erasure)."""
-        n = self._db.execute("DELETE FROM quarantine WHERE profile_id = ?", (profile_id,)).rowcount
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return n
+        return self._db.execute("DELETE FROM quarantine WHERE profile_id = ?", (profile_id,)).rowcount
+
+    def checkpoint(self) -> bool:
+        """Empty the WAL (after an erasure); False while a reader (a backup) holds it."""
+        return checkpoint(self._db)
 
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM quarantine").fetchone()[0])

@@ -93,6 +93,7 @@ class Service:
         self._snapshot_seqs: list[int] = []  # log positions of the two latest snapshots this process knows
         self._writer = snapshot.Writer(self.snapshot_path, self.previous_snapshot_path, settings.durability == "power")
         self._erasure_waits = 0  # erasures not yet in a written snapshot
+        self._wal_dirty = False  # an erasure's rows may still be in a WAL
         self._erased_meanwhile: list[str] | None = None  # erasures while a rebuild is prepared
         self.generation = 1  # of the external store's prefix
         self.reloading = False
@@ -118,21 +119,28 @@ class Service:
         before = self.generation
         self._generation_path.write_text(str(generation))
         self.generation = generation
-        if before != generation and self.settings.store != "memory" and self.engine is not None:
-            open_store(self.settings.store, self.engine.features, f"{self.settings.store_prefix}g{before}:").clear()
+        if before != generation:
+            self._drop_generation(before)
+
+    def _drop_generation(self, generation: int) -> None:
+        if self.settings.store != "memory" and self.engine is not None:
+            open_store(self.settings.store, self.engine.features, f"{self.settings.store_prefix}g{generation}:").clear()
 
     def start(self) -> Service:
         s = self.settings
         self.log = EventLog(s.state_dir / "events.db", s.durability)
         try:
-            self.generation = int(self._generation_path.read_text()) + 1
+            previous: int | None = int(self._generation_path.read_text())
         except (OSError, ValueError):
-            self.generation = 1
+            previous = None
+        self.generation = (previous or 0) + 1
         self.quarantine = Quarantine(s.state_dir / "quarantine.db", s.durability, s.quarantine_max)
         config = load_config(s.segments)
         scorers = self._scorers()
         self.engine = self._recover(config, scorers)
         self._set_generation(self.generation)
+        if previous is not None:
+            self._drop_generation(previous)  # the last run's profiles (an erasure must not leave them behind)
         self.parser = self._parser(self.engine)
         # the recovered state lives as long as the process: keep the cyclic GC from rescanning it
         gc.collect()
@@ -195,6 +203,8 @@ class Service:
                     engine.restore_state(state)
                     after = engine.seq
                     self._snapshot_seqs = [after]
+                    if path == self.previous_snapshot_path:  # the latest is unreadable: it must not replace this one
+                        self.snapshot_path.unlink(missing_ok=True)
                     break
             except Exception as exc:
                 log.warning("snapshot %s not used (%s: %s)", path.name, type(exc).__name__, exc)
@@ -238,8 +248,18 @@ class Service:
     # -- work ------------------------------------------------------------------
 
     def ingest(self, events: list[Event]) -> Outcome:
+        """Accept events. They are in the log before they are applied: if
+        applying fails, the state is rebuilt from the snapshot and the log
+        (so what the log holds is applied exactly once) before the error goes on."""
         assert self.engine is not None
-        return self.engine.ingest(events)
+        logged = self.engine.seq
+        try:
+            return self.engine.ingest(events)
+        except Exception:
+            if self.log is not None and self.log.last_seq() != logged:
+                log.error("applying logged events failed: rebuilding the state from the snapshot and the log")
+                self.engine = self._recover(self.engine.config, self.engine.scorers)
+            raise
 
     def tick(self, now_ms: int) -> None:
         """Housekeeping between requests: due timers (wall clock), snapshots, log trimming."""
@@ -248,6 +268,7 @@ class Service:
             for change in self.engine.advance(now_ms):
                 self.due_lag_ms.append(now_ms - change.transition.at_ms)
         self._snapshot_done(self._writer.poll())
+        self._checkpoint()
         if self._erasure_waits and not self._writer.busy:
             self.save_snapshot(background=True)  # one that holds the erasure
         elif time.monotonic() - self._last_snapshot >= self.settings.snapshot_every_s and not self._writer.busy:
@@ -265,7 +286,13 @@ class Service:
             self._snapshot_done(self._writer.poll(block=True))
         self._last_snapshot = time.monotonic()
         erasures = self._erasure_waits
-        self._writer.start(self.engine.export_state, self.engine.seq, background)
+        engine = self.engine
+        if background and not isinstance(engine.store, MemoryStore):
+            # an external store goes on changing after the fork: its profiles are read here, as of engine.seq
+            profiles = dict(engine.store.items())
+            self._writer.start(lambda: engine.export_state(profiles), engine.seq, background)
+        else:
+            self._writer.start(engine.export_state, engine.seq, background)
         self._writing_erasures = erasures
         if not background:
             self._snapshot_done(True)
@@ -316,8 +343,8 @@ class Service:
 
     @property
     def erasures_pending(self) -> bool:
-        """Whether an erasure still waits for a snapshot without the user."""
-        return self._erasure_waits > 0
+        """Whether an erasure still waits for a snapshot without the user, or for its WAL checkpoint."""
+        return self._erasure_waits > 0 or self._wal_dirty
 
     def is_erased(self, profile_id: str) -> bool:
         """Whether this profile was erased (its later events are dropped, not kept anywhere)."""
@@ -336,9 +363,17 @@ class Service:
         if self.quarantine is not None:
             known = self.quarantine.erase(profile_id) > 0 or known
         self._erasure_waits += 1
+        self._wal_dirty = True
         if wait:
             self.save_snapshot()
+            self._checkpoint()
         return known
+
+    def _checkpoint(self) -> None:
+        """After an erasure, empty the WALs (they held the user's rows as
+        written); a reader holding them (a rebuild, a backup) means later."""
+        if self._wal_dirty and self.log is not None and self.quarantine is not None:
+            self._wal_dirty = not (self.log.checkpoint() and self.quarantine.checkpoint())
 
     def reload(self) -> dict[str, Any]:
         """New config and models, swapped in (:meth:`prepare_reload` then :meth:`finish_reload`)."""
@@ -366,16 +401,18 @@ class Service:
         sys.setswitchinterval(min(switch, 0.0005))
         try:
             engine = self._new_engine(config, scorers, self.generation + 1)
-            upto = self.log.last_seq()
+            upto = 0  # the last position read, in the same read transaction as the events
             chunk: list[Event] = []
-            for seq, event in self.log.read_range_apart(0, upto):
+            for seq, event in self.log.read_apart_all():
                 chunk.append(event)
+                upto = seq
                 if len(chunk) >= 5000:
                     engine.replay(chunk, seq)
                     chunk = []
             engine.replay(chunk, upto)
         except BaseException:
             gc.enable()
+            self._erased_meanwhile = None
             raise
         finally:
             sys.setswitchinterval(switch)
@@ -387,6 +424,16 @@ class Service:
         online model's learning included); else the rebuilt engine catches up
         with what arrived while it was built, drops who was erased meanwhile,
         and replaces the live one."""
+        assert self.engine is not None
+        try:
+            return self._swap(rebuild)
+        finally:
+            self._erased_meanwhile = None
+            if not gc.isenabled():
+                gc.freeze()  # the new state lives as long as the process, as at start
+                gc.enable()
+
+    def _swap(self, rebuild: Rebuild) -> dict[str, Any]:
         assert self.engine is not None
         old, scorers = self.engine, rebuild.scorers
         if rebuild.engine is None:
@@ -402,8 +449,6 @@ class Service:
             self.engine = engine
             self._set_generation(self.generation + 1)
             _retire(old)
-            gc.freeze()  # the new state lives as long as the process, as at start
-            gc.enable()
         self.parser = self._parser(engine)
         self.readiness = Readiness(True, self._notes(scorers))
         self.save_snapshot(background=True)

@@ -170,3 +170,64 @@ def test_dedup_is_by_receive_time_bounded_in_memory_and_kept_by_the_log(tmp_path
     older = again.ingest([cart(f"m{i}", f"u{i % 5}", T0, now) for i in range(100)])  # received over 24 h ago
     assert older.accepted == 100 and older.duplicates == 0
     again.close()
+
+
+def test_sequence_numbers_are_never_reused_after_erasing_the_newest_events(tmp_path: Path) -> None:
+    now = time.time_ns() // 1_000_000
+    s = service(tmp_path / "state")
+    s.ingest([cart(f"a{i}", "alice", T0 + i, now) for i in range(3)])
+    s.ingest([cart(f"b{i}", "bob", T0 + 10 + i, now) for i in range(2)])
+    s.erase("bob")  # the newest rows go, and a snapshot at position 5 is written
+    s.ingest([cart(f"c{i}", "carol", T0 + 20 + i, now) for i in range(2)])
+    assert s.engine is not None and s.engine.seq == 7
+    expected = s.engine.vector("carol")
+    assert s.log is not None
+    s.log.close()  # a crash: carol's events are only in the log, after the snapshot's position
+    again = service(tmp_path / "state")
+    assert again.engine is not None and again.engine.vector("carol") == expected
+    assert again.ingest([cart("c0", "carol", T0 + 20, now)]).duplicates == 1
+    again.close()
+
+
+def test_an_erasure_waits_for_a_reader_of_the_log_before_its_wal_is_emptied(tmp_path: Path) -> None:
+    now = time.time_ns() // 1_000_000
+    s = service(tmp_path / "state")
+    s.ingest([cart(f"e{i}", "eve", T0 + i, now) for i in range(5)])
+    s.ingest([cart(f"f{i}", "frank", T0 + i, now) for i in range(5)])
+    reader = sqlite3.connect(tmp_path / "state" / "events.db")
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM events").fetchone()  # a rebuild or backup reading the log
+    started = time.monotonic()
+    s.erase("eve")
+    assert time.monotonic() - started < 2 and s.erasures_pending  # no stall; the WAL still holds eve's rows
+    reader.rollback()
+    reader.close()
+    s.tick(now)
+    assert not s.erasures_pending
+    wal = tmp_path / "state" / "events.db-wal"
+    assert not wal.exists() or b"eve" not in wal.read_bytes()
+    s.close()
+
+
+def test_a_restart_leaves_one_generation_of_profiles_in_redis(tmp_path: Path, redis_client: Any) -> None:
+    now = time.time_ns() // 1_000_000
+    prefix = f"segflow-test-gen-{time.time_ns()}:"
+    settings = Settings(
+        state_dir=tmp_path / "state", clock="event", admin_keys=[SecretStr("retention-admin")],
+        read_keys=[SecretStr("retention-read")], segments=ROOT / "config" / "segments.yaml",
+        store="redis://127.0.0.1:6379/0", store_prefix=prefix,
+    )  # fmt: skip
+    try:
+        for run in range(3):
+            s = Service(settings, Scorers(OnlineIntentModel(), intent_feature_names())).start()
+            s.ingest([cart(f"r{run}-{i}", f"u{i}", T0 + run * 100 + i, now) for i in range(4)])
+            s.close()
+        keys = [k.decode() for k in redis_client.scan_iter(match=prefix + "*")]
+        assert sorted(keys) == [f"{prefix}g3:u{i}" for i in range(4)]
+        s = Service(settings, Scorers(OnlineIntentModel(), intent_feature_names())).start()
+        s.erase("u1")
+        s.close()
+        assert not [k for k in redis_client.scan_iter(match=prefix + "*") if k.decode().endswith(":u1")]
+    finally:
+        for k in redis_client.scan_iter(match=prefix + "*"):
+            redis_client.delete(k)
