@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import os
 import random
+import shutil
 import signal
 import socket
 import sqlite3
@@ -157,15 +158,46 @@ def sigkill(durability: str, kills: int, store: str | None) -> dict[str, Any]:
             posting.join()
             k += 1
             server = Served(state, durability, **env).start()
-        server.stop()
         ids = logged_ids(state)
+        differ = _recovered_vs_rebuilt(server, Path(tmp), durability, env)
+        server.stop()
+    if store is not None:  # the keys this run wrote, and only those
+        import redis
+
+        client = redis.Redis.from_url(store)
+        for key in client.scan_iter(match=env["SEGFLOW_STORE_PREFIX"] + "*"):
+            client.delete(key)
+        client.close()
     return {
         "kills": k,
         "kills_during_snapshot": during_snapshot,
         "acked": len(acked),
         "lost": len(acked - set(ids)),
         "duplicated": len(ids) - len(set(ids)),
+        "profiles_differing": differ,
     }
+
+
+def _recovered_vs_rebuilt(server: Served, tmp: Path, durability: str, env: dict[str, str]) -> int:
+    """The state recovered after the last kill (a snapshot and the log after
+    it) against one rebuilt from the whole log alone: how many profiles
+    differ (an event applied twice, or not at all, shows here, not in the log)."""
+    rebuilt_state = tmp / "rebuilt" / "state"
+    shutil.copytree(server.state, rebuilt_state, ignore=shutil.ignore_patterns("snapshot*", "store.generation"))
+    rebuilt_env = {**env, "SEGFLOW_STORE_PREFIX": env.get("SEGFLOW_STORE_PREFIX", "segflow-rel:") + "rebuilt:"}
+    rebuilt = Served(rebuilt_state, durability, **rebuilt_env).start()
+    try:
+        with httpx.Client(timeout=30, headers={"authorization": f"Bearer {READ}"}) as http:
+            differ = 0
+            for u in range(300):
+                a = http.get(f"{server.url}/v1/profiles/u{u}")
+                b = http.get(f"{rebuilt.url}/v1/profiles/u{u}")
+                differ += a.status_code != b.status_code or (
+                    a.status_code == 200 and a.json()["features"] != b.json()["features"]
+                )
+        return differ
+    finally:
+        rebuilt.stop()
 
 
 def _post_until(url: str, stop: threading.Event, acked: set[str], round_: int) -> None:
@@ -376,16 +408,18 @@ def main(short: bool = False) -> None:
     redis = _redis_url()
     stores = (None, redis) if redis else (None,)
     kills = (8 if short else 24) // (2 * len(stores))  # each durability level with each store
-    lost = duplicated = total_kills = during = 0
+    lost = duplicated = total_kills = during = differing = 0
     for durability in ("process", "power"):
         for store in stores:
             r = sigkill(durability, kills, store)
             lost, duplicated = lost + r["lost"], duplicated + r["duplicated"]
+            differing += r["profiles_differing"]
             total_kills, during = total_kills + r["kills"], during + r["kills_during_snapshot"]
             emit("reliability", f"reliability_sigkill_{durability}_{'redis' if store else 'memory'}_lost", r["lost"],
                  "events", "0", **{k: v for k, v in r.items() if k != "lost"})  # fmt: skip
     emit("reliability", "reliability_acked_lost", lost, "events", "0", kills=total_kills, during_snapshot=during)
     emit("reliability", "reliability_duplicated", duplicated, "events", "0", kills=total_kills)
+    emit("reliability", "reliability_recovered_vs_rebuilt", differing, "profiles", "0", kills=total_kills)
     r = poison_and_fuzz(20 if short else 150)
     emit(
         "reliability", "reliability_5xx", r["5xx"], "responses", "0", requests=r["requests"], restart_ok=r["restart_ok"]
