@@ -161,4 +161,6 @@ async def erase_profile(user_id: str, service: ServiceDep, parser: ParserDep) ->
     deadline = time.monotonic() + ERASURE_WAIT_S
     while service.erasures_pending and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
+    if service.erasures_pending:  # no snapshot yet: the log's tombstone holds the erasure, and it is retried
+        return {"erased": erased, "pending": "snapshot"}
     return {"erased": erased}
