@@ -20,15 +20,20 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "state-v1"
 
 
-def test_a_state_directory_of_an_earlier_version_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def fixture_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, dict]:
+    """A copy of the fixture's state directory, settings over it, and what it held."""
     monkeypatch.setenv("SEGFLOW_PII_KEY", "22" * 32)
     state = tmp_path / "state"
     shutil.copytree(FIXTURE, state)
-    expected = json.loads((state / "expected.json").read_text())
     settings = Settings(
         state_dir=state, clock="event", admin_keys=[SecretStr("fixture-admin")], read_keys=[SecretStr("fixture-read")],
         segments=state / "segments.yaml",  # the config it was written under
     )  # fmt: skip
+    return settings, json.loads((state / "expected.json").read_text())
+
+
+def test_a_state_directory_of_an_earlier_version_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, expected = fixture_state(tmp_path, monkeypatch)
     service = Service(settings, Scorers(OnlineIntentModel(), intent_feature_names())).start()
     engine = service.engine
     assert engine is not None and service.log is not None
@@ -47,14 +52,8 @@ def test_a_state_directory_of_an_earlier_version_is_read(tmp_path: Path, monkeyp
 def test_a_damaged_snapshot_means_a_rebuild_not_a_failed_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
 ) -> None:
-    monkeypatch.setenv("SEGFLOW_PII_KEY", "22" * 32)
-    state = tmp_path / "state"
-    shutil.copytree(FIXTURE, state)
-    expected = json.loads((state / "expected.json").read_text())
-    settings = Settings(
-        state_dir=state, clock="event", admin_keys=[SecretStr("fixture-admin")], read_keys=[SecretStr("fixture-read")],
-        segments=state / "segments.yaml",
-    )  # fmt: skip
+    settings, expected = fixture_state(tmp_path, monkeypatch)
+    state = settings.state_dir
     snap = state / "snapshot.bin"
     if damage != "pickle":  # two snapshots of this version: the latest damaged, the one before it whole
         for _ in range(2):
