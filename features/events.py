@@ -341,12 +341,19 @@ def _canonical(value: Any) -> str:
 
 
 def _deeper_than(node: Any, budget: int) -> bool:
+    """Whether containers nest more than ``budget`` levels below ``node``
+    (two levels a call: most events hold containers two deep at most)."""
     if budget <= 0:
         return True
     for value in node.values() if type(node) is dict else node:
         kind = type(value)
-        if (kind is dict or kind is list) and _deeper_than(value, budget - 1):
-            return True
+        if kind is dict or kind is list:
+            if budget <= 1:
+                return True
+            for inner in value.values() if kind is dict else value:
+                inner_kind = type(inner)
+                if (inner_kind is dict or inner_kind is list) and _deeper_than(inner, budget - 2):
+                    return True
     return False
 
 

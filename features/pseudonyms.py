@@ -136,12 +136,13 @@ HOME_ENV = "SEGFLOW_HOME"
 class Pseudonymizer:
     """Replaces a personal value by ``pii_`` and 32 hex digits of a keyed hash."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_clean", "_key")
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
             raise ValueError(f"pseudonymization key is {len(key)} bytes; it needs at least 16")
         self._key = key[:64]
+        self._clean: set[str] = set()  # short texts seen to hold nothing personal (they repeat: categories, devices)
 
     def __call__(self, value: str) -> str:
         if _PSEUDONYM.match(value):
@@ -163,7 +164,13 @@ class Pseudonymizer:
         """Replace every email address, phone number and IP address inside
         ``text`` by its pseudonym, and in a URL's query string the value of
         every personal parameter (``?phone=...``); percent-encoded forms too."""
+        if text in self._clean:
+            return text
         if _HINT.search(text) is None:
+            if len(text) <= 64:
+                if len(self._clean) >= 100_000:
+                    self._clean.clear()
+                self._clean.add(text)
             return text
         return scrub_with(text, self)
 
