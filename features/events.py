@@ -41,7 +41,6 @@ from features.pseudonyms import (
     PERSON_KEYS,
     Pseudonymizer,
     looks_personal,
-    may_hold_personal,
     normal_key,
     personal_key,
     redact,
@@ -265,7 +264,6 @@ def profile_key(user_id: str, scrub: Pseudonymizer) -> str:
 
 
 _KEY_CLASS: dict[tuple[str, bool], bool] = {}
-_NUMERIC = frozenset(NUMERIC_PROPERTIES)
 _STRINGS = frozenset(STRING_PROPERTIES)
 TOO_DEEP = "<nested too deep>"
 
@@ -289,7 +287,7 @@ def scrub_mapping(data: dict[str, Any], scrub: Pseudonymizer, person: bool, dept
     this keeps a quarantined copy bounded)."""
     out: dict[str, Any] | None = None
     for key, value in data.items():
-        name = scrub.scrub_text(key) if _key_may_hold_personal(key) else key  # {"bob@x.io": 1}
+        name = scrub.scrub_text(key)  # {"bob@x.io": 1}; a clean name comes back as it is (and is remembered)
         kind = type(value)
         if value is None or kind is bool or kind is int or kind is float:
             new: Any = (
@@ -313,19 +311,6 @@ def scrub_mapping(data: dict[str, Any], scrub: Pseudonymizer, person: bool, dept
                 del out[key]
             out[name] = new
     return data if out is None else out
-
-
-_KEY_HINTS: dict[str, bool] = {}
-
-
-def _key_may_hold_personal(key: str) -> bool:
-    """Whether a field name could itself hold personal data (cached: names repeat)."""
-    known = _KEY_HINTS.get(key)
-    if known is None:
-        known = may_hold_personal(key)
-        if len(_KEY_HINTS) < 50_000:
-            _KEY_HINTS[key] = known
-    return known
 
 
 def _scrub_list(items: list[Any], scrub: Pseudonymizer, person: bool, depth: int) -> list[Any]:
@@ -472,10 +457,6 @@ class SegmentParser:
         self._types: dict[str, str] = {}
         self._numeric = frozenset(NUMERIC_PROPERTIES) | frozenset(numeric)
         self._future_ms = max_future_ms
-
-    @property
-    def numeric(self) -> frozenset[str]:
-        return self._numeric
 
     @property
     def pseudonymizer(self) -> Pseudonymizer:

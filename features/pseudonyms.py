@@ -54,11 +54,6 @@ _HINT = re.compile(
 _QUERY_PAIR = re.compile(r"([?&;])([^=&#;?]{1,64})=([^&#;]*)")
 
 
-def may_hold_personal(text: str) -> bool:
-    """A cheap first look: False means ``text`` holds no email, phone or IP address."""
-    return _HINT.search(text) is not None
-
-
 def _phone_like(run: str, alone: bool = True) -> bool:
     """Whether a run of digits and separators is a phone number. ``alone``:
     the run is the whole value, where a plain digit string is an id (shops

@@ -130,10 +130,6 @@ class KeyRing:
         self.refresh()
         return self._by_digest.get(_digest(secret))
 
-    def keys(self) -> list[ApiKey]:
-        self.refresh()
-        return list(self._by_digest.values())
-
 
 class RateLimits:
     """Token buckets by name: ``rate`` requests a second, ``burst`` at once.

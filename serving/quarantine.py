@@ -11,6 +11,7 @@ first beyond ``quarantine_max``; erasure removes a user's entries.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import orjson
 from features.values import plain_json
 from serving.log import Durability, checkpoint
 
+log = logging.getLogger("segflow.quarantine")
 Refused = tuple[str | None, list[tuple[str, str]], Any]  # profile id, problems, scrubbed payload
 _COLUMNS = "id, received_ms, kind, profile_id, problems, payload"
 _SCHEMA = """
@@ -67,7 +69,6 @@ class Quarantine:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_rows = max_rows
-        self.dropped = 0
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'NORMAL'}")
@@ -90,7 +91,7 @@ class Quarantine:
                 self._db.execute(
                     "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine ORDER BY id LIMIT ?)", (over,)
                 )
-                self.dropped += over
+                log.warning("quarantine full (%d): its %d oldest entries dropped", self.max_rows, over)
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

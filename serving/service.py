@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,19 +222,9 @@ class Service:
         return engine
 
     def _replay(self, engine: Engine, after: int) -> int:
+        """The log after position ``after`` into ``engine``; how many events."""
         assert self.log is not None
-        n = 0
-        chunk: list[Event] = []
-        last = after
-        for seq, event in self.log.read(after):
-            chunk.append(event)
-            last = seq
-            if len(chunk) >= 5000:
-                engine.replay(chunk, last)
-                n += len(chunk)
-                chunk = []
-        engine.replay(chunk, last)
-        return n + len(chunk)
+        return replay_into(engine, self.log.read(after), after)[0]
 
     def close(self) -> None:
         if self.engine is not None:
@@ -401,15 +392,8 @@ class Service:
         sys.setswitchinterval(min(switch, 0.0005))
         try:
             engine = self._new_engine(config, scorers, self.generation + 1)
-            upto = 0  # the last position read, in the same read transaction as the events
-            chunk: list[Event] = []
-            for seq, event in self.log.read_apart_all():
-                chunk.append(event)
-                upto = seq
-                if len(chunk) >= 5000:
-                    engine.replay(chunk, seq)
-                    chunk = []
-            engine.replay(chunk, upto)
+            # the whole log, and the last position, in one read transaction of its own
+            upto = replay_into(engine, self.log.read_apart_all(), 0)[1]
         except BaseException:
             gc.enable()
             self._erased_meanwhile = None
@@ -453,6 +437,22 @@ class Service:
         self.readiness = Readiness(True, self._notes(scorers))
         self.save_snapshot(background=True)
         return {"config_id": rebuild.config.config_id, "models": scorers.versions, "events_replayed": replayed}
+
+
+def replay_into(engine: Engine, rows: Iterable[tuple[int, Event]], after: int) -> tuple[int, int]:
+    """Logged ``(seq, event)`` rows into ``engine``, 5,000 at a time; how many,
+    and the last position (``after`` when there were none)."""
+    n, last = 0, after
+    chunk: list[Event] = []
+    for seq, event in rows:
+        chunk.append(event)
+        last = seq
+        if len(chunk) >= 5000:
+            engine.replay(chunk, last)
+            n += len(chunk)
+            chunk = []
+    engine.replay(chunk, last)
+    return n + len(chunk), last
 
 
 def _retire(engine: Engine) -> None:
