@@ -94,11 +94,11 @@ class Service:
         self._snapshot_seqs: list[int] = []  # log positions of the two latest snapshots this process knows
         self._writer = snapshot.Writer(self.snapshot_path, self.previous_snapshot_path, settings.durability == "power")
         self._erasure_waits = 0  # erasures not yet in a written snapshot
+        self._writing_erasures = 0  # ... of which the snapshot being written holds
         self._wal_dirty = False  # an erasure's rows may still be in a WAL
         self._erased_meanwhile: list[str] | None = None  # erasures while a rebuild is prepared
         self.generation = 1  # of the external store's prefix
         self.reloading = False
-        self._writing_erasures = 0  # ... of which the snapshot being written holds
         self.due_lag_ms: deque[int] = deque(maxlen=100_000)  # wall clock: due time to emitted transition
 
     # -- lifecycle -------------------------------------------------------------
@@ -134,14 +134,12 @@ class Service:
             previous: int | None = int(self._generation_path.read_text())
         except (OSError, ValueError):
             previous = None
-        self.generation = (previous or 0) + 1
+        self.generation = previous or 0
         self.quarantine = Quarantine(s.state_dir / "quarantine.db", s.durability, s.quarantine_max)
         config = load_config(s.segments)
         scorers = self._scorers()
-        self.engine = self._recover(config, scorers)
-        self._set_generation(self.generation)
-        if previous is not None:
-            self._drop_generation(previous)  # the last run's profiles (an erasure must not leave them behind)
+        self.engine = self._recover(config, scorers, self.generation + 1)
+        self._set_generation(self.generation + 1)  # and the last run's profiles go (erasure leaves none behind)
         self.parser = self._parser(self.engine)
         # the recovered state lives as long as the process: keep the cyclic GC from rescanning it
         gc.collect()
@@ -191,9 +189,9 @@ class Service:
             tombstone=self.pseudonymizer.tombstone,
         )
 
-    def _recover(self, config: SegmentConfig, scorers: Scorers) -> Engine:
+    def _recover(self, config: SegmentConfig, scorers: Scorers, generation: int | None = None) -> Engine:
         assert self.log is not None
-        engine = self._new_engine(config, scorers)
+        engine = self._new_engine(config, scorers, generation)
         engine.suppressed = self.log.suppressed()
         after = 0
         # an unreadable, truncated or outdated snapshot means the one before it, else a rebuild from the log
@@ -209,7 +207,7 @@ class Service:
                     break
             except Exception as exc:
                 log.warning("snapshot %s not used (%s: %s)", path.name, type(exc).__name__, exc)
-                engine = self._new_engine(config, scorers)
+                engine = self._new_engine(config, scorers, generation)
                 engine.suppressed = self.log.suppressed()
         started = time.perf_counter()
         replayed = self._replay(engine, after)
