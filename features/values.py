@@ -102,3 +102,22 @@ def plain_json(value: Any, depth: int = 32) -> Any:
             return {str(k): plain_json(v, depth - 1) for k, v in value.items()}
         return [plain_json(v, depth - 1) for v in value]
     return str(value)
+
+
+def exact_json(value: Any) -> Any:
+    """A scalar as JSON holds it exactly: a non-finite float is tagged
+    (``{"float": "inf"}``) where :func:`plain_json` would drop it.
+
+    >>> exact_json(float("inf")), from_exact_json(exact_json(float("-inf"))), exact_json(2.5)
+    ({'float': 'inf'}, -inf, 2.5)
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": repr(value)}
+    return value
+
+
+def from_exact_json(value: Any) -> Any:
+    """The scalar :func:`exact_json` wrote."""
+    if isinstance(value, dict) and set(value) == {"float"}:
+        return float(value["float"])
+    return value

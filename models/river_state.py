@@ -21,7 +21,6 @@ True
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -30,23 +29,12 @@ import numpy as np
 from river import base, drift, optim
 from river.utils import VectorDict
 
+from features.values import exact_json, from_exact_json
+
 _SKIP = frozenset({"_y_name"})
 
 
-def _plain(value: Any) -> Any:
-    """A scalar as JSON holds it exactly (non-finite floats tagged)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"float": repr(value)}
-    return value
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"float"}:
-        return float(value["float"])
-    return value
-
-
-def _is_scalar(value: Any) -> bool:
+def _isfrom_exact_json(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
 
 
@@ -61,14 +49,14 @@ def state_of(obj: Any) -> dict[str, Any]:
 
 
 def _value_of(value: Any) -> Any:
-    if _is_scalar(value):
-        return _plain(value)
+    if _isfrom_exact_json(value):
+        return exact_json(value)
     if isinstance(value, VectorDict):
         value = value.to_dict() if hasattr(value, "to_dict") else dict(value)
     if isinstance(value, Mapping):
-        return {"map": [[_plain(k), _value_of(v)] for k, v in value.items()]}
+        return {"map": [[exact_json(k), _value_of(v)] for k, v in value.items()]}
     if isinstance(value, set | frozenset):
-        return {"set": sorted((_plain(v) for v in value), key=repr)}
+        return {"set": sorted((exact_json(v) for v in value), key=repr)}
     if isinstance(value, list | tuple):
         if any(isinstance(v, type) for v in value):  # construction (SelectType's types): the fresh object's stands
             return {"kept": "types"}
@@ -95,12 +83,14 @@ def fill(obj: Any, state: Mapping[str, Any]) -> None:
 
 def _restore(current: Any, value: Any, where: str) -> Any:
     if not isinstance(value, dict) or set(value) == {"float"}:
-        return _scalar(value)
+        return from_exact_json(value)
     if "kept" in value:
         return current
     if "map" in value:
         inner = current if isinstance(current, Mapping) else {}
-        items = [(_scalar(k), _restore(inner.get(_scalar(k)), v, f"{where}[{k}]")) for k, v in value["map"]]
+        items = [
+            (from_exact_json(k), _restore(inner.get(from_exact_json(k)), v, f"{where}[{k}]")) for k, v in value["map"]
+        ]
         if isinstance(current, VectorDict):
             return VectorDict(dict(items))
         if isinstance(current, MutableMapping):  # defaultdict and Counter keep their kind
@@ -109,7 +99,7 @@ def _restore(current: Any, value: Any, where: str) -> Any:
             return current
         return dict(items)
     if "set" in value:
-        return {_scalar(v) for v in value["set"]}
+        return {from_exact_json(v) for v in value["set"]}
     if "list" in value:
         items = [_restore(None, v, where) for v in value["list"]]
         return tuple(items) if isinstance(current, tuple) else items
@@ -142,7 +132,7 @@ def state_of_adwin(detector: drift.ADWIN) -> dict[str, Any]:
     for bucket in attrs["bucket_deque"]:
         _, _, (current, size, totals, variances) = _reduced(bucket)
         buckets.append([current, size, np.asarray(totals).tolist(), np.asarray(variances).tolist()])
-    return {"scalars": [_plain(s) for s in scalars], "buckets": buckets, "drift": detector._drift_detected}
+    return {"scalars": [exact_json(s) for s in scalars], "buckets": buckets, "drift": detector._drift_detected}
 
 
 def fill_adwin(detector: drift.ADWIN, state: Mapping[str, Any]) -> None:
@@ -155,6 +145,6 @@ def fill_adwin(detector: drift.ADWIN, state: Mapping[str, Any]) -> None:
         bucket.__setstate_cython__((current, size, np.array(totals, dtype=float), np.array(variances, dtype=float)))
         buckets.append(bucket)
     restored = rebuild(*args)
-    restored.__setstate_cython__((*(_scalar(s) for s in state["scalars"]), {"bucket_deque": buckets}))
+    restored.__setstate_cython__((*(from_exact_json(s) for s in state["scalars"]), {"bucket_deque": buckets}))
     detector._helper = restored
     detector._drift_detected = bool(state["drift"])

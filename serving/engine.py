@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import orjson
 from features import codec
 from features.events import PURCHASE, Event
 from features.online import FeatureSet, Profile
+from features.values import exact_json, from_exact_json
 from models.intent_online import OnlineIntentModel
 from segments.config import SegmentConfig
 from segments.membership import Memberships, Reason, Transition, evaluate, next_due
@@ -401,20 +401,9 @@ class Engine:
         return known
 
 
-def _value_out(value: Any) -> Any:
-    """A clause's value as JSON holds it exactly (a never-happened recency is infinite)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"float": repr(value)}
-    return value
-
-
-def _value_in(value: Any) -> Any:
-    return float(value["float"]) if isinstance(value, dict) else value
-
-
 def _user_out(u: UserState) -> list[Any]:
     last = {
-        seg: [t.kind, t.at_ms, t.reason.config_id, t.reason.rule, [[c, _value_out(v)] for c, v in t.reason.clauses]]
+        seg: [t.kind, t.at_ms, t.reason.config_id, t.reason.rule, [[c, exact_json(v)] for c, v in t.reason.clauses]]
         for seg, t in u.last.items()
     }
     return [u.members.entered, last, u.scores, u.cluster, u.evaluated_ms]
@@ -423,7 +412,7 @@ def _user_out(u: UserState) -> list[Any]:
 def _user_in(saved: list[Any]) -> UserState:
     entered, last, scores, cluster, evaluated_ms = saved
     transitions = {
-        seg: Transition(seg, kind, at, Reason(config_id, rule, tuple((c, _value_in(v)) for c, v in clauses)))
+        seg: Transition(seg, kind, at, Reason(config_id, rule, tuple((c, from_exact_json(v)) for c, v in clauses)))
         for seg, (kind, at, config_id, rule, clauses) in last.items()
     }
     return UserState(Memberships(dict(entered)), transitions, dict(scores), cluster, evaluated_ms)

@@ -13,11 +13,10 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import ORJSONResponse
 from starlette.requests import ClientDisconnect
 
-from features.events import EventError, Parsed, PayloadTooLarge, load, write_key_of
+from features.events import EventError, Parsed, PayloadTooLarge, SegmentParser, load, write_key_of
 from serving.engine import Change
 from serving.metrics import Metrics
-from serving.quarantine import Quarantine
-from serving.routes.deps import GuardDep, MetricsDep, ParserDep, ServiceDep, get_quarantine, refusal_reason
+from serving.routes.deps import GuardDep, MetricsDep, ParserDep, ServiceDep, refusal_reason
 from serving.routes.schemas import INGEST_BODIES, INGEST_RESPONSES
 from serving.service import Service
 
@@ -71,7 +70,7 @@ async def _ingest(
     except HTTPException as exc:
         metrics.rejects.labels(refusal_reason(exc.status_code)).inc()
         raise
-    rejected = _quarantine(parsed, kind, received_ms, service, get_quarantine(request), metrics)
+    rejected = _quarantine(parsed, kind, received_ms, parser, service, metrics)
     outcome = service.ingest(parsed.events)
     decided = time.time_ns() / 1e9
     for e in parsed.events:
@@ -97,7 +96,7 @@ async def _ingest(
 
 
 def _quarantine(
-    parsed: Parsed, kind: str, received_ms: int, service: Service, quarantine: Quarantine, metrics: Metrics
+    parsed: Parsed, kind: str, received_ms: int, parser: SegmentParser, service: Service, metrics: Metrics
 ) -> list[dict[str, Any]]:
     """Keep the rejected events (scrubbed; the first
     :data:`MAX_QUARANTINED_PER_REQUEST` of a request, none of an erased user)
@@ -105,14 +104,13 @@ def _quarantine(
     :data:`MAX_LISTED_PER_REQUEST` problems)."""
     if not parsed.rejected:
         return []
-    parser = service.parser
-    assert parser is not None
+    assert service.quarantine is not None
     held = []
     for r in parsed.rejected[:MAX_QUARANTINED_PER_REQUEST]:
         pid = parser.profile_of(r.payload)
         if pid is None or not service.is_erased(pid):
             held.append((pid, r.problems, parser.scrubbed(r.payload)))
-    quarantine.add(received_ms, None if kind == "batch" else kind, held)
+    service.quarantine.add(received_ms, None if kind == "batch" else kind, held)
     metrics.rejects.labels("invalid_event").inc(len(parsed.rejected))
     listed = [{"index": r.index, "field": f, "problem": p} for r in parsed.rejected for f, p in r.problems]
     return listed[:MAX_LISTED_PER_REQUEST]
