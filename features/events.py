@@ -30,6 +30,8 @@ fields. Each becomes one frozen :class:`Event`:
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -636,14 +638,30 @@ class Parsed:
 
 def load(body: bytes, kind: str | None = None) -> object:
     """A body's JSON, refused when over its size limit (``batch`` or ``None``:
-    a batch's, else one event's) or not JSON."""
+    a batch's, else one event's) or not JSON. A number too large for a double
+    (``1e999``) is kept as its text, so the one event holding it is refused
+    by the field checks and the rest of its batch goes on.
+
+    >>> load(b'{"batch": [{"price": 1e999}, {"price": 2.5}]}')
+    {'batch': [{'price': '1e999'}, {'price': 2.5}]}
+    """
     limit = MAX_BATCH_BYTES if kind in (None, "batch") else MAX_EVENT_BYTES
     if len(body) > limit:
         raise PayloadTooLarge([("$", f"body is {len(body)} bytes, over the {limit}-byte limit")])
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "infinity" in str(exc):  # orjson refuses the whole body; the standard parser can keep the text
+            try:
+                return json.loads(body, parse_float=_finite_or_text, parse_int=_finite_or_text)
+            except (ValueError, RecursionError):
+                pass
         raise EventError([("$", f"invalid JSON: {exc}")]) from None
+
+
+def _finite_or_text(text: str) -> float | int | str:
+    number = float(text) if any(c in text for c in ".eE") else int(text)
+    return number if math.isfinite(number) else text
 
 
 def write_key_of(payload: object) -> str | None:
