@@ -94,10 +94,12 @@ def promote(name: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(name, CHAMPION, version)
 
 
-def load(name: str, alias: str = CHAMPION) -> Any:
-    """The segflow model behind a registered alias (None if there is none)."""
+def load(name: str, alias: str = CHAMPION, version: str | None = None) -> Any:
+    """The segflow model behind a registered alias, or a version when given
+    (None if there is none)."""
+    uri = f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
     try:
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+        pyfunc = mlflow.pyfunc.load_model(uri)
     except MlflowException:
         return None
     return pyfunc.unwrap_python_model().model

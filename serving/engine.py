@@ -13,7 +13,16 @@ timestamp and the watermark (the newest time seen) drives the timers, as in
 replays, previews, demos and tests; on the ``wall`` clock an event happens
 when it was received and a background task calls :meth:`Engine.advance`
 with the wall time. Either way the engine is deterministic given the log,
-which is how recovery restores exactly the acknowledged state.
+which is how recovery restores exactly the acknowledged state: on the wall
+clock an event is never dated at or before a time the timers were advanced
+to (its receive time is moved just after it, before it is logged), so a
+replay, which fires the timers due before each event, fires the same ones
+the live ticks did; and the online model learns the samples due before an
+event before a purchase can label them, whichever way it got there.
+
+The changes an event causes are logged with it, in one transaction, after
+it is applied (the caller rebuilds the state if that write fails); those
+the timers cause go to the caller of :meth:`advance`.
 
 Several events of one user at the same instant are evaluated once, after the
 last, so no membership flaps within a millisecond.
@@ -21,10 +30,11 @@ last, so no membership flaps within a millisecond.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,20 +48,13 @@ from models.intent_online import OnlineIntentModel
 from segments.config import SegmentConfig
 from segments.membership import Memberships, Reason, Transition, evaluate, next_due
 from serving.log import EventLog
+from serving.outbox import Change
 from serving.scorers import Scorers
 from serving.store import MemoryStore, ProfileAccess, StateStore, WriteBack
 
 Clock = Literal["event", "wall"]
 DAY_MS = 86_400_000
 RECENT_MS = 10 * 60_000  # message ids kept in memory when the log keeps the whole dedup window
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One user's transition."""
-
-    profile_id: str
-    transition: Transition
 
 
 @dataclass(slots=True)
@@ -100,7 +103,6 @@ class Engine:
         store: StateStore | None = None,
         log: EventLog | None = None,
         dedup_ms: int = DAY_MS,
-        outbox_size: int = 10_000,
         tombstone: Callable[[str], str] | None = None,
     ) -> None:
         if clock not in ("event", "wall"):
@@ -121,9 +123,10 @@ class Engine:
         self.suppressed: set[str] = set()  # tombstones of erased users
         self._tombstone = tombstone or _unkeyed_tombstone
         self._rule_read = features.subset_reader(s.name for s in config.specs)
-        self.outbox: deque[Change] = deque(maxlen=outbox_size)
         self.stats = Stats()
         self.watermark = -1
+        self.fired_to = -1  # timers were advanced through this time (inclusive)
+        self.epoch = 0  # the log record (reload, model swap) this engine's config and models come from
         self.seq = 0  # the last log sequence number applied
         self._seen: dict[str, tuple[int, str]] = {}  # message id -> (receive time, profile id)
         self._received_mark = -1  # the latest receive time seen
@@ -139,6 +142,8 @@ class Engine:
         out = Outcome()
         fresh: list[Event] = []
         batch_ids: set[str] = set()
+        if self.clock == "wall":
+            events = self._after_fired(events)
         for e in events:
             if e.message_id in self._seen or e.message_id in batch_ids:
                 out.duplicates += 1
@@ -153,21 +158,36 @@ class Engine:
             if logged:
                 out.duplicates += len(logged)
                 fresh = [e for e in fresh if e.message_id not in logged]
-        if self.log is not None and fresh:
-            self.seq = self.log.append(fresh)
         self.stats.duplicates += out.duplicates
         self.stats.suppressed += out.suppressed
         self._apply_all(fresh, out)
+        if self.log is not None and fresh:
+            self.seq = self.log.append(fresh, out.changes)
         return out
 
-    def replay(self, events: Iterable[Event], seq: int | None = None) -> None:
-        """Apply logged events again (recovery): no dedup check, no logging."""
+    def _after_fired(self, events: Sequence[Event]) -> Sequence[Event]:
+        """On the wall clock, events received at or before the time the timers
+        were advanced to (stamped before a tick, applied after it) are moved
+        just after it: the log then says what happened, in that order."""
+        if not events or min(e.received_ms for e in events) > self.fired_to:
+            return events
+        after = self.fired_to + 1
+        return [e if e.received_ms > self.fired_to else dataclasses.replace(e, received_ms=after) for e in events]
+
+    def replay(
+        self, events: Sequence[Event], seq: int | None = None, ends: Sequence[bool | None] | None = None
+    ) -> list[Change]:
+        """Apply logged events again (recovery): no dedup check, no logging;
+        the changes they cause (already in the outbox, if the replay is true).
+        ``ends``: for each event, whether its request ended with it (events of
+        a user at one instant are evaluated once only within one request)."""
         out = Outcome()
-        self._apply_all(list(events), out)
+        self._apply_all(events, out, ends)
         if seq is not None:
             self.seq = seq
+        return out.changes
 
-    def _apply_all(self, events: list[Event], out: Outcome) -> None:
+    def _apply_all(self, events: Sequence[Event], out: Outcome, ends: Sequence[bool | None] | None = None) -> None:
         if not events:
             return
         view = None
@@ -178,6 +198,8 @@ class Engine:
             for i, e in enumerate(events):
                 nxt = events[i + 1] if i + 1 < n else None
                 same_instant = nxt is not None and nxt.profile_id == e.profile_id and nxt.ts_ms == e.ts_ms
+                if same_instant and ends is not None and ends[i]:
+                    same_instant = False
                 self._apply(e, out, evaluate_now=not same_instant)
         finally:
             if view is not None:
@@ -205,6 +227,7 @@ class Engine:
             return
         self._profiles.put(pid, profile)  # a no-op in memory; an external store keeps the change
         if event.type == PURCHASE:
+            self.scorers.online.advance(t)  # what was due before the purchase is learned without it
             self.scorers.online.observe_purchase(pid, event.ts_ms)
         if evaluate_now:
             self._evaluate(pid, profile, max(t, profile.newest), sample=True, out=out)
@@ -251,7 +274,7 @@ class Engine:
         new, transitions = evaluate(self.config, vector, scores, cluster, state.members, t)
         state.members = new
         for tr in transitions:
-            change = Change(pid, tr)
+            change = Change(pid, tr, "event" if sample else "time", scores, cluster)
             state.last[tr.segment] = tr
             members = self.members_of[tr.segment]
             if tr.kind == "enter":
@@ -259,7 +282,6 @@ class Engine:
             else:
                 members.discard(pid)
             self.stats.transitions[(tr.segment, tr.kind)] += 1
-            self.outbox.append(change)
             if out is not None:
                 out.changes.append(change)
         self._schedule(pid, profile, new, t)
@@ -292,6 +314,7 @@ class Engine:
         """Move the clock to ``now_ms``: every timer due by then fires, at its own due time."""
         out = Outcome()
         self._fire(now_ms, inclusive=True, out=out)
+        self.fired_to = max(self.fired_to, now_ms)
         if now_ms > self.watermark:
             self.watermark = now_ms
             self.scorers.online.advance(now_ms)
@@ -326,6 +349,8 @@ class Engine:
         return {
             "seq": self.seq,
             "watermark": self.watermark,
+            "fired_to": self.fired_to,
+            "epoch": self.epoch,
             "config_id": self.config.config_id,
             "features": self.features.digest,
             "profiles": {
@@ -361,6 +386,8 @@ class Engine:
             Counter({int(tenth): n for tenth, n in st["scores"]}), st["score_sum"],
         )  # fmt: skip
         self.watermark, self.seq = state["watermark"], state["seq"]
+        self.fired_to = state.get("fired_to", -1)  # absent before the outbox
+        self.epoch = state.get("epoch", 0)
         self.members_of = {name: set() for name in self.config.segments}
         for pid, user in self.users.items():
             for name in user.members.entered:
@@ -391,9 +418,6 @@ class Engine:
         self.scorers.online.forget(pid)
         for mid in [m for m, (_, p) in self._seen.items() if p == pid]:
             del self._seen[mid]
-        kept = [c for c in self.outbox if c.profile_id != pid]
-        self.outbox.clear()
-        self.outbox.extend(kept)
         tombstone = self._tombstone(pid)
         if self.log is not None:
             known = self.log.erase(pid, tombstone) > 0 or known

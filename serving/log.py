@@ -7,15 +7,20 @@ of segflow; ``power`` also fsyncs, so it survives the machine losing power.
 The log keeps, by receive time, at least the retention and the longest
 feature window, and everything after the older of the two latest snapshots,
 so recovery and a config reload that derives a new feature can rebuild
-profiles from it. The schema is versioned (``PRAGMA user_version``); an
-older log is migrated when opened. Erasure
-deletes a user's rows and keeps only a tombstone (a keyed hash).
+profiles from it. Beside the events it holds the outbox (every segment
+change, written in the same transaction as its cause; see
+:mod:`serving.outbox`) and the records of reloads and model swaps (the config
+and models in force from each point on), so a replay honours them. The schema
+is versioned (``PRAGMA user_version``); an older log is migrated when opened.
+Erasure deletes a user's rows and keeps only a tombstone (a keyed hash).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,25 +28,41 @@ import orjson
 
 from features.events import Event
 from features.values import plain_json
+from serving import outbox
+from serving.outbox import Change, Entry
 
 Durability = Literal["process", "power"]
 
 # PRAGMA user_version: 1 had no received_ms column, 2 no message_id, 3 reused the sequence numbers of
-# erased newest rows (no AUTOINCREMENT); each is migrated on open
-SCHEMA_VERSION = 4
-_SCHEMA = """
+# erased newest rows (no AUTOINCREMENT), 4 had no outbox and no records; each is migrated on open
+SCHEMA_VERSION = 5
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, whatever erasure or trimming removes
     profile_id TEXT NOT NULL,
     ts_ms INTEGER NOT NULL,
     body BLOB NOT NULL,
     received_ms INTEGER,
-    message_id TEXT
+    message_id TEXT,
+    batch_end INTEGER  -- 1 on the last event of an append: events of a user at one instant are evaluated once
 );
 CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);
 CREATE TABLE IF NOT EXISTS suppressed (tombstone TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER NOT NULL,  -- in force after the event at this position
+    at_ms INTEGER NOT NULL,  -- the instant it took effect, on the engine's clock
+    kind TEXT NOT NULL,  -- 'rebuild' (a config or feature set: state rebuilt) or 'models' (scorers swapped)
+    config_id TEXT NOT NULL,
+    config TEXT NOT NULL,  -- the segment config's text
+    models TEXT NOT NULL,  -- JSON: registered name -> version
+    recorded_ms INTEGER NOT NULL
+);
 """
+    + outbox.SCHEMA
+)
 # each step takes the schema from the version before it to its own
 _MIGRATIONS = {
     2: """
@@ -68,6 +89,7 @@ ALTER TABLE events_v4 RENAME TO events;
 CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);
 """,
+    5: "ALTER TABLE events ADD COLUMN batch_end INTEGER;",  # and the outbox and records tables
 }
 _AFTER = """
 CREATE INDEX IF NOT EXISTS events_received ON events (received_ms);
@@ -110,6 +132,24 @@ def decode_event(body: bytes) -> Event:
     return Event(*orjson.loads(body))
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A reload or a model swap, as the log keeps it: from log position
+    ``seq`` on (instant ``at_ms``), this config and these models were in force."""
+
+    id: int
+    seq: int
+    at_ms: int
+    kind: str  # "rebuild" or "models"
+    config_id: str
+    config: str
+    models: dict[str, str]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class EventLog:
     """Append-only, durable log of accepted events."""
 
@@ -142,16 +182,69 @@ class EventLog:
             self._db.executescript(f"BEGIN IMMEDIATE; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         self._db.executescript(_SCHEMA + _AFTER)
 
-    def append(self, events: Sequence[Event]) -> int:
-        """Write events in one transaction; the sequence number of the last (0 if none ever)."""
-        if events:
-            rows = [(e.profile_id, e.ts_ms, encode_event(e), e.received_ms, e.message_id) for e in events]
+    def append(self, events: Sequence[Event], changes: Sequence[Change] = ()) -> int:
+        """Write events, and the changes they caused, in one transaction; the
+        sequence number of the last event (0 if none ever)."""
+        if events or changes:
+            last = len(events) - 1
+            rows = [
+                (e.profile_id, e.ts_ms, encode_event(e), e.received_ms, e.message_id, int(i == last))
+                for i, e in enumerate(events)
+            ]
             with self._transaction():
                 self._db.executemany(
-                    "INSERT INTO events (profile_id, ts_ms, body, received_ms, message_id) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO events (profile_id, ts_ms, body, received_ms, message_id, batch_end)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
+                self._db.executemany(outbox.INSERT, outbox.rows(changes, _now_ms()))
         return self.last_seq()
+
+    def add_changes(self, changes: Sequence[Change]) -> None:
+        """Write time-driven changes (a key already there is kept as it is)."""
+        if changes:
+            with self._transaction():
+                self._db.executemany(outbox.INSERT, outbox.rows(changes, _now_ms()))
+
+    def add_record(
+        self, seq: int, at_ms: int, kind: str, config_text: str, config_id: str,
+        models: Mapping[str, str], changes: Sequence[Change] = (),
+    ) -> Record:  # fmt: skip
+        """Record a reload or a model swap, with the net changes it made, in one transaction."""
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO records (seq, at_ms, kind, config_id, config, models, recorded_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, at_ms, kind, config_id, config_text, orjson.dumps(dict(models)).decode(), _now_ms()),
+            )
+            self._db.executemany(outbox.INSERT, outbox.rows(changes, _now_ms()))
+        assert cursor.lastrowid is not None
+        return Record(cursor.lastrowid, seq, at_ms, kind, config_id, config_text, dict(models))
+
+    def records(self) -> list[Record]:
+        """Every reload and model swap, oldest first."""
+        rows = self._db.execute("SELECT id, seq, at_ms, kind, config_id, config, models FROM records ORDER BY id")
+        return [Record(i, s, a, k, c, text, orjson.loads(m)) for i, s, a, k, c, text, m in rows]
+
+    def outbox_keys(self, keys: Iterable[str]) -> set[str]:
+        """Which of these change keys the outbox holds."""
+        found: set[str] = set()
+        wanted = list(keys)
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            marks = ",".join("?" * len(part))
+            found.update(r[0] for r in self._db.execute(f"SELECT key FROM outbox WHERE key IN ({marks})", part))
+        return found
+
+    def changes_after(self, after_id: int = 0, limit: int = 1000, profile_id: str | None = None) -> list[Entry]:
+        """Outbox entries after cursor ``after_id``, in order (one user's, when given)."""
+        sql = f"SELECT {outbox.COLUMNS} FROM outbox WHERE id > ?"
+        args: list[Any] = [after_id]
+        if profile_id is not None:
+            sql += " AND profile_id = ?"
+            args.append(profile_id)
+        rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit))
+        return [Entry.of(row) for row in rows]
 
     def seen(self, message_ids: Sequence[str], received_since_ms: int) -> set[str]:
         """Which of these message ids the log holds, received at or after
@@ -171,27 +264,21 @@ class EventLog:
         row = self._db.execute("SELECT max(seq) FROM events").fetchone()
         return int(row[0] or 0)
 
-    def read(self, after_seq: int = 0, since_ms: int | None = None) -> Iterator[tuple[int, Event]]:
-        """Events in arrival order after ``after_seq`` (and at or after ``since_ms``)."""
-        sql = "SELECT seq, body FROM events WHERE seq > ?"
+    def read(self, after_seq: int = 0, upto_seq: int | None = None) -> Iterator[Logged]:
+        """Events in arrival order after ``after_seq`` (up to ``upto_seq``)."""
+        sql = "SELECT seq, body, batch_end FROM events WHERE seq > ?"
         args: list[int] = [after_seq]
-        if since_ms is not None:
-            sql += " AND ts_ms >= ?"
-            args.append(since_ms)
-        cursor = self._db.execute(sql + " ORDER BY seq", args)
-        while rows := cursor.fetchmany(5000):
-            for seq, body in rows:
-                yield int(seq), decode_event(body)
+        if upto_seq is not None:
+            sql += " AND seq <= ?"
+            args.append(upto_seq)
+        yield from _rows(self._db.execute(sql + " ORDER BY seq", args))
 
-    def read_apart_all(self) -> Iterator[tuple[int, Event]]:
+    def read_apart_all(self) -> Iterator[Logged]:
         """Every event in arrival order, as one consistent read through a
         read-only connection of its own (for a rebuild in another thread)."""
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
-            cursor = db.execute("SELECT seq, body FROM events ORDER BY seq")
-            while rows := cursor.fetchmany(5000):
-                for seq, body in rows:
-                    yield int(seq), decode_event(body)
+            yield from _rows(db.execute("SELECT seq, body, batch_end FROM events ORDER BY seq"))
         finally:
             db.close()
 
@@ -221,8 +308,10 @@ class EventLog:
     def trim(self, received_before_ms: int, up_to_seq: int) -> int:
         """Drop events received before ``received_before_ms`` (retention, by
         the server's clock, never by event time) among those up to sequence
-        ``up_to_seq`` (what a durable snapshot covers); how many went."""
+        ``up_to_seq`` (what a durable snapshot covers), and the changes
+        recorded before it; how many events went."""
         with self._transaction():
+            self._db.execute("DELETE FROM outbox WHERE recorded_ms < ?", (received_before_ms,))
             return self._db.execute(
                 "DELETE FROM events WHERE received_ms < ? AND seq <= ?", (received_before_ms, up_to_seq)
             ).rowcount
@@ -232,6 +321,7 @@ class EventLog:
         hash, not the id) so later events can be recognized and dropped."""
         with self._transaction():
             n = self._db.execute("DELETE FROM events WHERE profile_id = ?", (profile_id,)).rowcount
+            n += self._db.execute("DELETE FROM outbox WHERE profile_id = ?", (profile_id,)).rowcount
             self._db.execute("INSERT OR IGNORE INTO suppressed (tombstone) VALUES (?)", (tombstone,))
         return n
 
@@ -250,6 +340,15 @@ class EventLog:
 
     def close(self) -> None:
         self._db.close()
+
+
+Logged = tuple[int, Event, bool | None]  # position, event, whether its append ended there (None: not known)
+
+
+def _rows(cursor: sqlite3.Cursor) -> Iterator[Logged]:
+    while rows := cursor.fetchmany(5000):
+        for seq, body, end in rows:
+            yield int(seq), decode_event(body), None if end is None else bool(end)
 
 
 def checkpoint(db: sqlite3.Connection) -> bool:

@@ -17,7 +17,8 @@ from typing import Any
 
 from features.events import Event, format_ms
 from segments.config import SegmentConfig, as_dict
-from serving.engine import DAY_MS, Change, Engine
+from serving.engine import DAY_MS, Engine
+from serving.outbox import Change
 from serving.scorers import Scorers
 from serving.service import build_features
 
@@ -66,7 +67,7 @@ class Preview:
 
 
 def _run(config: SegmentConfig, scorers: Scorers, events: Sequence[Event], end_ms: int) -> list[Change]:
-    engine = Engine(config, build_features(config, scorers), scorers, clock="event", outbox_size=1)
+    engine = Engine(config, build_features(config, scorers), scorers, clock="event")
     changes: list[Change] = []
     for i in range(0, len(events), 1000):
         changes += engine.ingest(events[i : i + 1000]).changes

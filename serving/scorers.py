@@ -83,17 +83,30 @@ def cluster_name(index: int) -> str:
 
 
 def load_scorers(
-    intent_features: Sequence[str], alias: str = registry.CHAMPION, tracking_uri: str | None = None
+    intent_features: Sequence[str],
+    alias: str = registry.CHAMPION,
+    tracking_uri: str | None = None,
+    pinned: Mapping[str, str] | None = None,
 ) -> Scorers:
-    """The registered models by alias; a fresh online model when none is registered."""
+    """The registered models by alias; a fresh online model when none is
+    registered. ``pinned``: these versions instead (as a log record names
+    them; a model it does not name is not loaded), LookupError when one is gone."""
     registry.configure(tracking_uri)
     versions: dict[str, str] = {}
     loaded: dict[str, Any] = {}
     for name in (registry.INTENT_ONLINE, registry.INTENT_BATCH, registry.CLUSTERS):
-        model = registry.load(name, alias)
+        if pinned is not None:
+            version = pinned.get(name)
+            if version is None or version == "fresh":
+                continue
+            model = registry.load(name, version=version)
+            if model is None:
+                raise LookupError(f"{name} version {version} is not in the registry")
+        else:
+            model = registry.load(name, alias)
         if model is not None:
             loaded[name] = model
-            versions[name] = registry.champion_version(name) or alias
+            versions[name] = pinned[name] if pinned is not None else registry.champion_version(name) or alias
     online = loaded.get(registry.INTENT_ONLINE)
     if online is None:
         log.warning("no %s@%s registered: starting with a fresh online intent model", registry.INTENT_ONLINE, alias)

@@ -1,11 +1,13 @@
 """The embedded service: an engine with its log, snapshots, models and config.
 
-Start opens the log, loads the segment config and the registered models,
-restores the latest snapshot and replays the log after it (or the whole
-retained log when the snapshot was taken under another config), so the
-state is exactly what was acknowledged. A reload builds a new engine under
-the new config and models from the log, which backfills any feature the new
-rules derive, then swaps it in.
+Start opens the log, restores the latest snapshot and replays the log after
+it, honouring the reloads and model swaps the log records (see
+:mod:`serving.recovery`), so the state is exactly what was acknowledged;
+then, if the config file or the registered models changed meanwhile, it
+reloads. A reload builds a new engine under the new config and models from
+the log, which backfills any feature the new rules derive, then swaps it in
+at an instant of its own: the record of it and the net membership changes
+are written to the log together.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,13 @@ from segments.config import SegmentConfig
 from segments.timeline import feature_set_for
 from serving import backup, snapshot
 from serving.engine import DAY_MS, Engine, Outcome
-from serving.log import EventLog
+from serving.log import EventLog, Record
+from serving.outbox import Change
 from serving.quarantine import Quarantine
+from serving.recovery import Replay, net_changes, replay_into
 from serving.scorers import Scorers, load_scorers
 from serving.settings import Settings
-from serving.store import MemoryStore, open_store
+from serving.store import MemoryStore, StateStore, open_store
 
 log = logging.getLogger("segflow.service")
 
@@ -99,6 +102,7 @@ class Service:
         self._erased_meanwhile: list[str] | None = None  # erasures while a rebuild is prepared
         self.generation = 1  # of the external store's prefix
         self.reloading = False
+        self.divergent = 0  # changes a recovery derived that the outbox did not hold (0 when replay is exact)
         self.due_lag_ms: deque[int] = deque(maxlen=100_000)  # wall clock: due time to emitted transition
 
     # -- lifecycle -------------------------------------------------------------
@@ -136,11 +140,16 @@ class Service:
             previous = None
         self.generation = previous or 0
         self.quarantine = Quarantine(s.state_dir / "quarantine.db", s.durability, s.quarantine_max)
-        config = load_config(s.segments)
-        scorers = self._scorers()
-        self.engine = self._recover(config, scorers, self.generation + 1)
+        self.engine = self._recover(self.generation + 1)
         self._set_generation(self.generation + 1)  # and the last run's profiles go (erasure leaves none behind)
         self.parser = self._parser(self.engine)
+        if not self.log.records():  # a new log (or one from before records): what is in force from here
+            at = self._instant(self.engine)
+            fired = self.engine.advance(at - 1) if self.settings.clock == "wall" else []
+            self._record(self.engine, "rebuild", self.settings.segments.read_text(), fired, at)
+        else:
+            self.reload()  # the config file or the models changed while the service was down
+        scorers = self.engine.scorers
         # the recovered state lives as long as the process: keep the cyclic GC from rescanning it
         gc.collect()
         gc.freeze()
@@ -178,51 +187,108 @@ class Service:
         gen = self.generation if generation is None else generation
         store = open_store(self.settings.store, features, f"{self.settings.store_prefix}g{gen}:")
         store.clear()
-        return Engine(
-            config,
-            features,
-            scorers,
-            clock=self.settings.clock,
-            store=store,
-            log=self.log,
-            dedup_ms=int(self.settings.dedup_hours * 3_600_000),
-            tombstone=self.pseudonymizer.tombstone,
-        )
+        return self._engine(config, features, scorers, store, self.log)
 
-    def _recover(self, config: SegmentConfig, scorers: Scorers, generation: int | None = None) -> Engine:
+    def _engine(
+        self, config: SegmentConfig, features: FeatureSet, scorers: Scorers, store: StateStore, log: EventLog | None
+    ) -> Engine:
+        return Engine(
+            config, features, scorers, clock=self.settings.clock, store=store, log=log,
+            dedup_ms=int(self.settings.dedup_hours * 3_600_000), tombstone=self.pseudonymizer.tombstone,
+        )  # fmt: skip
+
+    def audit(self) -> Replay:
+        """Replay the whole log from its first record, in engines of its own
+        (in memory, touching nothing live), checking every change it derives
+        against the outbox: the live service did what its log says when the
+        result's ``divergent`` is 0 (its ``derived`` holds the keys)."""
         assert self.log is not None
-        engine = self._new_engine(config, scorers, generation)
-        engine.suppressed = self.log.suppressed()
-        after = 0
-        # an unreadable, truncated or outdated snapshot means the one before it, else a rebuild from the log
+
+        def detached(config: SegmentConfig, scorers: Scorers) -> Engine:
+            return self._engine(config, build_features(config, scorers), scorers, MemoryStore(), None)
+
+        replay = Replay(self.log, detached, self._regime)
+        records = self.log.records()
+        replay.forward(replay.rebuild(records[0] if records else None, upto=0))
+        return replay
+
+    def _regime(self, record: Record | None) -> tuple[SegmentConfig, Scorers]:
+        """The config and models a log record put in force (None: those configured now).
+        A recorded config this segflow cannot read, or models the registry no
+        longer has, mean those configured now, with a warning."""
+        scorers = self._scorers()
+        if record is None:
+            return load_config(self.settings.segments), scorers
+        try:
+            config = loads_config(record.config, f"the config recorded at log position {record.seq}")
+        except Exception as exc:
+            log.warning("the recorded config %s cannot be read (%s): using the configured one", record.config_id, exc)
+            return load_config(self.settings.segments), scorers
+        if self._given_scorers is None and record.models != scorers.versions:
+            try:
+                scorers = load_scorers(
+                    intent_feature_names(), self.settings.model_alias, self.settings.tracking_uri, record.models
+                )
+            except Exception as exc:
+                log.warning(
+                    "the recorded models %s cannot be loaded (%s): using the registered ones", record.models, exc
+                )
+        return config, scorers
+
+    def _replayer(self, generation: int | None = None) -> Replay:
+        assert self.log is not None
+        return Replay(self.log, lambda config, scorers: self._new_engine(config, scorers, generation), self._regime)
+
+    def _recover(self, generation: int | None = None) -> Engine:
+        """The engine as the log says it was: the latest readable snapshot
+        (an unreadable, truncated or outdated one means the one before it,
+        else a rebuild from the log), and the log after it, honouring records."""
+        assert self.log is not None
+        replay = self._replayer(generation)
+        records = {r.id: r for r in self.log.records()}
+        engine: Engine | None = None
         for path in (self.snapshot_path, self.previous_snapshot_path):
             try:
                 state = snapshot.read(path)
-                if state is not None:
-                    engine.restore_state(state)
-                    after = engine.seq
-                    self._snapshot_seqs = [after]
-                    if path == self.previous_snapshot_path:  # the latest is unreadable: it must not replace this one
-                        self.snapshot_path.unlink(missing_ok=True)
-                    break
-            except Exception as exc:
-                log.warning("snapshot %s not used (%s: %s)", path.name, type(exc).__name__, exc)
+                if state is None:
+                    continue
+                config, scorers = self._regime(records.get(state.get("epoch", 0)))
                 engine = self._new_engine(config, scorers, generation)
                 engine.suppressed = self.log.suppressed()
-        started = time.perf_counter()
-        replayed = self._replay(engine, after)
+                engine.restore_state(state)
+                self._snapshot_seqs = [engine.seq]
+                if path == self.previous_snapshot_path:  # the latest is unreadable: it must not replace this one
+                    self.snapshot_path.unlink(missing_ok=True)
+                break
+            except Exception as exc:
+                log.warning("snapshot %s not used (%s: %s)", path.name, type(exc).__name__, exc)
+                engine = None
+        started, after = time.perf_counter(), engine.seq if engine is not None else 0
+        if engine is None:  # the last rebuild the log records, as it was made (or the configured now, over it all)
+            rebuilds = [r for r in records.values() if r.kind == "rebuild"]
+            engine = replay.rebuild(rebuilds[-1] if rebuilds else None)
+        engine = replay.forward(engine)
+        self.divergent += replay.divergent
         log.info(
-            "recovered %d profiles (%d events replayed in %.1fs)",
-            len(engine.users),
-            replayed,
-            time.perf_counter() - started,
-        )
+            "recovered %d profiles (%d events replayed in %.1fs; %d changes checked against the outbox, %d not there)",
+            len(engine.users), engine.seq - after, time.perf_counter() - started, replay.checked, replay.divergent,
+        )  # fmt: skip
         return engine
 
-    def _replay(self, engine: Engine, after: int) -> int:
-        """The log after position ``after`` into ``engine``; how many events."""
+    def _record(self, engine: Engine, kind: str, text: str, changes: list[Change], at_ms: int | None = None) -> None:
+        """Write the record of what is in force from ``engine.seq`` on, with the changes it made."""
         assert self.log is not None
-        return replay_into(engine, self.log.read(after), after)[0]
+        at = self._instant(engine) if at_ms is None else at_ms
+        versions = engine.scorers.versions
+        record = self.log.add_record(engine.seq, at, kind, text, engine.config.config_id, versions, changes)
+        engine.epoch = record.id
+
+    def _instant(self, engine: Engine) -> int:
+        """Now, on the engine's clock: the wall time (after any time the
+        timers were advanced to), or the event clock's watermark."""
+        if engine.clock == "wall":
+            return max(time.time_ns() // 1_000_000, engine.fired_to + 1)
+        return max(engine.watermark, 0)
 
     def close(self) -> None:
         if self.engine is not None:
@@ -241,20 +307,28 @@ class Service:
         applying fails, the state is rebuilt from the snapshot and the log
         (so what the log holds is applied exactly once) before the error goes on."""
         assert self.engine is not None
-        logged = self.engine.seq
+        applied = self.engine.stats.events
         try:
             return self.engine.ingest(events)
         except Exception:
-            if self.log is not None and self.log.last_seq() != logged:
-                log.error("applying logged events failed: rebuilding the state from the snapshot and the log")
-                self.engine = self._recover(self.engine.config, self.engine.scorers)
+            if self.engine.stats.events != applied:
+                log.error("applying or logging events failed: rebuilding the state from the snapshot and the log")
+                self.engine = self._recover()
             raise
+
+    def advance(self, now_ms: int) -> list[Change]:
+        """Fire the timers due by ``now_ms`` and write their changes to the outbox."""
+        assert self.engine is not None and self.log is not None
+        changes = self.engine.advance(now_ms)
+        self.log.add_changes(changes)
+        return changes
 
     def tick(self, now_ms: int) -> None:
         """Housekeeping between requests: due timers (wall clock), snapshots, log trimming."""
         assert self.engine is not None
         if self.settings.clock == "wall":
-            for change in self.engine.advance(now_ms):
+            # what is due before now: an event received in this millisecond is applied before its timers fire
+            for change in self.advance(now_ms - 1):
                 self.due_lag_ms.append(now_ms - change.transition.at_ms)
         self._snapshot_done(self._writer.poll())
         self._checkpoint()
@@ -374,12 +448,13 @@ class Service:
         the service goes on serving: it reads the log through a connection of
         its own and touches nothing the live engine uses."""
         assert self.engine is not None and self.log is not None
-        config = load_config(self.settings.segments)
+        text = self.settings.segments.read_text()
+        config = loads_config(text, str(self.settings.segments))
         scorers = self._scorers()
         old = self.engine
         digest = build_features(config, scorers).digest
         if config.config_id == old.config.config_id and digest == old.features.digest:
-            return Rebuild(config, scorers, None, 0)
+            return Rebuild(config, text, scorers, None, 0)
         self._erased_meanwhile = []
         # the rebuild allocates millions of objects that live on: collecting them as they come would stop
         # the service for whole seconds (a full collection walks them all); finish_reload freezes them instead
@@ -391,6 +466,7 @@ class Service:
         try:
             engine = self._new_engine(config, scorers, self.generation + 1)
             # the whole log, and the last position, in one read transaction of its own
+            engine.suppressed = self.log.suppressed()
             upto = replay_into(engine, self.log.read_apart_all(), 0)[1]
         except BaseException:
             gc.enable()
@@ -398,7 +474,7 @@ class Service:
             raise
         finally:
             sys.setswitchinterval(switch)
-        return Rebuild(config, scorers, engine, upto)
+        return Rebuild(config, text, scorers, engine, upto)
 
     def finish_reload(self, rebuild: Rebuild) -> dict[str, Any]:
         """Swap the new config and models in (on the event loop): under the same
@@ -416,18 +492,30 @@ class Service:
                 gc.enable()
 
     def _swap(self, rebuild: Rebuild) -> dict[str, Any]:
-        assert self.engine is not None
+        """At one instant: the live engine's timers due before it fire (their
+        changes recorded), then the swap, recorded in the log with the net
+        membership changes it makes, as a replay will do it again."""
+        assert self.engine is not None and self.log is not None
         old, scorers = self.engine, rebuild.scorers
+        at = self._instant(old)
+        fired = old.advance(at - 1) if old.clock == "wall" else []
         if rebuild.engine is None:
+            if scorers.versions == old.scorers.versions:
+                self.log.add_changes(fired)
+                return {"config_id": old.config.config_id, "models": scorers.versions, "events_replayed": 0}
             old.scorers = dataclasses.replace(scorers, online=old.scorers.online)
+            self._record(old, "models", rebuild.text, fired, at)
             engine, replayed = old, 0
         else:
             engine = rebuild.engine
-            replayed = rebuild.upto + self._replay(engine, rebuild.upto)
+            replayed = rebuild.upto + replay_into(engine, self.log.read(rebuild.upto), rebuild.upto)[0]
             engine.suppressed = set(old.suppressed)
             for pid in self._erased_meanwhile or ():
                 engine.erase(pid)
             self._erased_meanwhile = None
+            if engine.clock == "wall":
+                engine.advance(at - 1)  # its history: lived under the config before
+            self._record(engine, "rebuild", rebuild.text, fired + net_changes(old, engine, at), at)
             self.engine = engine
             self._set_generation(self.generation + 1)
             _retire(old)
@@ -435,22 +523,6 @@ class Service:
         self.readiness = Readiness(True, self._notes(scorers))
         self.save_snapshot(background=True)
         return {"config_id": rebuild.config.config_id, "models": scorers.versions, "events_replayed": replayed}
-
-
-def replay_into(engine: Engine, rows: Iterable[tuple[int, Event]], after: int) -> tuple[int, int]:
-    """Logged ``(seq, event)`` rows into ``engine``, 5,000 at a time; how many,
-    and the last position (``after`` when there were none)."""
-    n, last = 0, after
-    chunk: list[Event] = []
-    for seq, event in rows:
-        chunk.append(event)
-        last = seq
-        if len(chunk) >= 5000:
-            engine.replay(chunk, last)
-            n += len(chunk)
-            chunk = []
-    engine.replay(chunk, last)
-    return n + len(chunk), last
 
 
 def _retire(engine: Engine) -> None:
@@ -476,6 +548,7 @@ class Rebuild:
     them up to log position ``upto`` (None: same config, nothing to rebuild)."""
 
     config: SegmentConfig
+    text: str  # the config as written
     scorers: Scorers
     engine: Engine | None
     upto: int

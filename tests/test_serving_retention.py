@@ -138,7 +138,7 @@ def test_a_reload_rebuilds_beside_the_live_engine_while_ingest_and_erasure_go_on
     assert s.engine is not None and s.log is not None and "reloaded_carts" in s.engine.config.segments
     config = load_config(rules)
     fresh = Engine(config, build_features(config), Scorers(OnlineIntentModel(), intent_feature_names()))
-    fresh.replay([e for _, e in s.log.read()])
+    fresh.replay([e for _, e, _ in s.log.read()])
     assert s.engine.store.get("u3") is None
     assert {p: s.engine.vector(p) for p, _ in s.engine.store.items()} == {
         p: fresh.vector(p) for p, _ in fresh.store.items()

@@ -71,7 +71,7 @@ async def advance(service: ServiceDep, to_ms: Annotated[int, Query(ge=EARLIEST_M
     (the end of a replay, a demo, a test); the transitions it caused."""
     if service.settings.clock != "event" or service.engine is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "time only moves by hand on the event clock")
-    changes = service.engine.advance(to_ms)
+    changes = service.advance(to_ms)
     return {
         "watermark_ms": service.engine.watermark,
         "transitions": [change_json(c) for c in changes],
