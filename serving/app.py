@@ -1,8 +1,10 @@
 """The HTTP app: ``create_app(settings)`` builds it; nothing happens at import.
 
 The lifespan starts the service (log, config, models, recovery) and, on the
-wall clock, a task that fires due timers and takes snapshots; at shutdown it
-takes a last snapshot and closes the log.
+wall clock, a task that fires due timers and takes snapshots, and a
+dispatcher per configured destination; at shutdown the dispatchers stop
+(what they had not delivered stays pending), a last snapshot is taken and
+the log closed.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import Guard, ring_of
+from serving.destinations.pool import Dispatchers
 from serving.metrics import Metrics
-from serving.routes import events, operations, profiles, quarantine, segments
+from serving.routes import destinations, events, operations, profiles, quarantine, segments, transitions
 from serving.routes.deps import Reader
 from serving.scorers import Scorers
 from serving.service import Service
@@ -42,6 +45,11 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start()
+        assert service.ledger is not None and service.log is not None
+        dispatchers = Dispatchers(service.destinations, service.ledger, service.log, service.fields())
+        app.state.dispatchers = dispatchers
+        service.changed = dispatchers.wake
+        dispatchers.start()
         ticker = asyncio.create_task(_tick(service))
         try:
             yield
@@ -49,6 +57,7 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            await dispatchers.stop()  # what is not delivered stays pending in the ledger
             service.close()
 
     public_docs = settings.public_docs
@@ -65,7 +74,8 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
     app.state.service = service
     app.state.guard = Guard(ring_of(settings), settings)
     app.state.metrics = Metrics(lambda: service.engine)
-    for router in (events.router, profiles.router, segments.router, quarantine.router, operations.router):
+    routers = (events, profiles, segments, quarantine, operations, transitions, destinations)
+    for router in (r.router for r in routers):
         app.include_router(router)
     app.add_api_route(
         "/metrics",

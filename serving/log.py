@@ -305,13 +305,15 @@ class EventLog:
             return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
         return int(self._db.execute("SELECT count(*) FROM events WHERE profile_id = ?", (profile_id,)).fetchone()[0])
 
-    def trim(self, received_before_ms: int, up_to_seq: int) -> int:
+    def trim(self, received_before_ms: int, up_to_seq: int, changes_needed_from: int | None = None) -> int:
         """Drop events received before ``received_before_ms`` (retention, by
         the server's clock, never by event time) among those up to sequence
         ``up_to_seq`` (what a durable snapshot covers), and the changes
-        recorded before it; how many events went."""
+        recorded before it that no destination still needs (those before
+        outbox id ``changes_needed_from``); how many events went."""
         with self._transaction():
-            self._db.execute("DELETE FROM outbox WHERE recorded_ms < ?", (received_before_ms,))
+            keep = changes_needed_from if changes_needed_from is not None else 1 << 62
+            self._db.execute("DELETE FROM outbox WHERE recorded_ms < ? AND id < ?", (received_before_ms, keep))
             return self._db.execute(
                 "DELETE FROM events WHERE received_ms < ? AND seq <= ?", (received_before_ms, up_to_seq)
             ).rowcount
@@ -335,8 +337,8 @@ class EventLog:
         """The tombstones of erased users."""
         return {r[0] for r in self._db.execute("SELECT tombstone FROM suppressed")}
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _transaction(self) -> Transaction:
+        return Transaction(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -361,7 +363,9 @@ def checkpoint(db: sqlite3.Connection) -> bool:
     return busy == 0
 
 
-class _Transaction:
+class Transaction:
+    """``with Transaction(db):`` one immediate transaction, rolled back on an error."""
+
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 

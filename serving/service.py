@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ from segments import config as segment_config
 from segments.config import SegmentConfig
 from segments.timeline import feature_set_for
 from serving import backup, snapshot
+from serving.destinations.config import Destinations
+from serving.destinations.fields import Fields
+from serving.destinations.ledger import Ledger
 from serving.engine import DAY_MS, Engine, Outcome
 from serving.log import EventLog, Record
 from serving.outbox import Change
@@ -92,6 +96,9 @@ class Service:
         self.engine: Engine | None = None
         self.log: EventLog | None = None
         self.quarantine: Quarantine | None = None
+        self.ledger: Ledger | None = None  # where each change stands with each destination
+        self.destinations = Destinations()
+        self.changed: Callable[[], None] = lambda: None  # told when the outbox gains changes (the dispatchers)
         self.parser: SegmentParser | None = None  # checks what the features in force read
         self._last_snapshot = time.monotonic()
         self._snapshot_seqs: list[int] = []  # log positions of the two latest snapshots this process knows
@@ -133,7 +140,9 @@ class Service:
 
     def start(self) -> Service:
         s = self.settings
+        self.destinations = Destinations.load(s.destinations)  # a broken file stops the start, naming the problem
         self.log = EventLog(s.state_dir / "events.db", s.durability)
+        self.ledger = Ledger(s.state_dir / "events.db", s.durability)
         try:
             previous: int | None = int(self._generation_path.read_text())
         except (OSError, ValueError):
@@ -299,6 +308,9 @@ class Service:
         if self.quarantine is not None:
             self.quarantine.close()
             self.quarantine = None
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
 
     # -- work ------------------------------------------------------------------
 
@@ -309,7 +321,10 @@ class Service:
         assert self.engine is not None
         applied = self.engine.stats.events
         try:
-            return self.engine.ingest(events)
+            outcome = self.engine.ingest(events)
+            if outcome.changes:
+                self.changed()
+            return outcome
         except Exception:
             if self.engine.stats.events != applied:
                 log.error("applying or logging events failed: rebuilding the state from the snapshot and the log")
@@ -320,8 +335,25 @@ class Service:
         """Fire the timers due by ``now_ms`` and write their changes to the outbox."""
         assert self.engine is not None and self.log is not None
         changes = self.engine.advance(now_ms)
-        self.log.add_changes(changes)
+        if changes:
+            self.log.add_changes(changes)
+            self.changed()
         return changes
+
+    def fields(self) -> Fields:
+        """The profile fields destinations ask for, read from this service."""
+
+        def recent(pid: str) -> list[Event]:
+            return self.log.recent(pid, 500) if self.log is not None else []
+
+        def cluster(name: str | None) -> str | None:
+            return self.engine.scorers.cluster_description(name) if self.engine is not None else None
+
+        def segment(name: str) -> str | None:
+            seg = self.engine.config.segments.get(name) if self.engine is not None else None
+            return seg.description if seg is not None else None
+
+        return Fields(recent, cluster, segment)
 
     def tick(self, now_ms: int) -> None:
         """Housekeeping between requests: due timers (wall clock), snapshots, log trimming."""
@@ -377,7 +409,8 @@ class Service:
         self._snapshot_seqs = [*self._snapshot_seqs[-1:], seq]
         if len(self._snapshot_seqs) == 2:
             keep_ms = max(self.settings.retention_days * DAY_MS, longest_window_ms(self.engine.features))
-            self.log.trim(time.time_ns() // 1_000_000 - keep_ms, min(self._snapshot_seqs))
+            needed = self.ledger.needed_from() if self.ledger is not None else None
+            self.log.trim(time.time_ns() // 1_000_000 - keep_ms, min(self._snapshot_seqs), needed)
 
     def start_backup(self, target: Path) -> snapshot.Writer:
         """Begin a backup into ``target`` (new or empty): its snapshot is
@@ -425,6 +458,8 @@ class Service:
             self._erased_meanwhile.append(profile_id)
         if self.quarantine is not None:
             known = self.quarantine.erase(profile_id) > 0 or known
+        if self.ledger is not None:
+            self.ledger.erase(profile_id)
         self._erasure_waits += 1
         self._wal_dirty = True
         if wait:

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(default_factory=lambda: segflow_home() / "state")
     segments: Path = Path("config/segments.yaml")
+    destinations: Path = Path("config/destinations.yaml")  # where changes are delivered (none when absent)
     clock: Literal["wall", "event"] = "wall"
     durability: Literal["process", "power"] = "process"
     store: str = Field(default="memory", pattern=r"^(memory|rediss?://.+|unix://.+)$")  # where profiles live

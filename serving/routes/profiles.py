@@ -80,7 +80,8 @@ def _pid(engine: Engine, user_id: str, parser: ParserDep) -> str:
 
 @router.get("/{user_id}", dependencies=[Reader], responses={401: {}, 403: {}, 404: {}})
 async def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, parser: ParserDep) -> dict[str, Any]:
-    """Features now, scores with their top contributions, cluster, segments with reasons."""
+    """Features now, scores with their top contributions, cluster, segments
+    with reasons, and the user's latest deliveries to destinations with their status."""
     pid = _pid(engine, user_id, parser)
     vector = engine.vector(pid) or {}
     state = engine.users.get(pid)
@@ -113,6 +114,7 @@ async def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, pars
         if state and state.cluster
         else None,
         "segments": segments,
+        "deliveries": service.ledger.recent_for(pid) if service.ledger is not None else [],
     }
 
 
