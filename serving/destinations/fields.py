@@ -22,7 +22,9 @@ HIGH, MEDIUM = 0.7, 0.35
 
 
 def intent_band(score: object) -> str | None:
-    """>>> intent_band(0.8), intent_band(0.4), intent_band(0.1), intent_band(None)
+    """The intent score in words.
+
+    >>> intent_band(0.8), intent_band(0.4), intent_band(0.1), intent_band(None)
     ('high', 'medium', 'low', None)
     """
     if not isinstance(score, int | float):

@@ -1,13 +1,16 @@
-"""Webhook signatures, Stripe-style: HMAC-SHA256 over ``"{timestamp}.{body}"``
-in the ``Segflow-Signature`` header as ``t=<unix seconds>,v1=<hex>``.
+"""Webhook signatures, Stripe-style: HMAC-SHA256 over ``"{t}.{n}.{body}"``
+in the ``Segflow-Signature`` header as ``t=<unix seconds>,n=<nonce>,v1=<hex>``.
 
 A receiver checks the signature with the shared secret and refuses a
 delivery whose timestamp is older than the tolerance (a replayed one) or
-whose body was changed on the way (a tampered one). Several ``v1`` values
-may be given while a secret is rotated; one that matches is enough.
+whose body was changed on the way (a tampered one). Each attempt has a
+nonce of its own, so a retry of the same body within the same second is not
+mistaken for a replay, while a request sent again as it was is (see
+:class:`Verifier`). Several ``v1`` values may be given while a secret is
+rotated; one that matches is enough.
 
->>> header = sign("whsec_test", b'{"a":1}', timestamp=1_800_000_000)
->>> header.startswith("t=1800000000,v1=")
+>>> header = sign("whsec_test", b'{"a":1}', timestamp=1_800_000_000, nonce="ab12")
+>>> header.startswith("t=1800000000,n=ab12,v1=")
 True
 >>> verify("whsec_test", b'{"a":1}', header, now=1_800_000_010)
 1800000000
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 
 HEADER = "Segflow-Signature"
@@ -31,10 +35,11 @@ class SignatureError(ValueError):
     """A delivery that must not be trusted; the message says why."""
 
 
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The signature header for ``body`` sent at ``timestamp`` (now)."""
+def sign(secret: str, body: bytes, timestamp: int | None = None, nonce: str | None = None) -> str:
+    """The signature header for ``body`` sent at ``timestamp`` (now), under a fresh nonce."""
     t = int(time.time()) if timestamp is None else timestamp
-    return f"t={t},v1={_digest(secret, t, body)}"
+    n = secrets.token_hex(8) if nonce is None else nonce
+    return f"t={t},n={n},v1={_digest(secret, t, n, body)}"
 
 
 def verify(
@@ -46,26 +51,29 @@ def verify(
     if not header:
         raise SignatureError(f"no {HEADER} header")
     t: int | None = None
+    n = ""
     signatures: list[str] = []
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
         if name == "t" and value.isdigit():
             t = int(value)
+        elif name == "n":
+            n = value
         elif name == "v1" and value:
             signatures.append(value)
-    if t is None or not signatures:
-        raise SignatureError(f"a malformed {HEADER} header (expected t=<seconds>,v1=<hex>)")
+    if t is None or not n or not signatures:
+        raise SignatureError(f"a malformed {HEADER} header (expected t=<seconds>,n=<nonce>,v1=<hex>)")
     current = time.time() if now is None else now
     if abs(current - t) > tolerance_s:
         raise SignatureError(f"the timestamp is {int(current - t)} s from now, beyond {tolerance_s} s (a replay?)")
-    expected = _digest(secret, t, body)
+    expected = _digest(secret, t, n, body)
     if not any(hmac.compare_digest(expected, s) for s in signatures):
         raise SignatureError("the signature does not match the body (tampered, or another secret)")
     return t
 
 
-def _digest(secret: str, t: int, body: bytes) -> str:
-    return hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+def _digest(secret: str, t: int, nonce: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{t}.{nonce}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 class Verifier:
