@@ -127,6 +127,7 @@ class Engine:
         self.watermark = -1
         self.fired_to = -1  # timers were advanced through this time (inclusive)
         self.epoch = 0  # the log record (reload, model swap) this engine's config and models come from
+        self.through = 0  # the last log record applied (those, and advances of the event clock)
         self.seq = 0  # the last log sequence number applied
         self._seen: dict[str, tuple[int, str]] = {}  # message id -> (receive time, profile id)
         self._received_mark = -1  # the latest receive time seen
@@ -351,6 +352,7 @@ class Engine:
             "watermark": self.watermark,
             "fired_to": self.fired_to,
             "epoch": self.epoch,
+            "through": self.through,
             "config_id": self.config.config_id,
             "features": self.features.digest,
             "profiles": {
@@ -388,6 +390,7 @@ class Engine:
         self.watermark, self.seq = state["watermark"], state["seq"]
         self.fired_to = state.get("fired_to", -1)  # absent before the outbox
         self.epoch = state.get("epoch", 0)
+        self.through = state.get("through", self.epoch)
         self.members_of = {name: set() for name in self.config.segments}
         for pid, user in self.users.items():
             for name in user.members.entered:

@@ -5,9 +5,12 @@ config and models in force from that point on). A replay honours them: it
 applies the events under the config and models in force at each point, and
 at a record does what the live service did then:
 
-- on the wall clock, fire the timers due before the record's instant;
+- fire the timers due before the record's instant (the live service did
+  just before it swapped);
 - a model swap: the new batch and cluster models; the online model keeps
   what it learned;
+- an advance of the event clock (``POST /v1/admin/advance``): the timers
+  due by then fire, as they did;
 - a rebuild (another config or feature set): a new engine under the
   record's config and models, over the log up to the record and its timers
   up to the instant, silently (that history was lived under the config
@@ -35,6 +38,8 @@ from serving.outbox import Change
 from serving.scorers import Scorers
 
 log = logging.getLogger("segflow.recovery")
+
+ADVANCE = "advance"  # a record of the event clock moved by hand (it names the config in force, not a new one)
 
 CHUNK = 5000
 
@@ -118,9 +123,8 @@ class Replay:
         end = record.seq if record is not None else upto
         replay_into(engine, self.log.read(0, end), 0)
         if record is not None:
-            if engine.clock == "wall":
-                engine.advance(record.at_ms - 1)
-            engine.epoch = record.id
+            engine.advance(record.at_ms - 1)
+            engine.epoch = engine.through = record.id
         return engine
 
     def forward(self, engine: Engine) -> Engine:
@@ -128,7 +132,7 @@ class Replay:
         record after its own: the engine at the log's end (another one after
         a rebuild)."""
         for record in self.log.records():
-            if record.id <= engine.epoch:
+            if record.id <= engine.through:
                 continue
             replay_into(engine, self.log.read(engine.seq, record.seq), engine.seq, self.check)
             engine = self.apply(engine, record)
@@ -137,12 +141,15 @@ class Replay:
 
     def apply(self, engine: Engine, record: Record) -> Engine:
         """What the live service did at ``record``."""
-        if engine.clock == "wall":
-            self.check(engine.advance(record.at_ms - 1))
+        if record.kind == ADVANCE:  # the event clock moved by hand
+            self.check(engine.advance(record.at_ms))
+            engine.through = record.id
+            return engine
+        self.check(engine.advance(record.at_ms - 1))
         if record.kind == "models":
             _, scorers = self.regime(record)
             engine.scorers = dataclasses.replace(scorers, online=engine.scorers.online)
-            engine.epoch = record.id
+            engine.epoch = engine.through = record.id
             return engine
         new = self.rebuild(record)
         new.suppressed = engine.suppressed

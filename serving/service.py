@@ -41,7 +41,7 @@ from serving.engine import DAY_MS, Engine, Outcome
 from serving.log import EventLog, Record
 from serving.outbox import Change
 from serving.quarantine import Quarantine
-from serving.recovery import Replay, net_changes, replay_into
+from serving.recovery import ADVANCE, Replay, net_changes, replay_into
 from serving.scorers import Scorers, load_scorers
 from serving.settings import Settings
 from serving.store import MemoryStore, StateStore, open_store
@@ -154,7 +154,7 @@ class Service:
         self.parser = self._parser(self.engine)
         if not self.log.records():  # a new log (or one from before records): what is in force from here
             at = self._instant(self.engine)
-            fired = self.engine.advance(at - 1) if self.settings.clock == "wall" else []
+            fired = self.engine.advance(at - 1)
             self._record(self.engine, "rebuild", self.settings.segments.read_text(), fired, at)
         else:
             self.reload()  # the config file or the models changed while the service was down
@@ -290,14 +290,16 @@ class Service:
         at = self._instant(engine) if at_ms is None else at_ms
         versions = engine.scorers.versions
         record = self.log.add_record(engine.seq, at, kind, text, engine.config.config_id, versions, changes)
-        engine.epoch = record.id
+        engine.through = record.id
+        if kind != ADVANCE:
+            engine.epoch = record.id
 
     def _instant(self, engine: Engine) -> int:
-        """Now, on the engine's clock: the wall time (after any time the
-        timers were advanced to), or the event clock's watermark."""
-        if engine.clock == "wall":
-            return max(time.time_ns() // 1_000_000, engine.fired_to + 1)
-        return max(engine.watermark, 0)
+        """Now, on the engine's clock (the wall time, or the event clock's
+        watermark), and after any time its timers were advanced to: a reload
+        happens there, after the timers due before it fire."""
+        now = time.time_ns() // 1_000_000 if engine.clock == "wall" else engine.watermark
+        return max(now, engine.fired_to + 1, 0)
 
     def close(self) -> None:
         if self.engine is not None:
@@ -332,7 +334,17 @@ class Service:
             raise
 
     def advance(self, now_ms: int) -> list[Change]:
-        """Fire the timers due by ``now_ms`` and write their changes to the outbox."""
+        """Move the event clock by hand: the timers due by ``now_ms`` fire; the
+        log records the move (a replay makes it again) with their changes."""
+        assert self.engine is not None and self.log is not None
+        changes = self.engine.advance(now_ms)
+        self._record(self.engine, ADVANCE, "", changes, now_ms)
+        if changes:
+            self.changed()
+        return changes
+
+    def _fire_due(self, now_ms: int) -> list[Change]:
+        """The wall clock's tick: the timers due by ``now_ms`` fire; their changes go to the outbox."""
         assert self.engine is not None and self.log is not None
         changes = self.engine.advance(now_ms)
         if changes:
@@ -360,7 +372,7 @@ class Service:
         assert self.engine is not None
         if self.settings.clock == "wall":
             # what is due before now: an event received in this millisecond is applied before its timers fire
-            for change in self.advance(now_ms - 1):
+            for change in self._fire_due(now_ms - 1):
                 self.due_lag_ms.append(now_ms - change.transition.at_ms)
         self._snapshot_done(self._writer.poll())
         self._checkpoint()
@@ -533,7 +545,7 @@ class Service:
         assert self.engine is not None and self.log is not None
         old, scorers = self.engine, rebuild.scorers
         at = self._instant(old)
-        fired = old.advance(at - 1) if old.clock == "wall" else []
+        fired = old.advance(at - 1)
         if rebuild.engine is None:
             if scorers.versions == old.scorers.versions:
                 self.log.add_changes(fired)
@@ -548,8 +560,7 @@ class Service:
             for pid in self._erased_meanwhile or ():
                 engine.erase(pid)
             self._erased_meanwhile = None
-            if engine.clock == "wall":
-                engine.advance(at - 1)  # its history: lived under the config before
+            engine.advance(at - 1)  # its history: lived under the config before
             self._record(engine, "rebuild", rebuild.text, fired + net_changes(old, engine, at), at)
             self.engine = engine
             self._set_generation(self.generation + 1)

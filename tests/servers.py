@@ -23,12 +23,18 @@ class Server:
     """``segflow serve`` in a child process we own (stopped by its PID)."""
 
     def __init__(
-        self, state: Path, clock: str = "event", segments: Path = SEGMENTS, tracking_uri: str | None = None
+        self,
+        state: Path,
+        clock: str = "event",
+        segments: Path = SEGMENTS,
+        tracking_uri: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.state = state
         self.clock = clock
         self.segments = segments
         self.tracking_uri = tracking_uri or f"sqlite:///{state.parent / 'mlflow.db'}"
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -40,6 +46,7 @@ class Server:
             "SEGFLOW_READ_KEYS": READ[0],
             "SEGFLOW_TRACKING_URI": self.tracking_uri,
             "SEGFLOW_PII_KEY": "00" * 32,
+            **self.env,
         }
         cmd = [sys.executable, "-m", "cli", "serve", "--port", str(self.port), "--clock", self.clock,
                "--state-dir", str(self.state), "--segments", str(self.segments)]  # fmt: skip

@@ -88,16 +88,16 @@ def history(users: int) -> list[Event]:
     return sorted(events, key=lambda e: e.ts_ms)
 
 
-def post(http: httpx.Client, events: list[Event]) -> None:
+def post(http: httpx.Client, events: list[Event], auth: tuple[str, str] = ADMIN) -> None:
     for i in range(0, len(events), 500):
         body = orjson.dumps({"batch": [to_payload(e) for e in events[i : i + 500]]})
-        r = http.post("/v1/batch", content=body, auth=ADMIN, headers={"content-type": "application/json"})
+        r = http.post("/v1/batch", content=body, auth=auth, headers={"content-type": "application/json"})
         assert r.status_code == 200, r.text
 
 
-def outbox_keys(http: httpx.Client) -> list[dict]:
+def outbox_keys(http: httpx.Client, auth: tuple[str, str] = READ) -> list[dict]:
     out, after = [], 0
-    while page := http.get("/v1/transitions", params={"after": after, "limit": 1000}, auth=READ).json()["transitions"]:
+    while page := http.get("/v1/transitions", params={"after": after, "limit": 1000}, auth=auth).json()["transitions"]:
         out += page
         after = page[-1]["cursor"]
     return out
