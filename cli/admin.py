@@ -72,7 +72,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id")]) -> 
     typer.echo(json.dumps({"revoked": key_id}))
 
 
-def _call(method: str, path: str, url: str, key: str | None, json: Any = None, **params: Any) -> Any:
+def call(method: str, path: str, url: str, key: str | None, json: Any = None, **params: Any) -> Any:
     headers = {"authorization": f"Bearer {key or admin_key(Settings())}"}
     r = httpx.request(method, url.rstrip("/") + path, params=params, headers=headers, json=json, timeout=600)
     if r.status_code >= 400:
@@ -81,48 +81,48 @@ def _call(method: str, path: str, url: str, key: str | None, json: Any = None, *
     return r.json()
 
 
-_URL = typer.Option(help="the running server")
-_KEY = typer.Option(envvar="SEGFLOW_ADMIN_KEY", help="admin key (default: keys.json)")
+URL_OPTION = typer.Option(help="the running server")
+KEY_OPTION = typer.Option(envvar="SEGFLOW_ADMIN_KEY", help="admin key (default: keys.json)")
 
 
 @quarantine_app.command("list")
 def quarantine_list(
-    url: Annotated[str, _URL] = "http://127.0.0.1:8000",
-    key: Annotated[str | None, _KEY] = None,
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+    key: Annotated[str | None, KEY_OPTION] = None,
     after: Annotated[int, typer.Option(min=0, help="entries after this id")] = 0,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
 ) -> None:
     """Quarantined events with their problems, oldest first."""
-    typer.echo(json.dumps(_call("GET", "/v1/admin/quarantine", url, key, after=after, limit=limit), indent=1))
+    typer.echo(json.dumps(call("GET", "/v1/admin/quarantine", url, key, after=after, limit=limit), indent=1))
 
 
 @quarantine_app.command("show")
 def quarantine_show(
     held_id: Annotated[int, typer.Argument(min=1)],
-    url: Annotated[str, _URL] = "http://127.0.0.1:8000",
-    key: Annotated[str | None, _KEY] = None,
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+    key: Annotated[str | None, KEY_OPTION] = None,
 ) -> None:
     """One quarantined event with its (scrubbed) payload."""
-    typer.echo(json.dumps(_call("GET", f"/v1/admin/quarantine/{held_id}", url, key), indent=1))
+    typer.echo(json.dumps(call("GET", f"/v1/admin/quarantine/{held_id}", url, key), indent=1))
 
 
 @quarantine_app.command("replay")
 def quarantine_replay(
     held_id: Annotated[int, typer.Argument(min=1)],
-    url: Annotated[str, _URL] = "http://127.0.0.1:8000",
-    key: Annotated[str | None, _KEY] = None,
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+    key: Annotated[str | None, KEY_OPTION] = None,
 ) -> None:
     """Parse a quarantined event again; ingest and drop it if it now passes (exit 1 with its problems if not)."""
-    typer.echo(json.dumps(_call("POST", f"/v1/admin/quarantine/{held_id}/replay", url, key)))
+    typer.echo(json.dumps(call("POST", f"/v1/admin/quarantine/{held_id}/replay", url, key)))
 
 
 def backup_command(
     to: Annotated[Path, typer.Argument(help="a new or empty directory (on the server's machine)")],
-    url: Annotated[str, _URL] = "http://127.0.0.1:8000",
-    key: Annotated[str | None, _KEY] = None,
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+    key: Annotated[str | None, KEY_OPTION] = None,
 ) -> None:
     """A consistent backup of a running service's state (snapshot, log, quarantine, config)."""
-    typer.echo(json.dumps(_call("POST", "/v1/admin/backup", url, key, json={"to": str(to.resolve())})))
+    typer.echo(json.dumps(call("POST", "/v1/admin/backup", url, key, json={"to": str(to.resolve())})))
 
 
 def restore_command(

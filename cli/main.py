@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli import admin, demo, serve
+from cli import admin, demo, destinations, serve
 from features.events import SegmentParser
 from features.pseudonyms import Pseudonymizer, load_key
 from features.specs import Spec
@@ -447,6 +447,7 @@ def segments_preview(
 app.command("serve")(serve.serve)
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(admin.quarantine_app, name="quarantine")
+app.add_typer(destinations.app, name="destinations")
 app.command("backup")(admin.backup_command)
 app.command("restore")(admin.restore_command)
 app.command("demo")(demo.demo)

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import Guard, ring_of
+from serving.destinations.dispatcher import Stats as DeliveryStats
 from serving.destinations.pool import Dispatchers
 from serving.metrics import Metrics
 from serving.routes import destinations, events, operations, profiles, quarantine, segments, transitions
@@ -73,7 +74,12 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
     )
     app.state.service = service
     app.state.guard = Guard(ring_of(settings), settings)
-    app.state.metrics = Metrics(lambda: service.engine)
+
+    def deliveries() -> dict[str, DeliveryStats]:
+        pool = getattr(app.state, "dispatchers", None)
+        return {n: d.stats for n, d in pool.by_name.items()} if pool is not None else {}
+
+    app.state.metrics = Metrics(lambda: service.engine, deliveries)
     routers = (events, profiles, segments, quarantine, operations, transitions, destinations)
     for router in (r.router for r in routers):
         app.include_router(router)

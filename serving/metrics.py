@@ -1,21 +1,28 @@
 """Prometheus metrics: the engine's counters read at scrape time, plus the
-request-side figures (rejects by reason, latency from receipt to decision).
-Labels are segment names and reasons, never user ids.
+request-side figures (rejects by reason, latency from receipt to decision)
+and each destination's deliveries. Labels are segment, destination names
+and reasons, never user ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from serving.destinations.dispatcher import Stats as DeliveryStats
 from serving.engine import Engine
 
 
 class Metrics:
-    def __init__(self, engine: Callable[[], Engine | None]) -> None:
+    def __init__(
+        self,
+        engine: Callable[[], Engine | None],
+        deliveries: Callable[[], Mapping[str, DeliveryStats]] = dict,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.rejects = Counter(
             "segflow_rejects", "Events or requests refused, by reason", ["reason"], registry=self.registry
@@ -27,6 +34,38 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_EngineCollector(engine))
+        self.registry.register(_DeliveryCollector(deliveries))
+
+
+class _DeliveryCollector(Collector):
+    def __init__(self, deliveries: Callable[[], Mapping[str, DeliveryStats]]) -> None:
+        self._deliveries = deliveries
+
+    def collect(self) -> Iterator[Metric]:
+        by_name = self._deliveries()
+        label = ["destination"]
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+            "delivered": CounterMetricFamily("segflow_destination_delivered", "Changes delivered", labels=label),
+            "attempts": CounterMetricFamily("segflow_destination_attempts", "Requests made", labels=label),
+            "retries": CounterMetricFamily("segflow_destination_retries", "Failed attempts retried", labels=label),
+            "dead": CounterMetricFamily("segflow_destination_dead_letters", "Changes dead-lettered", labels=label),
+            "cancelled": CounterMetricFamily(
+                "segflow_destination_cancelled", "Changes cancelled (frequency cap, flap guard)", labels=label
+            ),
+            "queued": GaugeMetricFamily("segflow_destination_queued", "Changes waiting to be delivered", labels=label),
+        }
+        oldest = GaugeMetricFamily(
+            "segflow_destination_oldest_undelivered_seconds",
+            "Age of the oldest change not yet delivered (0 when none waits)",
+            labels=["destination"],
+        )
+        now = time.time()
+        for name, s in sorted(by_name.items()):
+            for field, family in families.items():
+                family.add_metric([name], getattr(s, field))
+            oldest.add_metric([name], max(now - s.oldest_ms / 1000, 0.0) if s.oldest_ms is not None else 0.0)
+        yield from families.values()
+        yield oldest
 
 
 class _EngineCollector(Collector):

@@ -6,6 +6,7 @@ cancel what they must, with reasons; dead letters can be replayed."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ import httpx
 import orjson
 import pytest
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
+from cli.main import app as app_cli
 from features.events import Event, to_payload
 from models.intent_online import OnlineIntentModel
 from serving.app import create_app
@@ -139,6 +142,9 @@ def test_every_key_arrives_through_500s_and_429s_in_order_and_within_limits(tmp_
         assert len(decided) >= 1000 and causes == {"event", "time"}
         wait_for(lambda: delivered(http) == len(decided))
         status = http.get("/v1/admin/destinations", auth=ADMIN).json()["destinations"][0]
+        metrics = http.get("/metrics", auth=READ).text
+    assert f'segflow_destination_delivered_total{{destination="crm"}} {len(decided)}.0' in metrics
+    assert 'segflow_destination_queued{destination="crm"}' in metrics
     got = receiver.received
     assert {d["key"] for d in got.deliveries} == {t["key"] for t in decided}
     assert len(got.deliveries) == len(decided)  # each key accepted once: sent again only after a failure
@@ -232,9 +238,41 @@ def test_dead_letters_are_kept_and_replayed(tmp_path: Path, receiver: Receiver) 
         dead = http.get("/v1/admin/destinations/crm/deliveries", auth=ADMIN).json()["deliveries"]
         assert [d["attempts"] for d in dead] == [2, 1] and "HTTP 400" in dead[1]["reason"]
         assert not receiver.keys(endpoint)
-        r = http.post("/v1/admin/destinations/crm/replay", json={}, auth=ADMIN)
-        assert r.json() == {"requeued": 2}
+        cli = CliRunner().invoke(app_cli, ["destinations", "dead-letters", "crm", "--url", url, "--key", ADMIN[0]])
+        assert cli.exit_code == 0 and len(orjson.loads(cli.output)["deliveries"]) == 2
+        cli = CliRunner().invoke(app_cli, ["destinations", "replay", "crm", "--url", url, "--key", ADMIN[0]])
+        assert cli.exit_code == 0 and orjson.loads(cli.output) == {"requeued": 2}, cli.output
         wait_for(lambda: len(receiver.keys(endpoint)) == 2)
         why = http.get("/v1/profiles/u1", auth=READ).json()
     assert sorted(d["user"] for d in receiver.received.deliveries) == ["u1", "u2"]
     assert why["deliveries"][0]["status"] == "delivered"
+
+
+def test_transitions_page_and_stream_live(tmp_path: Path, receiver: Receiver) -> None:
+    app = create_app(
+        settings(tmp_path, receiver.url + "/hooks/any"), Scorers(OnlineIntentModel(), intent_feature_names())
+    )
+    with ServerThread(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        post(http, history(4))
+        decided = outbox_keys(http)
+        got: list[dict] = []
+        with http.stream("GET", "/v1/transitions/stream", params={"after": decided[2]["cursor"]}, auth=READ) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            lines = r.iter_lines()
+            for line in lines:
+                if line.startswith("data:"):
+                    got.append(orjson.loads(line[5:]))
+                if len(got) == len(decided) - 3:
+                    break
+            late = T0 + 10 * 3_600_000  # a new cart, and the exits due before it: followed live
+            threading.Thread(target=post, args=(http, [ev("late", "add_to_cart", "u9", late)])).start()
+            for line in lines:
+                if line.startswith("data:"):
+                    got.append(orjson.loads(line[5:]))
+                    if got[-1]["user"] == "u9":
+                        break
+    assert [g["key"] for g in got[: len(decided) - 3]] == [d["key"] for d in decided[3:]]
+    assert (
+        got[-1]["segment"] == "carted_1h" and got[-1]["kind"] == "enter" and got[-1]["cursor"] > decided[-1]["cursor"]
+    )
+    assert [g["cursor"] for g in got] == sorted(g["cursor"] for g in got)
