@@ -4,15 +4,21 @@ Train on a synthetic history if no champion is registered; start the server
 on 127.0.0.1 on the event clock; replay a fresh synthetic day against it over
 HTTP with a live display; move the clock to the day's end so due exits and
 deadlines fire; print segment sizes, the busiest transitions and one user's
-full explanation; stop cleanly.
+full explanation; stop cleanly. Beside it, the local webhook receiver of the
+tests (``tests/receiver.py``, in a process of its own) is a destination:
+every segment change is delivered to it, signed, and the summary ends with
+what it received and how fast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,6 +40,21 @@ from serving.settings import Settings
 from training.synthetic import DEFAULT_START, generate
 
 console = Console(soft_wrap=True)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def _receiver(secret: str) -> Iterator[Any]:
+    """The tests' webhook receiver in a process of its own (None outside a checkout of the repository)."""
+    if not (ROOT / "tests" / "receiver.py").exists():
+        console.print("no tests/receiver.py here: the demo runs without a webhook destination")
+        yield None
+        return
+    sys.path.insert(0, str(ROOT))
+    from tests.receiver import Spawned
+
+    with Spawned(secret) as receiver:
+        yield receiver
 
 
 def demo(
@@ -59,12 +80,19 @@ def demo(
     day = generate(users, 1, seed, start=DEFAULT_START + timedelta(days=train_days + 1))
     events = list(table_to_events(day.events))
     console.print(f"replaying a fresh synthetic day: {len(events):,} events of {users:,} shoppers")
-    with tempfile.TemporaryDirectory(prefix="segflow-demo-") as state:
+    secret = "whsec_" + secrets.token_urlsafe(24)
+    with tempfile.TemporaryDirectory(prefix="segflow-demo-") as state, _receiver(secret) as receiver:
         write, read = "sfw_" + secrets.token_urlsafe(16), "sfr_" + secrets.token_urlsafe(16)
+        destinations = Path(state) / "destinations.yaml"
+        if receiver is not None:
+            fields = "[cart, top_categories_7d, intent_band, cluster_words, description]"
+            destinations.write_text(
+                f"destinations:\n  - name: demo_webhook\n    kind: webhook\n    url: {receiver.url}/hooks/demo\n"
+                f"    secret: {secret}\n    fields: {fields}\n"
+            )
         settings = Settings(
-            state_dir=Path(state), clock="event", write_keys=[SecretStr(write)], read_keys=[SecretStr(read)],
-            tracking_uri=uri,
-            port=free_port(),
+            state_dir=Path(state) / "state", clock="event", write_keys=[SecretStr(write)],
+            read_keys=[SecretStr(read)], tracking_uri=uri, port=free_port(), destinations=destinations,
         )  # fmt: skip
         with ServerThread(create_app(settings), settings.port) as url:
             stats = _replay(events, url, write, pace)
@@ -74,6 +102,29 @@ def demo(
                 for t in advanced["transitions"]:
                     stats.transitions[(t["segment"], t["kind"])] += 1
                 _summary(http, read, stats)
+                if receiver is not None:
+                    _deliveries(http, write, receiver)
+    console.print("the server has stopped.")
+
+
+def _deliveries(http: httpx.Client, admin: str, receiver: Any) -> None:
+    """Wait (up to a minute) for every change to reach the webhook receiver, then say what it received."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = http.get("/v1/admin/destinations", auth=(admin, "")).json()["destinations"][0]
+        if status["counts"]["pending"] == 0 and status["cursor"] >= status["outbox_last"]:
+            break
+        time.sleep(0.2)
+    got = receiver.summary()
+    console.rule("deliveries to the webhook receiver")
+    console.print(
+        f"{got['unique']:,} segment changes delivered to {receiver.url}/hooks/demo, signed "
+        f"({got['refused_signatures']} refused signatures), in {got['requests']:,} requests; "
+        f"from decision to receipt: p50 {got['latency_ms_p50']} ms, p99 {got['latency_ms_p99']} ms"
+    )
+    for label, n in sorted(got["by_segment"].items(), key=lambda kv: -kv[1])[:5]:
+        console.print(f"  {label}: {n:,}")
+    console.print(f"dead letters: {status['counts']['dead']}; pending: {status['counts']['pending']}")
 
 
 def _train(users: int, days: int) -> None:
@@ -132,4 +183,4 @@ def _summary(http: httpx.Client, read: str, stats: ReplayStats) -> None:
             for clause in reason["clauses"]:
                 behind = ", ".join(f"{e['type']} at {e['at'][11:19]}" for e in clause.get("events", []))
                 console.print(f"    {clause['clause']}  →  {clause['value']}" + (f"  ({behind})" if behind else ""))
-    console.print(f"{stats.sent:,} events replayed at {stats.events_per_s:,.0f}/s; the server has stopped.")
+    console.print(f"{stats.sent:,} events replayed at {stats.events_per_s:,.0f}/s.")

@@ -236,6 +236,10 @@ class EventLog:
             found.update(r[0] for r in self._db.execute(f"SELECT key FROM outbox WHERE key IN ({marks})", part))
         return found
 
+    def last_change_id(self) -> int:
+        """The newest outbox entry's cursor (0: none yet)."""
+        return int(self._db.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0)
+
     def changes_after(self, after_id: int = 0, limit: int = 1000, profile_id: str | None = None) -> list[Entry]:
         """Outbox entries after cursor ``after_id``, in order (one user's, when given)."""
         sql = f"SELECT {outbox.COLUMNS} FROM outbox WHERE id > ?"

@@ -15,17 +15,23 @@ gives what was received.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from serving.destinations.signing import HEADER, SignatureError, Verifier
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -140,14 +146,19 @@ class Receiver:
     def summary(self) -> dict[str, Any]:
         with self._lock:
             r = self.received
-            latency = sorted(d["received_ms"] - d["decided_ms"] for d in r.deliveries)  # decision to receipt
+            decided = sorted(d["received_ms"] - d["decided_ms"] for d in r.deliveries)  # decision to receipt
+            instant = sorted(d["received_ms"] - d["at_ms"] for d in r.deliveries)  # event receipt or due instant
             return {
                 "requests": len(r.requests),
                 "deliveries": len(r.deliveries),
                 "unique": len({d["key"] for d in r.deliveries}),
                 "refused_signatures": sum(q.signature != "ok" for q in r.requests),
-                "latency_ms_p50": latency[len(latency) // 2] if latency else None,
-                "latency_ms_p99": latency[int(len(latency) * 0.99)] if latency else None,
+                "latency_ms_p50": _quantile(decided, 0.5),
+                "latency_ms_p99": _quantile(decided, 0.99),
+                "instant_latency_ms_p50": _quantile(instant, 0.5),
+                "instant_latency_ms_p99": _quantile(instant, 0.99),
+                "first_ms": min((d["received_ms"] for d in r.deliveries), default=None),
+                "last_ms": max((d["received_ms"] for d in r.deliveries), default=None),
                 "by_segment": Counter(f"{d['segment']}:{d['kind']}" for d in r.deliveries),
             }
 
@@ -184,6 +195,38 @@ class Receiver:
         finally:
             with self._lock:
                 self.received.in_flight[endpoint] -= 1
+
+
+class Spawned:
+    """``python -m tests.receiver`` in a child process the caller owns (so the
+    receiver's work does not share an interpreter with the server measured):
+    ``with Spawned(secret) as r: r.url, r.summary()``."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.url = ""
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> Spawned:
+        cmd = [sys.executable, "-m", "tests.receiver", "--secret", self.secret]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url:
+            raise RuntimeError("the webhook receiver did not start")
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        return dict(orjson.loads(urllib.request.urlopen(self.url + "/_control/received", timeout=30).read()))
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def _quantile(sorted_values: list[int], q: float) -> int | None:
+    return sorted_values[min(int(len(sorted_values) * q), len(sorted_values) - 1)] if sorted_values else None
 
 
 def main() -> None:

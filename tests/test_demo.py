@@ -18,3 +18,4 @@ def test_demo_runs_end_to_end_and_prints_the_summary(tmp_path: Path) -> None:
     assert "trained and registered" in out
     assert "segment sizes at the end of the day" in out and "busiest transitions" in out
     assert "why user" in out and "the server has stopped" in out
+    assert "segment changes delivered to" in out and "(0 refused signatures)" in out and "pending: 0" in out

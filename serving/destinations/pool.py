@@ -50,6 +50,7 @@ class Dispatchers:
             out.append({
                 "name": name, "kind": d.destination.kind, "url": d.destination.url,
                 "counts": self.ledger.counts(name), "cursor": self.ledger.cursor(name),
+                "outbox_last": d.outbox.last_change_id(),
                 "attempts": s.attempts, "retries": s.retries, "in_flight": s.in_flight,
                 "oldest_undelivered_ms": oldest,
             })  # fmt: skip
