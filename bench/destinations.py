@@ -54,7 +54,7 @@ def _settings(tmp: Path, rules: str, clock: str, receiver: str | None) -> Settin
         destinations.write_text(
             "destinations:\n  - name: bench\n    kind: webhook\n"
             f"    url: {receiver}/hooks/bench\n    secret: {SECRET}\n"
-            "    batch_size: 100\n    concurrency: 8\n    rate_per_s: 1000\n"
+            "    batch_size: 100\n    concurrency: 8\n    rate_per_s: 1000\n    start: oldest\n"
         )
     return Settings(
         state_dir=tmp / "state", clock=clock, segments=tmp / "segments.yaml", destinations=destinations,  # type: ignore[arg-type]

@@ -88,6 +88,7 @@ class UserState:
     scores: dict[str, float] = field(default_factory=dict)
     cluster: str | None = None
     evaluated_ms: int = -1
+    nth: dict[str, int] = field(default_factory=dict)  # segment -> how many transitions before the last at its instant
 
 
 class Engine:
@@ -275,7 +276,13 @@ class Engine:
         new, transitions = evaluate(self.config, vector, scores, cluster, state.members, t)
         state.members = new
         for tr in transitions:
-            change = Change(pid, tr, "event" if sample else "time", scores, cluster)
+            before = state.last.get(tr.segment)
+            nth = state.nth.get(tr.segment, 0) + 1 if before is not None and before.at_ms == tr.at_ms else 0
+            if nth:
+                state.nth[tr.segment] = nth
+            else:
+                state.nth.pop(tr.segment, None)
+            change = Change(pid, tr, "event" if sample else "time", scores, cluster, nth)
             state.last[tr.segment] = tr
             members = self.members_of[tr.segment]
             if tr.kind == "enter":
@@ -433,16 +440,16 @@ def _user_out(u: UserState) -> list[Any]:
         seg: [t.kind, t.at_ms, t.reason.config_id, t.reason.rule, [[c, exact_json(v)] for c, v in t.reason.clauses]]
         for seg, t in u.last.items()
     }
-    return [u.members.entered, last, u.scores, u.cluster, u.evaluated_ms]
+    return [u.members.entered, last, u.scores, u.cluster, u.evaluated_ms, u.nth]
 
 
 def _user_in(saved: list[Any]) -> UserState:
-    entered, last, scores, cluster, evaluated_ms = saved
+    entered, last, scores, cluster, evaluated_ms, *nth = saved  # no nth before the outbox
     transitions = {
         seg: Transition(seg, kind, at, Reason(config_id, rule, tuple((c, from_exact_json(v)) for c, v in clauses)))
         for seg, (kind, at, config_id, rule, clauses) in last.items()
     }
-    return UserState(Memberships(dict(entered)), transitions, dict(scores), cluster, evaluated_ms)
+    return UserState(Memberships(dict(entered)), transitions, dict(scores), cluster, evaluated_ms, dict(*nth))
 
 
 def _unkeyed_tombstone(pid: str) -> str:

@@ -286,6 +286,14 @@ class EventLog:
         finally:
             db.close()
 
+    def suppressed_apart(self) -> set[str]:
+        """:meth:`suppressed` through a read-only connection of its own (from another thread)."""
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            return {r[0] for r in db.execute("SELECT tombstone FROM suppressed")}
+        finally:
+            db.close()
+
     def read_apart(self) -> list[Event]:
         """Every logged event in arrival order, through a connection of its own
         (safe from another thread while this log keeps appending)."""

@@ -62,6 +62,7 @@ class Change:
     cause: Cause = "event"
     scores: Mapping[str, float] = field(default_factory=dict)
     cluster: str | None = None
+    nth: int = 0  # the user's earlier transitions of this segment at this same instant (enter, exit, enter...)
 
     @property
     def key(self) -> str:
@@ -69,10 +70,13 @@ class Change:
 
 
 def change_key(change: Change) -> str:
-    """The idempotency key: user, segment, enter or exit, instant, and for a
-    reload's net change the config it reloaded to."""
+    """The idempotency key: user, segment, enter or exit, instant; when a user
+    entered and left a segment more than once in one millisecond, which time
+    it was; for a reload's net change, the config it reloaded to."""
     t = change.transition
     parts = [change.profile_id, t.segment, t.kind, str(t.at_ms)]
+    if change.nth:
+        parts.append(f"nth:{change.nth}")
     if change.cause == "reload":
         parts.append("reload:" + t.reason.config_id)
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]

@@ -337,8 +337,9 @@ class Service:
         """Move the event clock by hand: the timers due by ``now_ms`` fire; the
         log records the move (a replay makes it again) with their changes."""
         assert self.engine is not None and self.log is not None
-        changes = self.engine.advance(now_ms)
-        self._record(self.engine, ADVANCE, "", changes, now_ms)
+        engine = self.engine
+        changes = engine.advance(now_ms)
+        self._written(lambda: self._record(engine, ADVANCE, "", changes, now_ms))
         if changes:
             self.changed()
         return changes
@@ -348,9 +349,21 @@ class Service:
         assert self.engine is not None and self.log is not None
         changes = self.engine.advance(now_ms)
         if changes:
-            self.log.add_changes(changes)
+            log_ = self.log
+            self._written(lambda: log_.add_changes(changes))
             self.changed()
         return changes
+
+    def _written(self, write: Callable[[], object]) -> None:
+        """Write what the engine just decided; if the write fails, the state
+        is rebuilt from the snapshot and the log (where those timers are still
+        due: the next tick fires them again, with the same keys)."""
+        try:
+            write()
+        except Exception:
+            log.error("writing changes to the log failed: rebuilding the state from the snapshot and the log")
+            self.engine = self._recover()
+            raise
 
     def fields(self) -> Fields:
         """The profile fields destinations ask for, read from this service."""
@@ -421,8 +434,11 @@ class Service:
         self._snapshot_seqs = [*self._snapshot_seqs[-1:], seq]
         if len(self._snapshot_seqs) == 2:
             keep_ms = max(self.settings.retention_days * DAY_MS, longest_window_ms(self.engine.features))
-            needed = self.ledger.needed_from() if self.ledger is not None else None
+            names = [d.name for d in self.destinations.destinations]
+            needed = self.ledger.needed_from(names) if self.ledger is not None else None
             self.log.trim(time.time_ns() // 1_000_000 - keep_ms, min(self._snapshot_seqs), needed)
+            if self.ledger is not None:
+                self.ledger.trim()
 
     def start_backup(self, target: Path) -> snapshot.Writer:
         """Begin a backup into ``target`` (new or empty): its snapshot is
@@ -513,7 +529,7 @@ class Service:
         try:
             engine = self._new_engine(config, scorers, self.generation + 1)
             # the whole log, and the last position, in one read transaction of its own
-            engine.suppressed = self.log.suppressed()
+            engine.suppressed = self.log.suppressed_apart()  # this thread must not use the live connection
             upto = replay_into(engine, self.log.read_apart_all(), 0)[1]
         except BaseException:
             gc.enable()
@@ -539,21 +555,18 @@ class Service:
                 gc.enable()
 
     def _swap(self, rebuild: Rebuild) -> dict[str, Any]:
-        """At one instant: the live engine's timers due before it fire (their
-        changes recorded), then the swap, recorded in the log with the net
-        membership changes it makes, as a replay will do it again."""
+        """At one instant: the live engine's timers due before it fire, then
+        the swap; the log records both, with the net membership changes the
+        swap makes, in one transaction, as a replay will do it again. If that
+        write fails, the live state is rebuilt as the log has it (nothing was
+        swapped) and the error goes on."""
         assert self.engine is not None and self.log is not None
         old, scorers = self.engine, rebuild.scorers
+        if rebuild.engine is None and scorers.versions == old.scorers.versions:
+            return {"config_id": old.config.config_id, "models": scorers.versions, "events_replayed": 0}
         at = self._instant(old)
-        fired = old.advance(at - 1)
-        if rebuild.engine is None:
-            if scorers.versions == old.scorers.versions:
-                self.log.add_changes(fired)
-                return {"config_id": old.config.config_id, "models": scorers.versions, "events_replayed": 0}
-            old.scorers = dataclasses.replace(scorers, online=old.scorers.online)
-            self._record(old, "models", rebuild.text, fired, at)
-            engine, replayed = old, 0
-        else:
+        engine, replayed = old, 0
+        if rebuild.engine is not None:  # first what can fail without touching the live engine
             engine = rebuild.engine
             replayed = rebuild.upto + replay_into(engine, self.log.read(rebuild.upto), rebuild.upto)[0]
             engine.suppressed = set(old.suppressed)
@@ -561,10 +574,22 @@ class Service:
                 engine.erase(pid)
             self._erased_meanwhile = None
             engine.advance(at - 1)  # its history: lived under the config before
-            self._record(engine, "rebuild", rebuild.text, fired + net_changes(old, engine, at), at)
+        fired = old.advance(at - 1)
+        try:
+            if rebuild.engine is None:
+                old.scorers = dataclasses.replace(scorers, online=old.scorers.online)
+                self._record(old, "models", rebuild.text, fired, at)
+            else:
+                self._record(engine, "rebuild", rebuild.text, fired + net_changes(old, engine, at), at)
+        except Exception:
+            log.error("the reload could not be recorded: the live state is rebuilt from the snapshot and the log")
+            self.engine = self._recover()
+            raise
+        if engine is not old:
             self.engine = engine
             self._set_generation(self.generation + 1)
             _retire(old)
+        self.changed()
         self.parser = self._parser(engine)
         self.readiness = Readiness(True, self._notes(scorers))
         self.save_snapshot(background=True)

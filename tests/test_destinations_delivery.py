@@ -237,6 +237,7 @@ def test_dead_letters_are_kept_and_replayed(tmp_path: Path, receiver: Receiver) 
         wait_for(lambda: dead_count(http) == 2)
         dead = http.get("/v1/admin/destinations/crm/deliveries", auth=ADMIN).json()["deliveries"]
         assert [d["attempts"] for d in dead] == [2, 1] and "HTTP 400" in dead[1]["reason"]
+        assert "{}" not in dead[1]["reason"]  # the receiver's answer is not kept
         assert not receiver.keys(endpoint)
         cli = CliRunner().invoke(app_cli, ["destinations", "dead-letters", "crm", "--url", url, "--key", ADMIN[0]])
         assert cli.exit_code == 0 and len(orjson.loads(cli.output)["deliveries"]) == 2

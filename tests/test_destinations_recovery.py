@@ -52,7 +52,7 @@ def test_a_sigkill_with_deliveries_in_flight_loses_none_and_reloads_send_only_ne
                 post(http, history(150), WRITE)
                 assert http.post("/v1/admin/advance", params={"to_ms": T0 + 6 * 3_600_000}, auth=WRITE).is_success
                 decided = {t["key"] for t in outbox_keys(http, READ)}
-                wait_for(lambda: len(receiver.keys(endpoint)) >= 100)
+                wait_for(lambda: len(receiver.keys(endpoint)) >= 200)
             server.kill()
             killed_ms = time.time_ns() // 1_000_000
             assert len(set(receiver.keys(endpoint))) < len(decided)
@@ -73,7 +73,8 @@ def test_a_sigkill_with_deliveries_in_flight_loses_none_and_reloads_send_only_ne
     # every change decided before the kill arrived; one arrived twice only if it was in flight at the kill
     first = {d["key"]: d["received_ms"] for d in reversed(got)}
     again = [key for key, n in Counter(d["key"] for d in got).items() if n > 1]
-    assert all(first[key] >= killed_ms - 3000 for key in again)
+    assert all(first[key] >= killed_ms - 600 for key in again)  # answers took 0.3 s: it was in flight
+    assert min(first.values()) < killed_ms - 1000
     net = got[before:]
     assert len(net) == 150 and {(d["segment"], d["kind"], d["cause"]) for d in net} == {
         ("carted_7d", "enter", "reload")

@@ -58,6 +58,13 @@ def test_a_request_sent_again_is_a_replay_but_a_retry_is_not() -> None:
     with pytest.raises(SignatureError, match="replay"):
         verifier.check(b"{}", header, now=NOW + 1)
     verifier.check(b"{}", sign("s", b"{}", timestamp=NOW), now=NOW + 1)  # the same body, a new attempt
+    for respelled in (header + ",v1=00", " " + header, header.replace(",", " ,"), header + ",x=1"):
+        with pytest.raises(SignatureError, match="replay"):
+            verifier.check(b"{}", respelled, now=NOW + 2)
+    t, n, v1 = (part.split("=", 1)[1] for part in header.split(","))
+    for doubled in (f"t={t},t={t},n={n},v1={v1}", f"t={t},n={n},n=zz,v1={v1}", f"t=\u00b2,n={n},v1={v1}"):
+        with pytest.raises(SignatureError, match="malformed"):
+            verifier.check(b"{}", doubled, now=NOW + 2)
 
 
 def test_the_receiver_refuses_tampered_and_replayed_deliveries() -> None:

@@ -26,8 +26,9 @@ segments:
 """
 
 
-def service(tmp_path: Path, clock: str = "event") -> Service:
-    (tmp_path / "segments.yaml").write_text(RULES)
+def service(tmp_path: Path, clock: str = "event", rules: str = RULES) -> Service:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "segments.yaml").write_text(rules)
     settings = Settings(
         state_dir=tmp_path / "state", clock=clock, segments=tmp_path / "segments.yaml",
         admin_keys=[SecretStr("outbox-admin")], read_keys=[SecretStr("outbox-read")],
@@ -55,10 +56,50 @@ def test_event_and_time_driven_changes_are_in_the_outbox_once_in_order(tmp_path:
         ("cid", "exit", T0 + 3 * 3_600_000, "time"),
     ]
     before = s.log.changes_after(0)
-    s.engine.replay([cart("a1", "ann", T0)])  # a replay re-derives ann's enter: its key is there
-    s.log.add_changes([])
+    again = service(tmp_path / "again").engine  # the same events again, in an engine of its own
+    assert again is not None
+    rederived = again.replay([cart("a1", "ann", T0), cart("b1", "bob", T0 + 60_000), cart("c1", "cid", T0 + 7_200_000)])
+    rederived += again.advance(T0 + 4 * 3_600_000)
+    assert {c.key for c in rederived} == {c.key for c in before}
+    s.log.add_changes(rederived)  # written again: every key is there, nothing is added
     assert s.log.changes_after(0) == before
     assert len({c.key for c in before}) == len(before)
+    s.close()
+
+
+def test_a_user_in_and_out_and_in_again_within_a_millisecond_keeps_every_change(tmp_path: Path) -> None:
+    rules = "version: 1\nsegments:\n  - name: holding\n    rule: count(add_to_cart, 1h) > count(remove_from_cart, 1h)\n"
+    s = service(tmp_path, rules=rules)
+    assert s.log is not None and s.engine is not None
+    remove = Event("r1", "remove_from_cart", "ann", None, T0, T0)
+    s.ingest([cart("a1", "ann", T0)])
+    s.ingest([remove])  # three requests at one instant: enter, exit, enter
+    s.ingest([cart("a2", "ann", T0)])
+    got = s.log.changes_after(0)
+    assert [c.kind for c in got] == ["enter", "exit", "enter"] and len({c.key for c in got}) == 3
+    s.close()
+
+
+def test_a_failed_tick_write_rebuilds_and_the_next_tick_writes_the_same_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = service(tmp_path, clock="wall")
+    assert s.log is not None and s.engine is not None
+    now = s.engine.fired_to + 10_000
+    s.ingest([cart("a1", "ann", now)])
+    calls = []
+
+    def broken(*_: object) -> None:
+        calls.append(1)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(EventLog, "add_changes", broken)
+    with pytest.raises(OSError):
+        s.tick(now + 3_600_000 + 61_000)  # ann's exit is due
+    monkeypatch.undo()
+    assert calls and [c.kind for c in s.log.changes_after(0)] == ["enter"]
+    s.tick(now + 3_600_000 + 62_000)  # the rebuilt state fires it again
+    assert [c.kind for c in s.log.changes_after(0)] == ["enter", "exit"]
     s.close()
 
 

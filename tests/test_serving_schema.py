@@ -40,7 +40,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def api_schema(live: str) -> Any:
     schema = schemathesis.openapi.from_url(live + "/openapi.json", headers={"authorization": f"Bearer {READ}"})
     schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=EXAMPLES)
-    return schema
+    # the live stream of changes never ends by design (tests/test_destinations_delivery.py follows it)
+    return schema.exclude(path="/v1/transitions/stream")
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")

@@ -71,6 +71,7 @@ class Destination(BaseModel):
     segments: list[str] | None = None  # None: every segment
     transitions: list[Literal["enter", "exit"]] = ["enter", "exit"]
     fields: list[str] = []
+    start: Literal["newest", "oldest"] = "newest"  # a new destination: changes from now on, or all the outbox holds
     batch_size: int = Field(default=100, ge=1, le=1000)
     concurrency: int = Field(default=4, ge=1, le=64)
     rate_per_s: float = Field(default=50.0, gt=0)  # requests a second

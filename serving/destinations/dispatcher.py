@@ -133,6 +133,9 @@ class Dispatcher:
         """The outbox's new entries into the ledger; how many were admitted."""
         d, name = self.destination, self.destination.name
         cursor, admitted = self.ledger.cursor(name), 0
+        if cursor is None:  # a new destination: from the changes decided from now on, or all the outbox holds
+            cursor = 0 if d.start == "oldest" else self.outbox.last_change_id()
+            self.ledger.admit(name, [], [], cursor, now_ms())
         while entries := self.outbox.changes_after(cursor, 1000):
             now = now_ms()
             admissions: list[Admission] = []
@@ -232,25 +235,34 @@ class Dispatcher:
             )
             async for attempt in retrying:
                 with attempt:
-                    await self._attempt(ids, bodies)
+                    ids, bodies = await self._attempt(ids, bodies)
+            if not ids:
+                return  # every user in it was erased meanwhile
             done = now_ms()
             self.ledger.delivered(name, ids, done)
             self.stats.delivered += len(ids)
-            self.stats.latency_ms.extend(done - x.entry.recorded_ms for x in batch)
+            self.stats.latency_ms.extend(done - x.entry.recorded_ms for x in batch if x.entry.id in ids)
             del self.stats.latency_ms[:-10_000]
         except (Retryable, Refused) as exc:
             self._dead(ids, f"{type(exc).__name__}: {exc}")
         except asyncio.CancelledError:
             raise  # shutdown: what was not delivered stays pending
-        except Exception:
+        except Exception:  # a bug, or the ledger failing: pending still, tried again after the longest backoff
             log.exception("destination %s: a batch failed unexpectedly; it stays pending", name)
+            await asyncio.sleep(d.backoff_max_s)
         finally:
             self._busy -= users
             self.wake()
 
-    async def _attempt(self, ids: list[int], bodies: list[dict[str, Any]]) -> None:
+    async def _attempt(self, ids: list[int], bodies: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
+        """One attempt of what is still pending of a batch; what it sent."""
         async with self._slots, self._limiter:
-            self.ledger.attempting(self.destination.name, ids, now_ms())
+            pending = self.ledger.attempting(self.destination.name, ids, now_ms())
+            if len(pending) < len(ids):  # erased since the batch was made: their bodies go too
+                kept = [(i, b) for i, b in zip(ids, bodies, strict=True) if i in pending]
+                ids, bodies = [i for i, _ in kept], [b for _, b in kept]
+            if not ids:
+                return ids, bodies
             self.stats.attempts += 1
             self.stats.in_flight += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
@@ -258,6 +270,7 @@ class Dispatcher:
                 await self.sender.send(bodies)
             finally:
                 self.stats.in_flight -= 1
+        return ids, bodies
 
     def _failed(self, ids: list[int], state: RetryCallState) -> None:
         outcome = state.outcome

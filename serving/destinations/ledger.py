@@ -84,10 +84,11 @@ class Ledger:
 
     # -- admission -------------------------------------------------------------
 
-    def cursor(self, destination: str) -> int:
+    def cursor(self, destination: str) -> int | None:
+        """The last outbox entry a destination has looked at (None: it is new)."""
         row = self._db.execute("SELECT after_id FROM destination_cursors WHERE destination = ?", (destination,))
         found = row.fetchone()
-        return int(found[0]) if found else 0
+        return int(found[0]) if found else None
 
     def admit(self, destination: str, admissions: Sequence[Admission], cancel: Sequence[tuple[int, str]],
               after_id: int, now_ms: int) -> None:  # fmt: skip
@@ -144,11 +145,22 @@ class Ledger:
         )
         return [Delivery(Entry.of(row[:9]), int(row[9]), int(row[10]), int(row[11])) for row in rows]
 
-    def attempting(self, destination: str, ids: Sequence[int], now_ms: int) -> None:
-        self._write(
-            "UPDATE deliveries SET attempts = attempts + 1, not_before_ms = ? WHERE destination = ? AND outbox_id = ?",
-            [(now_ms, destination, i) for i in ids],
-        )
+    def attempting(self, destination: str, ids: Sequence[int], now_ms: int) -> set[int]:
+        """Count an attempt, before it is made; the ids still pending (an erasure may have taken some)."""
+        with Transaction(self._db):
+            for i in ids:
+                self._db.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, not_before_ms = ?"
+                    " WHERE destination = ? AND outbox_id = ? AND status = 'pending'",
+                    (now_ms, destination, i),
+                )
+            marks = ",".join("?" * len(ids))
+            rows = self._db.execute(
+                f"SELECT outbox_id FROM deliveries WHERE destination = ? AND status = 'pending'"
+                f" AND outbox_id IN ({marks})",
+                (destination, *ids),
+            )
+            return {int(r[0]) for r in rows}
 
     def delivered(self, destination: str, ids: Sequence[int], now_ms: int) -> None:
         self._write(
@@ -207,6 +219,8 @@ class Ledger:
             marks = ",".join("?" * len(keys))
             sql += f" AND outbox_id IN (SELECT id FROM outbox WHERE key IN ({marks}))"
             args += list(keys)
+        else:
+            sql += " AND outbox_id IN (SELECT id FROM outbox)"  # a change the retention let go cannot be sent
         with Transaction(self._db):
             return int(self._db.execute(sql, args).rowcount)
 
@@ -220,15 +234,26 @@ class Ledger:
         names = ("destination", "segment", "kind", "at_ms", "status", "attempts", "reason", "delivered_ms")
         return [dict(zip(names, row, strict=True)) for row in rows]
 
-    def needed_from(self) -> int | None:
-        """The oldest outbox entry a destination still needs (its own
-        pending one, or the first after its cursor); None: none is needed."""
+    def needed_from(self, destinations: Sequence[str]) -> int | None:
+        """The oldest outbox entry one of these (the configured) destinations
+        still needs: its own pending one, or the first after its cursor; None: none."""
+        if not destinations:
+            return None
+        marks = ",".join("?" * len(destinations))
         rows = self._db.execute(
-            "SELECT min(outbox_id) FROM deliveries WHERE status = 'pending'"
-            " UNION ALL SELECT min(after_id) + 1 FROM destination_cursors"
+            f"SELECT min(d.outbox_id) FROM deliveries d JOIN outbox o ON o.id = d.outbox_id"
+            f" WHERE d.status = 'pending' AND d.destination IN ({marks})"
+            f" UNION ALL SELECT min(after_id) + 1 FROM destination_cursors WHERE destination IN ({marks})",
+            (*destinations, *destinations),
         )
         found = [int(r[0]) for r in rows if r[0] is not None]
         return min(found) if found else None
+
+    def trim(self) -> int:
+        """Forget the deliveries of changes the outbox no longer holds (after its trim)."""
+        with Transaction(self._db):
+            oldest = self._db.execute("SELECT coalesce(min(id), 1 << 62) FROM outbox").fetchone()[0]
+            return int(self._db.execute("DELETE FROM deliveries WHERE outbox_id < ?", (oldest,)).rowcount)
 
     def erase(self, profile_id: str) -> int:
         with Transaction(self._db):

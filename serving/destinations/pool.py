@@ -49,7 +49,7 @@ class Dispatchers:
             oldest = self.ledger.oldest_pending_ms(name)
             out.append({
                 "name": name, "kind": d.destination.kind, "url": d.destination.url,
-                "counts": self.ledger.counts(name), "cursor": self.ledger.cursor(name),
+                "counts": self.ledger.counts(name), "cursor": self.ledger.cursor(name) or 0,
                 "outbox_last": d.outbox.last_change_id(),
                 "attempts": s.attempts, "retries": s.retries, "in_flight": s.in_flight,
                 "oldest_undelivered_ms": oldest,

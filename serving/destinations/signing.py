@@ -48,21 +48,7 @@ def verify(
     """Check a delivery: the timestamp it was signed at, or SignatureError
     (no or malformed header, a stale or future timestamp, a signature that
     does not match the body)."""
-    if not header:
-        raise SignatureError(f"no {HEADER} header")
-    t: int | None = None
-    n = ""
-    signatures: list[str] = []
-    for part in header.split(","):
-        name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit():
-            t = int(value)
-        elif name == "n":
-            n = value
-        elif name == "v1" and value:
-            signatures.append(value)
-    if t is None or not n or not signatures:
-        raise SignatureError(f"a malformed {HEADER} header (expected t=<seconds>,n=<nonce>,v1=<hex>)")
+    t, n, signatures = parse(header)
     current = time.time() if now is None else now
     if abs(current - t) > tolerance_s:
         raise SignatureError(f"the timestamp is {int(current - t)} s from now, beyond {tolerance_s} s (a replay?)")
@@ -72,14 +58,30 @@ def verify(
     return t
 
 
+def parse(header: str | None) -> tuple[int, str, list[str]]:
+    """A header's timestamp, nonce and signatures; SignatureError unless it
+    has exactly one ``t`` (ASCII digits), one ``n`` and at least one ``v1``."""
+    if not header:
+        raise SignatureError(f"no {HEADER} header")
+    fields: dict[str, list[str]] = {}
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        fields.setdefault(name, []).append(value)
+    t, n, signatures = fields.get("t", []), fields.get("n", []), [v for v in fields.get("v1", []) if v]
+    if len(t) != 1 or not (t[0].isascii() and t[0].isdigit()) or len(n) != 1 or not n[0] or not signatures:
+        raise SignatureError(f"a malformed {HEADER} header (expected t=<seconds>,n=<nonce>,v1=<hex>)")
+    return int(t[0]), n[0], signatures
+
+
 def _digest(secret: str, t: int, nonce: str, body: bytes) -> str:
     return hmac.new(secret.encode(), f"{t}.{nonce}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 class Verifier:
     """:func:`verify`, and refuse a delivery seen before: within the
-    tolerance a replayed request would otherwise pass, so each signature is
-    remembered until its timestamp is stale anyway.
+    tolerance a replayed request would otherwise pass, so each nonce is
+    remembered until its timestamp is stale anyway (a request sent again,
+    however its header is respelled, carries the same nonce).
 
     >>> v = Verifier("whsec_test")
     >>> header = sign("whsec_test", b"{}")
@@ -94,15 +96,15 @@ class Verifier:
     def __init__(self, secret: str, tolerance_s: int = TOLERANCE_S) -> None:
         self.secret = secret
         self.tolerance_s = tolerance_s
-        self._seen: dict[str, int] = {}
+        self._seen: dict[str, int] = {}  # nonce -> timestamp
 
     def check(self, body: bytes, header: str | None, now: float | None = None) -> int:
         current = time.time() if now is None else now
         t = verify(self.secret, body, header, self.tolerance_s, current)
-        assert header is not None
-        if header in self._seen:
+        _, nonce, _ = parse(header)
+        if nonce in self._seen:
             raise SignatureError("this delivery was received before (a replay)")
-        for old in [h for h, at in self._seen.items() if current - at > self.tolerance_s]:
+        for old in [n for n, at in self._seen.items() if current - at > self.tolerance_s]:
             del self._seen[old]
-        self._seen[header] = t
+        self._seen[nonce] = t
         return t

@@ -70,7 +70,7 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -101,4 +101,4 @@ class Webhook:
             return
         if r.status_code in (408, 429) or r.status_code >= 500:
             raise Retryable(f"HTTP {r.status_code}", retry_after(r.headers.get("retry-after")))
-        raise Refused(f"HTTP {r.status_code}: {r.text[:200]}")
+        raise Refused(f"HTTP {r.status_code} ({len(r.content)} bytes; the body is not kept: it may hold personal data)")
