@@ -272,6 +272,10 @@ def test_transitions_page_and_stream_live(tmp_path: Path, receiver: Receiver) ->
                     got.append(orjson.loads(line[5:]))
                     if got[-1]["user"] == "u9":
                         break
+        before = outbox_keys(http)
+        r = http.post("/v1/segments/preview", json={"config": RULES.replace("1h", "2h")}, auth=ADMIN)
+        assert r.status_code == 200 and r.json()["segments"]
+        assert outbox_keys(http) == before  # a preview replays history in engines of its own: nothing is decided
     assert [g["key"] for g in got[: len(decided) - 3]] == [d["key"] for d in decided[3:]]
     assert (
         got[-1]["segment"] == "carted_1h" and got[-1]["kind"] == "enter" and got[-1]["cursor"] > decided[-1]["cursor"]
