@@ -21,9 +21,9 @@ from features.table import table_to_events
 from models.intent_online import OnlineIntentModel
 from serving.app import create_app
 from serving.engine import Engine
+from serving.regime import build_features, intent_feature_names, load_config
 from serving.scorers import Scorers
 from serving.server import ServerThread
-from serving.service import build_features, intent_feature_names, load_config
 from serving.settings import Settings
 from training.synthetic import generate
 

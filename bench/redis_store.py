@@ -23,8 +23,8 @@ from features.events import Event
 from features.table import table_to_events
 from models.intent_online import OnlineIntentModel
 from serving.engine import Engine
+from serving.regime import build_features, intent_feature_names, load_config
 from serving.scorers import Scorers
-from serving.service import build_features, intent_feature_names, load_config
 from serving.store import RedisStore
 from training.synthetic import generate
 

@@ -26,8 +26,8 @@ from segments.membership import Memberships, evaluate, next_due
 from serving.engine import Engine
 from serving.log import EventLog
 from serving.preview import preview
+from serving.regime import build_features, intent_feature_names, load_config, loads_config
 from serving.scorers import Scorers
-from serving.service import build_features, intent_feature_names, load_config, loads_config
 from training.datasets import build, cluster_features, user_vectors
 from training.synthetic import generate
 

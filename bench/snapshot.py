@@ -19,9 +19,10 @@ from bench.report import emit
 from features.events import Event
 from models.intent_online import OnlineIntentModel
 from serving.app import create_app
+from serving.regime import intent_feature_names
 from serving.scorers import Scorers
 from serving.server import ServerThread
-from serving.service import Service, intent_feature_names
+from serving.service import Service
 from serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -419,8 +419,8 @@ def segments_preview(
     from models.intent_online import OnlineIntentModel
     from segments.config import ConfigError
     from serving.preview import preview
+    from serving.regime import intent_feature_names, load_config
     from serving.scorers import Scorers
-    from serving.service import intent_feature_names, load_config
 
     try:
         old, new = load_config(against), load_config(config)

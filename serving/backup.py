@@ -17,12 +17,39 @@ import shutil
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving import snapshot
 
+if TYPE_CHECKING:
+    from serving.service import Service
+
 MANIFEST = "backup.json"
 FILES = ("snapshot.bin", "events.db", "quarantine.db", "segments.yaml")
+
+
+def start(service: Service, target: Path) -> snapshot.Writer:
+    """Begin a backup of a running service into ``target`` (new or empty): its
+    snapshot is written by a forked child; :func:`finish` copies the rest."""
+    engine = service.engine
+    assert engine is not None
+    empty_target(target).mkdir(parents=True, exist_ok=True)
+    writer = snapshot.Writer(target / "snapshot.bin", target / "snapshot.prev.bin", fsync=True)
+    writer.start(engine.export_state, engine.seq, background=True)
+    return writer
+
+
+def finish(service: Service, target: Path, writer: snapshot.Writer) -> dict[str, Any]:
+    """The log, the quarantine and the config copied after the snapshot's
+    fork (safe in a worker thread: connections of their own); the manifest."""
+    assert service.engine is not None and writer.seq is not None
+    if not writer.poll(block=True):
+        raise OSError("the backup's snapshot could not be written")
+    state = service.settings.state_dir
+    log_seq = copy_database(state / "events.db", target / "events.db")
+    copy_database(state / "quarantine.db", target / "quarantine.db")
+    shutil.copy2(service.settings.segments, target / "segments.yaml")
+    return manifest(target, writer.seq, log_seq, service.engine.config.config_id)
 
 
 def empty_target(path: Path) -> Path:

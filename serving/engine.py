@@ -33,6 +33,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
+import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -454,3 +456,20 @@ def _user_in(saved: list[Any]) -> UserState:
 
 def _unkeyed_tombstone(pid: str) -> str:
     return "erased_" + hashlib.blake2b(pid.encode(), digest_size=16).hexdigest()
+
+
+def retire(engine: Engine) -> None:
+    """Let a replaced engine go a piece at a time in a thread of its own:
+    freeing it in one go would hold the interpreter for as long."""
+
+    def dismantle() -> None:
+        for part in (engine.users, engine._seen, engine._due):
+            while part:
+                for _ in range(min(len(part), 1000)):
+                    part.popitem()
+                time.sleep(0)
+        if isinstance(engine.store, MemoryStore):
+            while engine.store.forget_some(1000):
+                time.sleep(0)
+
+    threading.Thread(target=dismantle, name="segflow-retire", daemon=True).start()

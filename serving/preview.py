@@ -19,8 +19,8 @@ from features.events import Event, format_ms
 from segments.config import SegmentConfig, as_dict
 from serving.engine import DAY_MS, Engine
 from serving.outbox import Change
+from serving.regime import build_features
 from serving.scorers import Scorers
-from serving.service import build_features
 
 
 @dataclass

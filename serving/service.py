@@ -16,9 +16,7 @@ import copy
 import dataclasses
 import gc
 import logging
-import shutil
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,57 +24,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from features.defaults import DEFAULT_SPECS, RULE_SPECS
 from features.events import Event, SegmentParser
 from features.online import FeatureSet
 from features.pseudonyms import Pseudonymizer, load_key
-from segments import config as segment_config
 from segments.config import SegmentConfig
-from segments.timeline import feature_set_for
-from serving import backup, snapshot
+from serving import snapshot
 from serving.destinations.config import Destinations
 from serving.destinations.fields import Fields
 from serving.destinations.ledger import Ledger
-from serving.engine import DAY_MS, Engine, Outcome
+from serving.engine import DAY_MS, Engine, Outcome, retire
 from serving.log import EventLog, Record
 from serving.outbox import Change
 from serving.quarantine import Quarantine
 from serving.recovery import ADVANCE, Replay, net_changes, replay_into
+from serving.regime import build_features, intent_feature_names, load_config, loads_config, longest_window_ms
 from serving.scorers import Scorers, load_scorers
 from serving.settings import Settings
 from serving.store import MemoryStore, StateStore, open_store
 
 log = logging.getLogger("segflow.service")
-
-BASE_SPECS = RULE_SPECS
-
-
-def build_features(config: SegmentConfig, scorers: Scorers | None = None) -> FeatureSet:
-    """The default specs and habits, the specs the models bring (the cluster
-    model's), and every spec the rules derive."""
-    specs = list(BASE_SPECS)
-    names = {s.name for s in specs}
-    for spec in scorers.specs if scorers is not None else ():
-        if spec in specs:
-            continue
-        if spec.name in names:
-            raise ValueError(f"a model defines the feature {spec.name} differently from the service")
-        specs.append(spec)
-        names.add(spec.name)
-    return feature_set_for(config, specs)
-
-
-def load_config(path: str | Path) -> SegmentConfig:
-    """A segment config whose rules may name any base feature."""
-    return segment_config.load(path, BASE_SPECS)
-
-
-def loads_config(text: str, source: str = "segments.yaml") -> SegmentConfig:
-    return segment_config.loads(text, source, BASE_SPECS)
-
-
-def intent_feature_names() -> tuple[str, ...]:
-    return tuple(s.name for s in DEFAULT_SPECS)
 
 
 @dataclass
@@ -440,26 +406,6 @@ class Service:
             if self.ledger is not None:
                 self.ledger.trim()
 
-    def start_backup(self, target: Path) -> snapshot.Writer:
-        """Begin a backup into ``target`` (new or empty): its snapshot is
-        written by a forked child; :meth:`finish_backup` copies the rest."""
-        assert self.engine is not None
-        backup.empty_target(target).mkdir(parents=True, exist_ok=True)
-        writer = snapshot.Writer(target / "snapshot.bin", target / "snapshot.prev.bin", fsync=True)
-        writer.start(self.engine.export_state, self.engine.seq, background=True)
-        return writer
-
-    def finish_backup(self, target: Path, writer: snapshot.Writer) -> dict[str, Any]:
-        """The log, the quarantine and the config copied after the snapshot's
-        fork (safe in a worker thread: connections of their own); the manifest."""
-        assert self.engine is not None and writer.seq is not None
-        if not writer.poll(block=True):
-            raise OSError("the backup's snapshot could not be written")
-        log_seq = backup.copy_database(self.settings.state_dir / "events.db", target / "events.db")
-        backup.copy_database(self.settings.state_dir / "quarantine.db", target / "quarantine.db")
-        shutil.copy2(self.settings.segments, target / "segments.yaml")
-        return backup.manifest(target, writer.seq, log_seq, self.engine.config.config_id)
-
     @property
     def snapshot_busy(self) -> bool:
         """Whether a snapshot is being written in the background."""
@@ -588,29 +534,12 @@ class Service:
         if engine is not old:
             self.engine = engine
             self._set_generation(self.generation + 1)
-            _retire(old)
+            retire(old)
         self.changed()
         self.parser = self._parser(engine)
         self.readiness = Readiness(True, self._notes(scorers))
         self.save_snapshot(background=True)
         return {"config_id": rebuild.config.config_id, "models": scorers.versions, "events_replayed": replayed}
-
-
-def _retire(engine: Engine) -> None:
-    """Let a replaced engine go a piece at a time in a thread of its own:
-    freeing it in one go would hold the interpreter for as long."""
-
-    def dismantle() -> None:
-        for part in (engine.users, engine._seen, engine._due):
-            while part:
-                for _ in range(min(len(part), 1000)):
-                    part.popitem()
-                time.sleep(0)
-        if isinstance(engine.store, MemoryStore):
-            while engine.store.forget_some(1000):
-                time.sleep(0)
-
-    threading.Thread(target=dismantle, name="segflow-retire", daemon=True).start()
 
 
 @dataclass
@@ -623,12 +552,3 @@ class Rebuild:
     scorers: Scorers
     engine: Engine | None
     upto: int
-
-
-def longest_window_ms(features: FeatureSet) -> int:
-    longest = 0
-    for spec in features.specs:
-        within = getattr(spec, "within_ms", 0)
-        if isinstance(within, int):
-            longest = max(longest, within)
-    return longest

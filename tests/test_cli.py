@@ -66,9 +66,9 @@ def test_replay_feeds_a_running_server(tmp_path: Path) -> None:
     from features.table import write_table
     from models.intent_online import OnlineIntentModel
     from serving.app import create_app
+    from serving.regime import intent_feature_names
     from serving.scorers import Scorers
     from serving.server import ServerThread
-    from serving.service import intent_feature_names
     from serving.settings import Settings
     from training.synthetic import generate
 

@@ -22,9 +22,9 @@ from cli.main import app as app_cli
 from features.events import Event, to_payload
 from models.intent_online import OnlineIntentModel
 from serving.app import create_app
+from serving.regime import intent_feature_names
 from serving.scorers import Scorers
 from serving.server import ServerThread
-from serving.service import intent_feature_names
 from serving.settings import Settings
 from tests.receiver import Receiver, fail
 

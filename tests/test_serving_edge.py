@@ -26,9 +26,10 @@ from features.events import Event, format_ms
 from models.intent_online import OnlineIntentModel
 from serving.app import create_app
 from serving.keys import ApiKey, new_key, read_keys_file, write_keys_file
+from serving.regime import intent_feature_names
 from serving.scorers import Scorers
 from serving.server import ServerThread
-from serving.service import Service, intent_feature_names
+from serving.service import Service
 from serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -389,7 +390,7 @@ def test_a_backup_under_load_restores_to_the_state_at_its_log_position(tmp_path:
 
     from serving.engine import Engine
     from serving.log import decode_event
-    from serving.service import build_features, load_config
+    from serving.regime import build_features, load_config
 
     settings = settings_for(tmp_path / "state")
     target = tmp_path / "backup"

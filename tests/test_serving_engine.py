@@ -25,8 +25,9 @@ from models.clusters import ClusterModel
 from models.intent_online import OnlineIntentModel
 from segments import config as segment_config
 from serving.engine import Engine
+from serving.regime import BASE_SPECS, build_features, intent_feature_names
 from serving.scorers import Scorers
-from serving.service import BASE_SPECS, Service, build_features, intent_feature_names
+from serving.service import Service
 from serving.settings import Settings
 from serving.store import MemoryStore, open_store
 from training.datasets import cluster_features, user_vectors

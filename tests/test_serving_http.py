@@ -19,8 +19,8 @@ from features.offline import OfflineFeatures
 from features.table import events_to_table, table_to_events
 from models.intent_online import OnlineIntentModel
 from serving.engine import Engine
+from serving.regime import build_features, intent_feature_names, load_config
 from serving.scorers import Scorers
-from serving.service import build_features, intent_feature_names, load_config
 from tests.servers import READ, SEGMENTS, WRITE, Server
 from training.synthetic import generate
 

@@ -13,8 +13,9 @@ from pydantic import SecretStr
 from features.events import Event
 from models.intent_online import OnlineIntentModel
 from serving.log import EventLog
+from serving.regime import intent_feature_names
 from serving.scorers import Scorers
-from serving.service import Service, intent_feature_names
+from serving.service import Service
 from serving.settings import Settings
 
 T0 = 1_790_000_000_000 - 1_790_000_000_000 % 3_600_000

@@ -12,8 +12,8 @@ from features.events import Event
 from features.table import events_to_table, write_table
 from models.intent_online import OnlineIntentModel
 from serving.preview import preview
+from serving.regime import intent_feature_names, loads_config
 from serving.scorers import Scorers
-from serving.service import intent_feature_names, loads_config
 
 T0 = 1_790_035_200_000  # midnight UTC
 H = 3_600_000

@@ -27,7 +27,8 @@ from features.defaults import DEFAULT_SPECS
 from features.events import format_ms
 from features.online import FeatureSet
 from models import registry
-from serving.service import Service, intent_feature_names
+from serving.regime import intent_feature_names
+from serving.service import Service
 from serving.settings import Settings
 from tests.servers import WRITE, Server
 

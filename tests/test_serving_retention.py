@@ -14,8 +14,9 @@ from pydantic import SecretStr
 from features.events import Event
 from models.intent_online import OnlineIntentModel
 from serving.log import SCHEMA_VERSION
+from serving.regime import intent_feature_names
 from serving.scorers import Scorers
-from serving.service import Service, intent_feature_names
+from serving.service import Service
 from serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +112,7 @@ def test_a_reload_rebuilds_beside_the_live_engine_while_ingest_and_erasure_go_on
     import threading
 
     from serving.engine import Engine
-    from serving.service import build_features, load_config
+    from serving.regime import build_features, load_config
 
     now = time.time_ns() // 1_000_000
     rules = tmp_path / "segments.yaml"

@@ -16,9 +16,9 @@ from schemathesis import GenerationMode
 
 from models.intent_online import OnlineIntentModel
 from serving.app import create_app
+from serving.regime import intent_feature_names
 from serving.scorers import Scorers
 from serving.server import ServerThread
-from serving.service import intent_feature_names
 from serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

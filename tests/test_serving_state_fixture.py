@@ -12,8 +12,9 @@ import pytest
 from pydantic import SecretStr
 
 from models.intent_online import OnlineIntentModel
+from serving.regime import intent_feature_names
 from serving.scorers import Scorers
-from serving.service import Service, intent_feature_names
+from serving.service import Service
 from serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

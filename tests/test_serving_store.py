@@ -17,8 +17,8 @@ from features.online import FeatureSet, Profile
 from features.table import table_to_events
 from models.intent_online import OnlineIntentModel
 from serving.engine import Engine
+from serving.regime import build_features, intent_feature_names, load_config
 from serving.scorers import Scorers
-from serving.service import build_features, intent_feature_names, load_config
 from serving.store import MemoryStore, RedisStore, StateStore, open_store
 from training.synthetic import generate
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from features.events import EARLIEST_MS, LATEST_MS
 from segments.config import ConfigError
+from serving import backup
 from serving.routes.deps import Admin, MetricsDep, ServiceDep
 from serving.routes.events import change_json
 
@@ -99,7 +100,7 @@ async def take_backup(body: BackupRequest, service: ServiceDep) -> dict[str, Any
     restore`` puts it into a fresh state directory."""
     target = Path(body.to)
     try:
-        writer = service.start_backup(target)
-        return await run_in_threadpool(service.finish_backup, target, writer)
+        writer = backup.start(service, target)
+        return await run_in_threadpool(backup.finish, service, target, writer)
     except (ValueError, OSError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [str(exc)]) from None

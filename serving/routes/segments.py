@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 
 from segments.config import ConfigError
 from serving.preview import preview
+from serving.regime import loads_config
 from serving.routes.deps import Admin, EngineDep, Reader, ServiceDep
-from serving.service import loads_config
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"], dependencies=[Reader])
 
