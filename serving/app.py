@@ -25,7 +25,6 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import Guard, ring_of
-from serving.destinations.dispatcher import Stats as DeliveryStats
 from serving.destinations.pool import Dispatchers
 from serving.metrics import Metrics
 from serving.routes import destinations, events, operations, profiles, quarantine, segments, transitions
@@ -75,9 +74,9 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
     app.state.service = service
     app.state.guard = Guard(ring_of(settings), settings)
 
-    def deliveries() -> dict[str, DeliveryStats]:
+    def deliveries() -> list[dict[str, Any]]:
         pool = getattr(app.state, "dispatchers", None)
-        return {n: d.stats for n, d in pool.by_name.items()} if pool is not None else {}
+        return pool.status() if pool is not None else []
 
     app.state.metrics = Metrics(lambda: service.engine, deliveries)
     routers = (events, profiles, segments, quarantine, operations, transitions, destinations)

@@ -17,6 +17,7 @@ Erasure deletes a user's rows and keeps only a tombstone (a keyed hash).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -159,12 +160,7 @@ class EventLog:
         self.path = path
         self.durability = durability
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL commits reach the OS on every commit (NORMAL: a crash of segflow loses
-        # nothing, and power loss cannot corrupt the file); FULL adds the fsync
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'NORMAL'}")
-        self._db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten, not left in free pages
+        self._db = connect(path, durability)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -280,26 +276,25 @@ class EventLog:
     def read_apart_all(self) -> Iterator[Logged]:
         """Every event in arrival order, as one consistent read through a
         read-only connection of its own (for a rebuild in another thread)."""
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-        try:
+        with self._apart() as db:
             yield from _rows(db.execute("SELECT seq, body, batch_end FROM events ORDER BY seq"))
-        finally:
-            db.close()
 
     def suppressed_apart(self) -> set[str]:
         """:meth:`suppressed` through a read-only connection of its own (from another thread)."""
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-        try:
+        with self._apart() as db:
             return {r[0] for r in db.execute("SELECT tombstone FROM suppressed")}
-        finally:
-            db.close()
 
     def read_apart(self) -> list[Event]:
         """Every logged event in arrival order, through a connection of its own
         (safe from another thread while this log keeps appending)."""
+        return [event for _, event, _ in self.read_apart_all()]
+
+    @contextlib.contextmanager
+    def _apart(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection of its own, closed after."""
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
-            return [decode_event(body) for (body,) in db.execute("SELECT body FROM events ORDER BY seq")]
+            yield db
         finally:
             db.close()
 
@@ -363,6 +358,18 @@ def _rows(cursor: sqlite3.Cursor) -> Iterator[Logged]:
     while rows := cursor.fetchmany(5000):
         for seq, body, end in rows:
             yield int(seq), decode_event(body), None if end is None else bool(end)
+
+
+def connect(path: Path, durability: str) -> sqlite3.Connection:
+    """A connection to one of the state's SQLite files, as every writer opens it:
+    autocommit (transactions are explicit), usable from the worker threads."""
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    # WAL commits reach the OS on every commit (NORMAL: a crash of segflow loses
+    # nothing, and power loss cannot corrupt the file); FULL adds the fsync
+    db.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'NORMAL'}")
+    db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten, not left in free pages
+    return db
 
 
 def checkpoint(db: sqlite3.Connection) -> bool:

@@ -7,13 +7,13 @@ and reasons, never user ids.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from serving.destinations.dispatcher import Stats as DeliveryStats
 from serving.engine import Engine
 
 
@@ -21,7 +21,7 @@ class Metrics:
     def __init__(
         self,
         engine: Callable[[], Engine | None],
-        deliveries: Callable[[], Mapping[str, DeliveryStats]] = dict,
+        deliveries: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
         self.registry = CollectorRegistry()
         self.rejects = Counter(
@@ -38,11 +38,10 @@ class Metrics:
 
 
 class _DeliveryCollector(Collector):
-    def __init__(self, deliveries: Callable[[], Mapping[str, DeliveryStats]]) -> None:
-        self._deliveries = deliveries
+    def __init__(self, deliveries: Callable[[], list[dict[str, Any]]]) -> None:
+        self._deliveries = deliveries  # each destination's status, read from its ledger when scraped
 
     def collect(self) -> Iterator[Metric]:
-        by_name = self._deliveries()
         label = ["destination"]
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
             "delivered": CounterMetricFamily("segflow_destination_delivered", "Changes delivered", labels=label),
@@ -60,10 +59,11 @@ class _DeliveryCollector(Collector):
             labels=["destination"],
         )
         now = time.time()
-        for name, s in sorted(by_name.items()):
+        for status in self._deliveries():
+            name, counted, first = status["name"], status["since_start"], status["oldest_undelivered_ms"]
             for field, family in families.items():
-                family.add_metric([name], getattr(s, field))
-            oldest.add_metric([name], max(now - s.oldest_ms / 1000, 0.0) if s.oldest_ms is not None else 0.0)
+                family.add_metric([name], status["counts"]["pending"] if field == "queued" else counted[field])
+            oldest.add_metric([name], max(now - first / 1000, 0.0) if first is not None else 0.0)
         yield from families.values()
         yield oldest
 

@@ -12,7 +12,6 @@ first beyond ``quarantine_max``; erasure removes a user's entries.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import orjson
 
 from features.values import plain_json
-from serving.log import Durability, checkpoint
+from serving.log import Durability, checkpoint, connect
 
 log = logging.getLogger("segflow.quarantine")
 Refused = tuple[str | None, list[tuple[str, str]], Any]  # profile id, problems, scrubbed payload
@@ -69,10 +68,7 @@ class Quarantine:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_rows = max_rows
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'NORMAL'}")
-        self._db.execute("PRAGMA secure_delete=ON")
+        self._db = connect(path, durability)
         self._db.executescript(_SCHEMA)
 
     def add(self, received_ms: int, kind: str | None, held: Sequence[Refused]) -> int:

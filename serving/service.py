@@ -58,6 +58,7 @@ class Service:
         self.settings = settings
         self.pseudonymizer = Pseudonymizer(load_key())
         self._given_scorers = copy.deepcopy(scorers)  # as given: each start or reload begins from these
+        self._registered: Scorers | None = None  # as the registry had them at the last start or reload
         self.readiness = Readiness()
         self.engine: Engine | None = None
         self.log: EventLog | None = None
@@ -106,6 +107,7 @@ class Service:
 
     def start(self) -> Service:
         s = self.settings
+        self._registered = None
         self.destinations = Destinations.load(s.destinations)  # a broken file stops the start, naming the problem
         self.log = EventLog(s.state_dir / "events.db", s.durability)
         self.ledger = Ledger(s.state_dir / "events.db", s.durability)
@@ -123,7 +125,7 @@ class Service:
             fired = self.engine.advance(at - 1)
             self._record(self.engine, "rebuild", self.settings.segments.read_text(), fired, at)
         else:
-            self.reload()  # the config file or the models changed while the service was down
+            self.finish_reload(self.prepare_reload(reread=False))  # the config or models changed while it was down
         scorers = self.engine.scorers
         # the recovered state lives as long as the process: keep the cyclic GC from rescanning it
         gc.collect()
@@ -134,9 +136,15 @@ class Service:
         return self
 
     def _scorers(self) -> Scorers:
+        """A fresh copy of the models in force: as given, or as registered
+        (read from the registry once a start or a reload, not at each use)."""
         if self._given_scorers is not None:
             return copy.deepcopy(self._given_scorers)
-        return load_scorers(intent_feature_names(), self.settings.model_alias, self.settings.tracking_uri)
+        if self._registered is None:
+            self._registered = load_scorers(
+                intent_feature_names(), self.settings.model_alias, self.settings.tracking_uri
+            )
+        return copy.deepcopy(self._registered)
 
     def _notes(self, scorers: Scorers) -> list[str]:
         notes = []
@@ -451,7 +459,7 @@ class Service:
         """New config and models, swapped in (:meth:`prepare_reload` then :meth:`finish_reload`)."""
         return self.finish_reload(self.prepare_reload())
 
-    def prepare_reload(self) -> Rebuild:
+    def prepare_reload(self, reread: bool = True) -> Rebuild:
         """Load the config and models again and, under another config, build
         the new engine from the log as it stands. Safe in a worker thread while
         the service goes on serving: it reads the log through a connection of
@@ -459,6 +467,8 @@ class Service:
         assert self.engine is not None and self.log is not None
         text = self.settings.segments.read_text()
         config = loads_config(text, str(self.settings.segments))
+        if reread:
+            self._registered = None  # the registry again: a model may have been promoted
         scorers = self._scorers()
         old = self.engine
         digest = build_features(config, scorers).digest

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiolimiter import AsyncLimiter
@@ -80,10 +80,6 @@ class Stats:
     dead: int = 0
     cancelled: int = 0
     in_flight: int = 0
-    max_in_flight: int = 0
-    queued: int = 0
-    oldest_ms: int | None = None
-    latency_ms: list[int] = field(default_factory=list)  # recorded to delivered, the last 10,000
 
 
 class Dispatcher:
@@ -104,7 +100,6 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(d.concurrency)
         self._limiter = AsyncLimiter(d.rate_per_s, 1.0)
         self._wait = RetryAfterOr(wait_exponential_jitter(initial=d.backoff_initial_s, max=d.backoff_max_s))
-        self._looked = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -116,7 +111,6 @@ class Dispatcher:
                 try:
                     self.admit()
                     self.dispatch()
-                    self._gauges()
                 except Exception:  # the ledger or the log failed: try again shortly, never stop
                     log.exception("destination %s: dispatch failed", self.destination.name)
                 with contextlib.suppress(TimeoutError):
@@ -241,8 +235,6 @@ class Dispatcher:
             done = now_ms()
             self.ledger.delivered(name, ids, done)
             self.stats.delivered += len(ids)
-            self.stats.latency_ms.extend(done - x.entry.recorded_ms for x in batch if x.entry.id in ids)
-            del self.stats.latency_ms[:-10_000]
         except (Retryable, Refused) as exc:
             self._dead(ids, f"{type(exc).__name__}: {exc}")
         except asyncio.CancelledError:
@@ -265,7 +257,6 @@ class Dispatcher:
                 return ids, bodies
             self.stats.attempts += 1
             self.stats.in_flight += 1
-            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
             try:
                 await self.sender.send(bodies)
             finally:
@@ -283,10 +274,3 @@ class Dispatcher:
         self.ledger.dead(self.destination.name, ids, reason)
         self.stats.dead += len(ids)
         log.warning("destination %s: %d deliveries dead-lettered (%s)", self.destination.name, len(ids), reason)
-
-    def _gauges(self) -> None:
-        if time.monotonic() - self._looked < 1.0:
-            return
-        self._looked = time.monotonic()
-        self.stats.queued = self.ledger.counts(self.destination.name)[PENDING]
-        self.stats.oldest_ms = self.ledger.oldest_pending_ms(self.destination.name)

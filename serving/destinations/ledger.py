@@ -13,13 +13,12 @@ have failed.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.log import Transaction, checkpoint
+from serving.log import Transaction, checkpoint, connect
 from serving.outbox import Entry
 
 SCHEMA = """
@@ -68,11 +67,7 @@ class Admission:
 
 class Ledger:
     def __init__(self, path: Path, durability: str = "process") -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'NORMAL'}")
-        self._db.execute("PRAGMA busy_timeout = 5000")
-        self._db.execute("PRAGMA secure_delete=ON")
+        self._db = connect(path, durability)  # beside the log's own: sqlite3's 5 s busy wait between them
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ sharing one HTTP client, woken whenever the outbox gains changes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import httpx
@@ -52,6 +53,6 @@ class Dispatchers:
                 "counts": self.ledger.counts(name), "cursor": self.ledger.cursor(name) or 0,
                 "outbox_last": d.outbox.last_change_id(),
                 "attempts": s.attempts, "retries": s.retries, "in_flight": s.in_flight,
-                "oldest_undelivered_ms": oldest,
+                "oldest_undelivered_ms": oldest, "since_start": dataclasses.asdict(s),
             })  # fmt: skip
         return out
