@@ -1,5 +1,6 @@
 """``segflow destinations``: where segment changes go, through a running
-service's admin routes: status, dead letters (or any status), replay."""
+service's admin routes: status, dead letters (or any status), replay,
+reconciliation of email platforms, the suppression list, vault key rotation."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import typer
 
 from cli.admin import KEY_OPTION, URL_OPTION, call
 
-app = typer.Typer(help="Destinations: status, dead letters, replay.", no_args_is_help=True)
+app = typer.Typer(help="Destinations: status, dead letters, replay, reconcile, suppress.", no_args_is_help=True)
 
 
 @app.command("status")
@@ -47,3 +48,47 @@ def replay(
     """Send the dead letters (or the cancelled deliveries, or only some keys) again, from a first attempt."""
     body = {"status": state, "keys": only}
     typer.echo(json.dumps(call("POST", f"/v1/admin/destinations/{name}/replay", url, key, json=body)))
+
+
+@app.command("reconcile")
+def reconcile(
+    name: Annotated[str, typer.Argument(help="a configured Klaviyo or Mailchimp destination")],
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+    key: Annotated[str | None, KEY_OPTION] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only say what would change")] = False,
+) -> None:
+    """Make the platform's lists or tags hold exactly segflow's members who may get email."""
+    path = f"/v1/admin/destinations/{name}/reconcile"
+    found = call("POST", path, url, key, dry_run=str(dry_run).lower())
+    for s in found["segments"]:
+        done = "would add" if dry_run else "added"
+        gone = "would remove" if dry_run else "removed"
+        adds, removes = (s["missing"], s["extra"]) if dry_run else (s["added"], s["removed"])
+        skipped = ", ".join(f"{n} {why}" for why, n in s["skipped"].items())
+        typer.echo(
+            f"{name} {s['segment']}: {s['members']} members, {s['listed']} listed; {done} {adds}, {gone} {removes}"
+            + (f"; skipped: {skipped}" if skipped else "")
+        )
+
+
+@app.command("suppress")
+def suppress(
+    file: Annotated[typer.FileText, typer.Argument(help="user ids or email addresses, one a line (- for stdin)")],
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+    key: Annotated[str | None, KEY_OPTION] = None,
+    reason: Annotated[str, typer.Option(help="kept with each entry")] = "suppression list",
+    lift: Annotated[bool, typer.Option("--lift", help="remove them from the list instead (a renewed consent)")] = False,
+) -> None:
+    """Email suppression: these people get no enter deliveries to email destinations (exits still go)."""
+    who = [line.strip() for line in file if line.strip() and not line.startswith("#")]
+    body: dict[str, object] = {"remove": who} if lift else {"add": who, "reason": reason}
+    typer.echo(json.dumps(call("POST", "/v1/admin/suppressions", url, key, json=body)))
+
+
+@app.command("rotate-vault-key")
+def rotate_vault_key(
+    url: Annotated[str, URL_OPTION] = "http://127.0.0.1:8000",
+    key: Annotated[str | None, KEY_OPTION] = None,
+) -> None:
+    """A new contact-vault key; every contact sealed again under it."""
+    typer.echo(json.dumps(call("POST", "/v1/admin/vault/rotate", url, key)))

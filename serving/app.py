@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serving.auth import Guard, ring_of
 from serving.destinations.pool import Dispatchers
 from serving.metrics import Metrics
-from serving.routes import destinations, events, operations, profiles, quarantine, segments, transitions
+from serving.routes import destinations, events, operations, people, profiles, quarantine, segments, transitions
 from serving.routes.deps import Reader
 from serving.scorers import Scorers
 from serving.service import Service
@@ -46,7 +46,7 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start()
         assert service.ledger is not None and service.log is not None
-        dispatchers = Dispatchers(service.destinations, service.ledger, service.log, service.fields())
+        dispatchers = Dispatchers(service.destinations, service.ledger, service.log, service.fields(), service.people)
         app.state.dispatchers = dispatchers
         service.changed = dispatchers.wake
         dispatchers.start()
@@ -79,7 +79,7 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
         return pool.status() if pool is not None else []
 
     app.state.metrics = Metrics(lambda: service.engine, deliveries)
-    routers = (events, profiles, segments, quarantine, operations, transitions, destinations)
+    routers = (events, profiles, people, segments, quarantine, operations, transitions, destinations)
     for router in (r.router for r in routers):
         app.include_router(router)
     app.add_api_route(

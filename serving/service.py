@@ -19,28 +19,31 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from features.contacts import Sighting
 from features.events import Event, SegmentParser
 from features.online import FeatureSet
 from features.pseudonyms import Pseudonymizer, load_key
 from segments.config import SegmentConfig
 from serving import snapshot
-from serving.destinations.config import Destinations
+from serving.destinations.config import PLATFORMS, Destinations
 from serving.destinations.fields import Fields
 from serving.destinations.ledger import Ledger
 from serving.engine import DAY_MS, Engine, Outcome, retire
 from serving.log import EventLog, Record
 from serving.outbox import Change
+from serving.people import People
 from serving.quarantine import Quarantine
 from serving.recovery import ADVANCE, Replay, net_changes, replay_into
 from serving.regime import build_features, intent_feature_names, load_config, loads_config, longest_window_ms
 from serving.scorers import Scorers, load_scorers
 from serving.settings import Settings
 from serving.store import MemoryStore, StateStore, open_store
+from serving.vault import VaultKeys
 
 log = logging.getLogger("segflow.service")
 
@@ -64,6 +67,7 @@ class Service:
         self.log: EventLog | None = None
         self.quarantine: Quarantine | None = None
         self.ledger: Ledger | None = None  # where each change stands with each destination
+        self.people: People | None = None  # contacts (the vault), consent, deletion requests owed
         self.destinations = Destinations()
         self.changed: Callable[[], None] = lambda: None  # told when the outbox gains changes (the dispatchers)
         self.parser: SegmentParser | None = None  # checks what the features in force read
@@ -117,6 +121,8 @@ class Service:
             previous = None
         self.generation = previous or 0
         self.quarantine = Quarantine(s.state_dir / "quarantine.db", s.durability, s.quarantine_max)
+        keys = VaultKeys.load(s.vault_key_file)
+        self.people = People(s.state_dir, self.pseudonymizer, keys, s.durability, keep_raw=s.vault)
         self.engine = self._recover(self.generation + 1)
         self._set_generation(self.generation + 1)  # and the last run's profiles go (erasure leaves none behind)
         self.parser = self._parser(self.engine)
@@ -287,14 +293,19 @@ class Service:
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None
+        if self.people is not None:
+            self.people.close()
+            self.people = None
 
     # -- work ------------------------------------------------------------------
 
-    def ingest(self, events: list[Event]) -> Outcome:
-        """Accept events. They are in the log before they are applied: if
-        applying fails, the state is rebuilt from the snapshot and the log
-        (so what the log holds is applied exactly once) before the error goes on."""
-        assert self.engine is not None
+    def ingest(self, events: list[Event], sightings: Sequence[Sighting] = ()) -> Outcome:
+        """Accept events (and the contacts their identify calls gave, for the
+        vault). They are in the log before they are applied: if applying
+        fails, the state is rebuilt from the snapshot and the log (so what the
+        log holds is applied exactly once) before the error goes on."""
+        assert self.engine is not None and self.people is not None
+        self.people.observe(events, [s for s in sightings if not self.is_erased(s.profile_id)])
         applied = self.engine.stats.events
         try:
             outcome = self.engine.ingest(events)
@@ -442,6 +453,9 @@ class Service:
             known = self.quarantine.erase(profile_id) > 0 or known
         if self.ledger is not None:
             self.ledger.erase(profile_id)
+        if self.people is not None:
+            platforms = [d.name for d in self.destinations.destinations if d.kind in PLATFORMS]
+            known = self.people.erase(profile_id, platforms) or known
         self._erasure_waits += 1
         self._wal_dirty = True
         if wait:

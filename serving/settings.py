@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=lambda: segflow_home() / "state")
     segments: Path = Path("config/segments.yaml")
     destinations: Path = Path("config/destinations.yaml")  # where changes are delivered (none when absent)
+    vault: bool = True  # keep identify's email and phone, sealed (off: only Mailchimp's subscriber hash)
+    vault_key_file: Path | None = None  # default $SEGFLOW_HOME/vault.key ($SEGFLOW_VAULT_KEYS wins)
     clock: Literal["wall", "event"] = "wall"
     durability: Literal["process", "power"] = "process"
     store: str = Field(default="memory", pattern=r"^(memory|rediss?://.+|unix://.+)$")  # where profiles live

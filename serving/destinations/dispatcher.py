@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,11 +38,14 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from serving.destinations.config import Destination
+from serving.destinations.config import AnyDestination
 from serving.destinations.fields import Fields
-from serving.destinations.ledger import CANCELLED, PENDING, Admission, Delivery, Ledger
-from serving.destinations.webhook import Refused, Retryable, payload
+from serving.destinations.http import Refused, Retryable
+from serving.destinations.ledger import CANCELLED, PENDING, SUPPRESSED, Admission, Delivery, Ledger
+from serving.destinations.sync import Person
+from serving.destinations.webhook import payload
 from serving.log import EventLog
+from serving.people import People
 
 log = logging.getLogger("segflow.destinations")
 
@@ -51,7 +54,9 @@ RETRY_AFTER_MARGIN_S = 0.005  # timers may wake a hair early: never before the r
 
 
 class Sender(Protocol):
-    async def send(self, deliveries: Sequence[dict[str, Any]]) -> None: ...
+    async def send(self, deliveries: Sequence[dict[str, Any]]) -> Mapping[str, str]:
+        """Deliver a batch; the keys it skipped, with why (a user the platform does not know)."""
+        ...
 
 
 def now_ms() -> int:
@@ -79,6 +84,9 @@ class Stats:
     retries: int = 0
     dead: int = 0
     cancelled: int = 0
+    suppressed: int = 0
+    skipped: int = 0
+    deletions: int = 0
     in_flight: int = 0
 
 
@@ -86,13 +94,20 @@ class Dispatcher:
     """Delivers one destination's changes from the outbox."""
 
     def __init__(
-        self, destination: Destination, ledger: Ledger, outbox: EventLog, sender: Sender, fields: Fields
+        self,
+        destination: AnyDestination,
+        ledger: Ledger,
+        outbox: EventLog,
+        sender: Sender,
+        fields: Fields,
+        people: People | None = None,
     ) -> None:
         d = self.destination = destination
         self.ledger = ledger
         self.outbox = outbox
         self.sender = sender
         self.fields = fields
+        self.people = people if destination.email else None  # consent matters to email destinations only
         self.stats = Stats()
         self._wake = asyncio.Event()
         self._busy: set[str] = set()  # users with a batch in flight or waiting for its retry
@@ -111,6 +126,7 @@ class Dispatcher:
                 try:
                     self.admit()
                     self.dispatch()
+                    await self.erasures()
                 except Exception:  # the ledger or the log failed: try again shortly, never stop
                     log.exception("destination %s: dispatch failed", self.destination.name)
                 with contextlib.suppress(TimeoutError):
@@ -136,41 +152,66 @@ class Dispatcher:
             cancels: list[tuple[int, str]] = []
             held: dict[tuple[str, str], int] = {}  # this round's held enters: index into admissions
             counted: dict[tuple[str, str], list[int]] = {}  # this round's deliveries' instants per user and segment
+            barred: dict[tuple[str, str], bool] = {}  # whether this round's latest change was a suppressed enter
             for e in entries:
                 if not d.wants(e.segment, e.kind):
                     continue
                 user_segment = (e.profile_id, e.segment)
-                if d.flap_guard_ms and e.kind == "exit":
+                why = self._suppressed(e.profile_id, e.kind)
+                if why is None and e.kind == "exit" and self._enter_barred(user_segment, barred, name):
+                    why = "its enter was suppressed: nothing to remove"
+                barred[user_segment] = why is not None and e.kind == "enter"
+                if why is not None:
+                    admissions.append(Admission(e, SUPPRESSED, 0, why))
+                    continue
+                guard = getattr(d, "flap_guard_ms", 0)
+                if guard and e.kind == "exit":
                     i = held.pop(user_segment, None)
-                    if i is not None and e.at_ms - admissions[i].entry.at_ms <= d.flap_guard_ms:
+                    if i is not None and e.at_ms - admissions[i].entry.at_ms <= guard:
                         admissions[i] = Admission(
                             admissions[i].entry, CANCELLED, 0, "flap: left again within the guard"
                         )
                         admissions.append(Admission(e, CANCELLED, 0, "flap: entered within the guard"))
                         continue
                     found = None if e.profile_id in self._busy else self.ledger.held_enter(name, *user_segment)
-                    if found is not None and e.at_ms - found[1] <= d.flap_guard_ms:
+                    if found is not None and e.at_ms - found[1] <= guard:
                         cancels.append((found[0], "flap: left again within the guard"))
                         admissions.append(Admission(e, CANCELLED, 0, "flap: entered within the guard"))
                         continue
-                if d.frequency_cap is not None:
-                    cap = d.frequency_cap
+                cap = getattr(d, "frequency_cap", None)
+                if cap is not None:
                     recent = [t for t in counted.get(user_segment, []) if t >= e.at_ms - cap.per_ms]
                     sent = self.ledger.sent_since(name, e.profile_id, e.segment, e.at_ms - cap.per_ms)
                     if sent + len(recent) >= cap.count:
                         admissions.append(Admission(e, CANCELLED, 0, f"frequency cap: {cap.count} per {cap.per_ms} ms"))
                         continue
                     counted.setdefault(user_segment, []).append(e.at_ms)
-                hold = d.flap_guard_ms if (d.flap_guard_ms and e.kind == "enter") else 0
+                hold = guard if (guard and e.kind == "enter") else 0
                 if hold:
                     held[user_segment] = len(admissions)
                 admissions.append(Admission(e, PENDING, now + hold))
             self.ledger.admit(name, admissions, cancels, entries[-1].id, now)
             cancelled = sum(a.status == CANCELLED for a in admissions) + len(cancels)
+            suppressed = sum(a.status == SUPPRESSED for a in admissions)
             self.stats.cancelled += cancelled
-            admitted += len(admissions) - cancelled
+            self.stats.suppressed += suppressed
+            admitted += len(admissions) - cancelled - suppressed
             cursor = entries[-1].id
         return admitted
+
+    def _enter_barred(self, user_segment: tuple[str, str], barred: dict[tuple[str, str], bool], name: str) -> bool:
+        """Whether a user's latest enter to this email destination was suppressed (their exit has nothing to undo)."""
+        if self.people is None:
+            return False
+        if user_segment in barred:
+            return barred[user_segment]
+        return self.ledger.last_kind_status(name, *user_segment) == ("enter", SUPPRESSED)
+
+    def _suppressed(self, profile_id: str, kind: str) -> str | None:
+        """Why an enter is not sent to this email destination (exits always are)."""
+        if self.people is None or kind != "enter":
+            return None
+        return self.people.suppressed(profile_id)
 
     # -- sending -----------------------------------------------------------------
 
@@ -227,14 +268,19 @@ class Dispatcher:
                 before_sleep=lambda state: self._failed(ids, state),
                 reraise=True,
             )
+            skipped: Mapping[str, str] = {}
             async for attempt in retrying:
                 with attempt:
-                    ids, bodies = await self._attempt(ids, bodies)
+                    ids, bodies, skipped = await self._attempt(ids, bodies)
             if not ids:
-                return  # every user in it was erased meanwhile
-            done = now_ms()
-            self.ledger.delivered(name, ids, done)
-            self.stats.delivered += len(ids)
+                return  # every user in it was erased (or unsubscribed) meanwhile
+            by_key = {b["key"]: i for i, b in zip(ids, bodies, strict=True)}
+            if skipped:
+                self.ledger.skipped(name, [(by_key[k], why) for k, why in skipped.items() if k in by_key])
+                self.stats.skipped += len(skipped)
+            sent = [i for i, b in zip(ids, bodies, strict=True) if b["key"] not in skipped]
+            self.ledger.delivered(name, sent, now_ms())
+            self.stats.delivered += len(sent)
         except (Retryable, Refused) as exc:
             self._dead(ids, f"{type(exc).__name__}: {exc}")
         except asyncio.CancelledError:
@@ -246,22 +292,31 @@ class Dispatcher:
             self._busy -= users
             self.wake()
 
-    async def _attempt(self, ids: list[int], bodies: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
-        """One attempt of what is still pending of a batch; what it sent."""
+    async def _attempt(
+        self, ids: list[int], bodies: list[dict[str, Any]]
+    ) -> tuple[list[int], list[dict[str, Any]], Mapping[str, str]]:
+        """One attempt of what is still pending of a batch; what it sent, and what the destination skipped."""
         async with self._slots, self._limiter:
-            pending = self.ledger.attempting(self.destination.name, ids, now_ms())
-            if len(pending) < len(ids):  # erased since the batch was made: their bodies go too
+            name = self.destination.name
+            if self.people is not None:  # unsubscribed since admission: the enter is not sent
+                barred = [(i, why) for i, b in zip(ids, bodies, strict=True)
+                          if (why := self._suppressed(b["user"], b["kind"])) is not None]  # fmt: skip
+                if barred:
+                    self.ledger.suppress(name, barred)
+                    self.stats.suppressed += len(barred)
+            pending = self.ledger.attempting(name, ids, now_ms())
+            if len(pending) < len(ids):  # erased or suppressed since the batch was made: their bodies go too
                 kept = [(i, b) for i, b in zip(ids, bodies, strict=True) if i in pending]
                 ids, bodies = [i for i, _ in kept], [b for _, b in kept]
             if not ids:
-                return ids, bodies
+                return ids, bodies, {}
             self.stats.attempts += 1
             self.stats.in_flight += 1
             try:
-                await self.sender.send(bodies)
+                skipped = await self.sender.send(bodies)
             finally:
                 self.stats.in_flight -= 1
-        return ids, bodies
+        return ids, bodies, skipped
 
     def _failed(self, ids: list[int], state: RetryCallState) -> None:
         outcome = state.outcome
@@ -269,6 +324,30 @@ class Dispatcher:
         wait_s = state.next_action.sleep if state.next_action is not None else 0.0
         self.ledger.failed(self.destination.name, ids, reason, now_ms() + int(wait_s * 1000))
         self.stats.retries += 1
+
+    async def erasures(self) -> int:
+        """Send the deletion requests an erasure owes this destination; how many were sent."""
+        delete, people = getattr(self.sender, "delete", None), self.people
+        if people is None or delete is None:
+            return 0
+        d, sent = self.destination, 0
+        for profile_id, contact, attempts in people.deletions.due(d.name, now_ms()):
+            try:
+                outcome = await delete(Person(profile_id, contact))
+            except Retryable as exc:
+                if attempts + 1 >= d.max_attempts:
+                    people.deletions.done(d.name, profile_id, f"Retryable: {exc}", now_ms(), status="dead")
+                else:
+                    wait_s = exc.retry_after or min(d.backoff_initial_s * 2**attempts, d.backoff_max_s)
+                    people.deletions.retry(d.name, profile_id, str(exc), now_ms() + int(wait_s * 1000))
+                continue
+            except Refused as exc:
+                people.deletions.done(d.name, profile_id, f"Refused: {exc}", now_ms(), status="dead")
+                continue
+            people.deletions.done(d.name, profile_id, outcome, now_ms())
+            self.stats.deletions += 1
+            sent += 1
+        return sent
 
     def _dead(self, ids: list[int], reason: str) -> None:
         self.ledger.dead(self.destination.name, ids, reason)

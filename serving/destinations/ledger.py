@@ -6,7 +6,9 @@ together. Each destination has a cursor: the last outbox entry it has
 looked at. An entry it wants becomes a delivery, ``pending`` until it is
 ``delivered``, or ``dead`` (attempts or age exhausted: a dead letter, kept
 for ``segflow destinations replay``), or ``cancelled`` with a reason (the
-frequency cap, the flap guard). Attempts are counted before they are made,
+frequency cap, the flap guard), ``suppressed`` (an enter to an email
+destination for a user who gets no email, with why) or ``skipped`` (the
+platform does not know the user: no address, not in the audience). Attempts are counted before they are made,
 so after a crash a delivery is sent again only after an attempt that may
 have failed.
 """
@@ -29,7 +31,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     segment TEXT NOT NULL,
     kind TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
-    status TEXT NOT NULL,  -- pending, delivered, dead, cancelled
+    status TEXT NOT NULL,  -- pending, delivered, dead, cancelled, suppressed, skipped
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before_ms INTEGER NOT NULL,  -- held by the flap guard, or waiting for a retry
     reason TEXT,  -- the last error, or why it was cancelled or died
@@ -42,7 +44,8 @@ CREATE INDEX IF NOT EXISTS deliveries_user ON deliveries (profile_id, destinatio
 CREATE TABLE IF NOT EXISTS destination_cursors (destination TEXT PRIMARY KEY, after_id INTEGER NOT NULL);
 """
 PENDING, DELIVERED, DEAD, CANCELLED = "pending", "delivered", "dead", "cancelled"
-STATUSES = (PENDING, DELIVERED, DEAD, CANCELLED)
+SUPPRESSED, SKIPPED = "suppressed", "skipped"  # no consent for email; the platform does not know the user
+STATUSES = (PENDING, DELIVERED, DEAD, CANCELLED, SUPPRESSED, SKIPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,15 @@ class Ledger:
         ).fetchone()
         return (int(row[0]), int(row[1])) if row else None
 
+    def last_kind_status(self, destination: str, profile_id: str, segment: str) -> tuple[str, str] | None:
+        """A user's latest delivery for a segment: its kind and status."""
+        row = self._db.execute(
+            "SELECT kind, status FROM deliveries WHERE profile_id = ? AND destination = ? AND segment = ?"
+            " ORDER BY outbox_id DESC LIMIT 1",
+            (profile_id, destination, segment),
+        ).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
     def sent_since(self, destination: str, profile_id: str, segment: str, since_ms: int) -> int:
         """Deliveries to a user for a segment (sent or on their way) at or after ``since_ms``."""
         row = self._db.execute(
@@ -168,6 +180,21 @@ class Ledger:
         self._write(
             "UPDATE deliveries SET reason = ?, not_before_ms = ? WHERE destination = ? AND outbox_id = ?",
             [(reason, retry_at_ms, destination, i) for i in ids],
+        )
+
+    def suppress(self, destination: str, reasons: Sequence[tuple[int, str]]) -> None:
+        """Pending deliveries not to be sent: the user gets no email (``(outbox id, why)``)."""
+        self._write(
+            "UPDATE deliveries SET status = 'suppressed', reason = ? WHERE destination = ? AND outbox_id = ?"
+            " AND status = 'pending'",
+            [(why, destination, i) for i, why in reasons],
+        )
+
+    def skipped(self, destination: str, reasons: Sequence[tuple[int, str]]) -> None:
+        """Deliveries the destination could not apply to anybody (``(outbox id, why)``)."""
+        self._write(
+            "UPDATE deliveries SET status = 'skipped', reason = ? WHERE destination = ? AND outbox_id = ?",
+            [(why, destination, i) for i, why in reasons],
         )
 
     def dead(self, destination: str, ids: Sequence[int], reason: str) -> None:

@@ -9,21 +9,46 @@ from typing import Any
 
 import httpx
 
-from serving.destinations.config import Destinations
-from serving.destinations.dispatcher import Dispatcher
+from serving.destinations.config import (
+    PLATFORMS,
+    AnyDestination,
+    Destinations,
+    KlaviyoDestination,
+    MailchimpDestination,
+    WebhookDestination,
+)
+from serving.destinations.dispatcher import Dispatcher, Sender
 from serving.destinations.fields import Fields
+from serving.destinations.klaviyo import Klaviyo
 from serving.destinations.ledger import Ledger
+from serving.destinations.mailchimp import Mailchimp
+from serving.destinations.sync import Lookup, Platform
 from serving.destinations.webhook import Webhook
 from serving.log import EventLog
+from serving.people import People
+
+
+def sender(d: AnyDestination, client: httpx.AsyncClient, contacts: Lookup) -> Sender:
+    """The adapter that speaks a destination's API."""
+    if isinstance(d, KlaviyoDestination):
+        return Klaviyo(d, client, contacts)
+    if isinstance(d, MailchimpDestination):
+        return Mailchimp(d, client, contacts)
+    assert isinstance(d, WebhookDestination)
+    return Webhook(d, client)
 
 
 class Dispatchers:
-    def __init__(self, config: Destinations, ledger: Ledger, outbox: EventLog, fields: Fields) -> None:
+    def __init__(
+        self, config: Destinations, ledger: Ledger, outbox: EventLog, fields: Fields, people: People | None = None
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        contacts: Lookup = people.contacts if people is not None else (lambda _: {})
         self.by_name: dict[str, Dispatcher] = {
-            d.name: Dispatcher(d, ledger, outbox, Webhook(d, self.client), fields) for d in config.destinations
+            d.name: Dispatcher(d, ledger, outbox, sender(d, self.client, contacts), fields, people)
+            for d in config.destinations
         }
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -37,6 +62,16 @@ class Dispatchers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.client.aclose()
+
+    def platforms(self) -> list[str]:
+        """The configured destinations that are email platforms (owed deletion requests)."""
+        return [n for n, d in self.by_name.items() if d.destination.kind in PLATFORMS]
+
+    def platform(self, name: str) -> Platform:
+        """The adapter of a configured email platform (KeyError: no such destination, or not a platform)."""
+        if name not in self.platforms():
+            raise KeyError(name)
+        return self.by_name[name].sender  # type: ignore[return-value]
 
     def wake(self) -> None:
         for d in self.by_name.values():

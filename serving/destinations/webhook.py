@@ -15,30 +15,17 @@ retried (``Retry-After`` honoured, in seconds or as an HTTP date); any other
 
 from __future__ import annotations
 
-import email.utils
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 import orjson
 
 from features.events import format_ms
-from serving.destinations.config import Destination
+from serving.destinations.config import WebhookDestination
+from serving.destinations.http import call
 from serving.destinations.signing import HEADER, sign
 from serving.outbox import Entry
-
-
-class Retryable(Exception):
-    """An attempt that failed but may succeed later (after ``retry_after`` seconds, if the receiver said)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Refused(Exception):
-    """The receiver refused the payload itself: sending it again would not help."""
 
 
 def payload(entry: Entry, fields: dict[str, Any]) -> dict[str, Any]:
@@ -59,46 +46,17 @@ def payload(entry: Entry, fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def retry_after(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` in seconds from now (given as seconds or an HTTP date).
-
-    >>> retry_after("2"), retry_after(None), retry_after("soon")
-    (2.0, None, None)
-    >>> retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
-    10.0
-    """
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
-
-
 class Webhook:
     """Sends batches to one webhook destination through a shared client."""
 
-    def __init__(self, destination: Destination, client: httpx.AsyncClient) -> None:
+    def __init__(self, destination: WebhookDestination, client: httpx.AsyncClient) -> None:
         self.destination = destination
         self.client = client
         self.secret = destination.signing_secret()
 
-    async def send(self, deliveries: Sequence[dict[str, Any]]) -> None:
+    async def send(self, deliveries: Sequence[dict[str, Any]]) -> Mapping[str, str]:
         d = self.destination
         body = orjson.dumps({"destination": d.name, "deliveries": list(deliveries)})
         headers = {"content-type": "application/json", HEADER: sign(self.secret, body)}
-        try:
-            r = await self.client.post(d.url, content=body, headers=headers, timeout=d.timeout_s)
-        except httpx.TimeoutException:
-            raise Retryable(f"no answer within {d.timeout_s} s") from None
-        except httpx.TransportError as exc:
-            raise Retryable(f"connection failed: {type(exc).__name__}") from None
-        if r.is_success:
-            return
-        if r.status_code in (408, 429) or r.status_code >= 500:
-            raise Retryable(f"HTTP {r.status_code}", retry_after(r.headers.get("retry-after")))
-        raise Refused(f"HTTP {r.status_code} ({len(r.content)} bytes; the body is not kept: it may hold personal data)")
+        await call(self.client, "POST", d.url, d.timeout_s, content=body, headers=headers)
+        return {}

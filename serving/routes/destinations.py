@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 
 from serving.destinations.ledger import STATUSES
 from serving.destinations.pool import Dispatchers
-from serving.routes.deps import Admin
+from serving.destinations.reconcile import reconcile
+from serving.routes.deps import Admin, EngineDep, ServiceDep
 
 router = APIRouter(prefix="/v1/admin/destinations", tags=["destinations"], dependencies=[Admin])
 Name = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="a configured destination")]
@@ -55,3 +56,29 @@ async def replay(request: Request, name: Name, body: ReplayRequest) -> dict[str,
     n = pool.ledger.replay(name, body.status, body.keys)
     pool.wake()
     return {"requeued": n}
+
+
+@router.post("/{name}/reconcile", responses={401: {}, 403: {}, 404: {}, 409: {}})
+async def reconcile_destination(
+    request: Request,
+    name: Name,
+    engine: EngineDep,
+    service: ServiceDep,
+    dry_run: Annotated[bool, Query(description="only say what would change")] = False,
+) -> dict[str, Any]:
+    """Make an email platform's lists or tags hold exactly segflow's members
+    who may get email: read its membership, remove who should not be there,
+    add who is missing (a dry run changes nothing)."""
+    pool = _dispatchers(request, name)
+    try:
+        platform = pool.platform(name)
+    except KeyError:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{name} is a webhook: only email platforms reconcile") from None
+    assert service.people is not None
+    d = pool.by_name[name].destination
+    segments = d.segments if d.segments is not None else sorted(engine.members_of)
+    unknown = [s for s in segments if s not in engine.members_of]
+    if unknown:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"segments not in the config in force: {unknown}")
+    drifts = await reconcile(platform, segments, lambda s: list(engine.members_of[s]), service.people, dry_run)
+    return {"destination": name, "dry_run": dry_run, "segments": [x.as_dict() for x in drifts]}

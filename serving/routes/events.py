@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import ORJSONResponse
 from starlette.requests import ClientDisconnect
 
+from features.contacts import contacts_of
 from features.events import EventError, Parsed, PayloadTooLarge, SegmentParser, load, write_key_of
 from serving.engine import Change
 from serving.metrics import Metrics
@@ -71,7 +72,7 @@ async def _ingest(
         metrics.rejects.labels(refusal_reason(exc.status_code)).inc()
         raise
     rejected = _quarantine(parsed, kind, received_ms, parser, service, metrics)
-    outcome = service.ingest(parsed.events)
+    outcome = service.ingest(parsed.events, contacts_of(payload, parsed))
     decided = time.time_ns() / 1e9
     for e in parsed.events:
         metrics.latency.observe(max(decided - e.received_ms / 1000, 0.0))

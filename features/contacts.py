@@ -1,0 +1,113 @@
+"""How to reach a person: the email and phone an ``identify`` call carries.
+
+Events never keep them (the parser pseudonymizes both). This module reads
+them from the raw payloads of the events a request had accepted, so the
+serving layer can seal them in the contact vault before they are dropped.
+Only well-formed values are kept: an email that is an address, a phone of
+7 to 15 digits.
+
+>>> from features.events import Parsed, Event
+>>> e = Event("m1", "identify", "u1", None, 1_000, 1_000, kind="identify")
+>>> [c] = contacts_of({"userId": "u1", "traits": {"email": " Bob@Mail.COM ", "phone": "+1 (555) 010-9999"}},
+...                   Parsed([e], []))
+>>> c.profile_id, c.contact.email, c.contact.phone, c.contact.email_md5
+('u1', 'Bob@Mail.COM', '+15550109999', '4cf38bd6ac1546139696f852bb3625ca')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from features.events import Parsed
+from features.pseudonyms import EMAIL
+
+_DIGITS = re.compile(r"\d")
+EMAIL_KEYS = ("email", "emailAddress", "email_address")
+PHONE_KEYS = ("phone", "phoneNumber", "phone_number")
+
+
+def subscriber_hash(email: str) -> str:
+    """Mailchimp's member id: the MD5 of the lower-cased address.
+
+    >>> subscriber_hash("Urist.McVankab@freddiesjokes.com")
+    '62eeb292278cc15f5817cb78f7790b08'
+    """
+    return hashlib.md5(email.strip().lower().encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """An address to reach a person by; ``email_md5`` stays when the vault keeps no raw address."""
+
+    email: str | None = None
+    phone: str | None = None
+    email_md5: str | None = None
+
+    def merged(self, newer: Contact) -> Contact:
+        """This contact updated by a newer one (what the newer one lacks is kept)."""
+        return Contact(newer.email or self.email, newer.phone or self.phone, newer.email_md5 or self.email_md5)
+
+    def without_raw(self) -> Contact:
+        """Only the identifiers derived at the edge (the vault is off)."""
+        return replace(self, email=None, phone=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"email": self.email, "phone": self.phone, "email_md5": self.email_md5}
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """A contact given for a profile at an instant (the event's time)."""
+
+    profile_id: str
+    contact: Contact
+    at_ms: int
+
+
+def email_of(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    return text if len(text) <= 254 and EMAIL.fullmatch(text) and "%40" not in text else None
+
+
+def phone_of(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    digits = "".join(_DIGITS.findall(text))
+    if not 7 <= len(digits) <= 15 or len(text) > 32:
+        return None
+    return ("+" if text.startswith("+") else "") + digits
+
+
+def contact_in(payload: Mapping[str, Any]) -> Contact | None:
+    """The contact an identify payload gives: its traits' email and phone (or a
+    ``userId`` that is an address)."""
+    traits = payload.get("traits")
+    traits = traits if isinstance(traits, dict) else {}
+    email = next((e for k in EMAIL_KEYS if (e := email_of(traits.get(k)))), None) or email_of(payload.get("userId"))
+    phone = next((p for k in PHONE_KEYS if (p := phone_of(traits.get(k)))), None)
+    if email is None and phone is None:
+        return None
+    return Contact(email, phone, subscriber_hash(email) if email else None)
+
+
+def contacts_of(payload: object, parsed: Parsed) -> list[Sighting]:
+    """The contacts of a request's accepted identify events, by profile."""
+    items = payload.get("batch") if isinstance(payload, dict) else None
+    items = items if isinstance(items, list) else [payload]
+    refused = {r.index for r in parsed.rejected}
+    accepted = [item for i, item in enumerate(items) if i not in refused]
+    out = []
+    for item, event in zip(accepted, parsed.events, strict=True):
+        if event.kind != "identify" or not isinstance(item, dict):
+            continue
+        contact = contact_in(item)
+        if contact is not None:
+            out.append(Sighting(event.profile_id, contact, event.ts_ms))
+    return out
