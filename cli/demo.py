@@ -7,7 +7,10 @@ deadlines fire; print segment sizes, the busiest transitions and one user's
 full explanation; stop cleanly. Beside it, the local webhook receiver of the
 tests (``tests/receiver.py``, in a process of its own) is a destination:
 every segment change is delivered to it, signed, and the summary ends with
-what it received and how fast.
+what it received and how fast. The tests' Klaviyo and Mailchimp emulators
+(``tests/emulators.py``) are destinations too: every shopper identifies with
+an email (kept sealed in the vault), a few unsubscribe, and the summary ends
+with the lists, tags and flow-triggering events each platform received.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import secrets
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +35,7 @@ from rich.live import Live
 from rich.table import Table
 
 from cli.serve import replay_table
+from features.events import format_ms
 from features.table import table_to_events
 from models import registry
 from serving.app import create_app
@@ -41,6 +46,40 @@ from training.synthetic import DEFAULT_START, generate
 
 console = Console(soft_wrap=True)
 ROOT = Path(__file__).resolve().parent.parent
+
+
+KLAVIYO_KEY, MAILCHIMP_KEY = "pk_demo_" + "0" * 24, "demo" + "0" * 28 + "-us1"
+PLATFORM_SEGMENTS = {"likely_buyers": "LikelyBuy01", "ready_to_buy": "ReadyToBuy1", "browsing": "Browsing001"}
+
+
+def _email(user: str) -> str:
+    return f"{user}@shop.example"
+
+
+@contextlib.contextmanager
+def _platforms(users: list[str]) -> Iterator[Any]:
+    """The tests' Klaviyo and Mailchimp emulators (None outside a checkout of the repository)."""
+    if not (ROOT / "tests" / "emulators.py").exists():
+        yield None
+        return
+    sys.path.insert(0, str(ROOT))
+    from tests.emulators import KlaviyoEmulator, MailchimpEmulator
+
+    lists = list(PLATFORM_SEGMENTS.values())
+    with KlaviyoEmulator(KLAVIYO_KEY, lists) as klaviyo, MailchimpEmulator(MAILCHIMP_KEY, "demo01") as mailchimp:
+        for u in users:
+            mailchimp.subscribe(_email(u))
+        yield klaviyo, mailchimp
+
+
+def _platform_destinations(klaviyo: Any, mailchimp: Any) -> str:
+    segments = ", ".join(f"{s}: {i}" for s, i in PLATFORM_SEGMENTS.items())
+    return (
+        f"  - name: klaviyo\n    kind: klaviyo\n    url: {klaviyo.url}\n    api_key: {KLAVIYO_KEY}\n"
+        f"    lists: {{{segments}}}\n    events: [likely_buyers]\n    fields: [cart, top_categories_7d]\n"
+        f"  - name: mailchimp\n    kind: mailchimp\n    url: {mailchimp.url}/3.0\n    api_key: {MAILCHIMP_KEY}\n"
+        f"    audience: demo01\n    segments: [{', '.join(PLATFORM_SEGMENTS)}]\n    concurrency: 10\n"
+    )
 
 
 @contextlib.contextmanager
@@ -81,20 +120,30 @@ def demo(
     events = list(table_to_events(day.events))
     console.print(f"replaying a fresh synthetic day: {len(events):,} events of {users:,} shoppers")
     secret = "whsec_" + secrets.token_urlsafe(24)
-    with tempfile.TemporaryDirectory(prefix="segflow-demo-") as state, _receiver(secret) as receiver:
+    shoppers = sorted({e.profile_id for e in events})
+    with (
+        tempfile.TemporaryDirectory(prefix="segflow-demo-") as state,
+        _receiver(secret) as receiver,
+        _platforms(shoppers) as platforms,
+    ):
         write, read = "sfw_" + secrets.token_urlsafe(16), "sfr_" + secrets.token_urlsafe(16)
         destinations = Path(state) / "destinations.yaml"
+        text = "destinations:\n"
         if receiver is not None:
             fields = "[cart, top_categories_7d, intent_band, cluster_words, description]"
-            destinations.write_text(
-                f"destinations:\n  - name: demo_webhook\n    kind: webhook\n    url: {receiver.url}/hooks/demo\n"
-                f"    secret: {secret}\n    fields: {fields}\n"
-            )
+            text += f"  - name: demo_webhook\n    kind: webhook\n    url: {receiver.url}/hooks/demo\n"
+            text += f"    secret: {secret}\n    fields: {fields}\n"
+        if platforms is not None:
+            text += _platform_destinations(*platforms)
+        destinations.write_text(text)
         settings = Settings(
             state_dir=Path(state) / "state", clock="event", write_keys=[SecretStr(write)],
             read_keys=[SecretStr(read)], tracking_uri=uri, port=free_port(), destinations=destinations,
+            vault_key_file=Path(state) / "vault.key",
         )  # fmt: skip
         with ServerThread(create_app(settings), settings.port) as url:
+            if platforms is not None:
+                _identify(url, write, shoppers, min(e.ts_ms for e in events))
             stats = _replay(events, url, write, pace)
             end = max(e.ts_ms for e in events)
             with httpx.Client(base_url=url, timeout=60.0) as http:
@@ -102,19 +151,75 @@ def demo(
                 for t in advanced["transitions"]:
                     stats.transitions[(t["segment"], t["kind"])] += 1
                 _summary(http, read, stats)
+                if receiver is not None or platforms is not None:
+                    _settle(http, write)
                 if receiver is not None:
                     _deliveries(http, write, receiver)
+                if platforms is not None:
+                    _platform_summary(http, write, *platforms)
     console.print("the server has stopped.")
 
 
-def _deliveries(http: httpx.Client, admin: str, receiver: Any) -> None:
-    """Wait (up to a minute) for every change to reach the webhook receiver, then say what it received."""
+def _identify(url: str, admin: str, users: list[str], first_ms: int) -> None:
+    """Every shopper identifies with an email; one in twenty unsubscribes."""
+    at = format_ms(first_ms - 60_000)
+    batch: list[dict[str, Any]] = [  # the unsubscribes first: no destination sees anybody before their consent
+        {"type": "track", "event": "Email Unsubscribed", "userId": u, "messageId": f"demo-un-{u}", "timestamp": at}
+        for u in users[::20]
+    ]
+    batch += [
+        {"type": "identify", "userId": u, "messageId": f"demo-id-{u}", "timestamp": at, "traits": {"email": _email(u)}}
+        for u in users
+    ]
+    with httpx.Client(base_url=url, timeout=60.0, auth=(admin, "")) as http:
+        for i in range(0, len(batch), 500):
+            http.post("/v1/batch", json={"batch": batch[i : i + 500]}).raise_for_status()
+    console.print(
+        f"{len(users):,} shoppers identified with an email (sealed in the vault); {len(users[::20])} unsubscribed"
+    )
+
+
+def _settle(http: httpx.Client, admin: str) -> list[dict[str, Any]]:
+    """Wait (up to a minute) for every destination to have sent what it owes; their status."""
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = http.get("/v1/admin/destinations", auth=(admin, "")).json()["destinations"][0]
-        if status["counts"]["pending"] == 0 and status["cursor"] >= status["outbox_last"]:
-            break
+    while True:
+        status = http.get("/v1/admin/destinations", auth=(admin, "")).json()["destinations"]
+        done = all(d["counts"]["pending"] == 0 and d["cursor"] >= d["outbox_last"] for d in status)
+        if done or time.monotonic() > deadline:
+            return list(status)
         time.sleep(0.2)
+
+
+def _platform_summary(http: httpx.Client, admin: str, klaviyo: Any, mailchimp: Any) -> None:
+    """What each emulated platform received, and where its lists and tags stand."""
+    status = {d["name"]: d for d in _settle(http, admin)}
+    console.rule("deliveries to the email platforms (local emulators)")
+    adds = sum(len(r.body["data"]) for r in klaviyo.calls("POST /api/lists/"))
+    removes = sum(len(r.body["data"]) for r in klaviyo.calls("DELETE /api/lists/"))
+    console.print(
+        f"Klaviyo at {klaviyo.url}: {len(klaviyo.calls('POST /api/profile-import'))} profile imports, "
+        f"{adds:,} list adds and {removes:,} removes, {len(klaviyo.events):,} flow-triggering events"
+    )
+    for segment, list_id in PLATFORM_SEGMENTS.items():
+        console.print(f"  list {list_id} ({segment}): {len(klaviyo.members(list_id)):,} profiles now")
+    for metric, n in sorted(Counter(e["metric"] for e in klaviyo.events).items()):
+        console.print(f"  event {metric!r}: {n:,}")
+    active = sum(n for k, n in mailchimp.tag_changes.items() if k.endswith(":active"))
+    inactive = sum(n for k, n in mailchimp.tag_changes.items() if k.endswith(":inactive"))
+    console.print(f"Mailchimp at {mailchimp.url}: {active:,} tags added and {inactive:,} removed on audience members")
+    for segment in PLATFORM_SEGMENTS:
+        console.print(f"  tag {segment}: {len(mailchimp.tagged(segment)):,} members now")
+    for name in ("klaviyo", "mailchimp"):
+        c = status[name]["counts"]
+        console.print(
+            f"{name}: {c['delivered']:,} delivered, {c['suppressed']:,} suppressed (unsubscribed), "
+            f"{c['skipped']:,} skipped, {c['dead']} dead letters"
+        )
+
+
+def _deliveries(http: httpx.Client, admin: str, receiver: Any) -> None:
+    """Say what the webhook receiver received."""
+    status = next(d for d in _settle(http, admin) if d["name"] == "demo_webhook")
     got = receiver.summary()
     console.rule("deliveries to the webhook receiver")
     console.print(

@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from features.events import Parsed
-from features.pseudonyms import EMAIL
 
 _DIGITS = re.compile(r"\d")
+_ADDRESS = re.compile(r"[^@\s\"<>(),;:]{1,64}@[^@\s\"<>(),;:]+\.[^@\s\"<>(),;:.]+")  # local@domain.tld
 EMAIL_KEYS = ("email", "emailAddress", "email_address")
 PHONE_KEYS = ("phone", "phoneNumber", "phone_number")
 
@@ -72,7 +72,7 @@ def email_of(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     text = value.strip()
-    return text if len(text) <= 254 and EMAIL.fullmatch(text) and "%40" not in text else None
+    return text if len(text) <= 254 and _ADDRESS.fullmatch(text) else None
 
 
 def phone_of(value: object) -> str | None:

@@ -173,9 +173,10 @@ class Emulator:
         return "application/json"
 
 
-def route(
-    routes: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]], request: Recorded
-) -> tuple[int, Any]:
+Routes = list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]]
+
+
+def route(routes: Routes, request: Recorded) -> tuple[int, Any]:
     for method, pattern, handler in routes:
         m = pattern.fullmatch(request.path)
         if m and method == request.method:
@@ -205,8 +206,9 @@ class KlaviyoEmulator(Emulator):
         self.events: list[dict[str, Any]] = []
         self.deletions: list[dict[str, Any]] = []
         self._seen_events: set[tuple[str, str, str]] = set()
+        self._created = 0
         r = re.compile
-        self.routes = [
+        self.routes: Routes = [
             ("POST", r(r"/api/profile-import/?"), self._import),
             ("GET", r(r"/api/profiles/?"), self._profiles),
             ("POST", r(r"/api/lists/([^/]+)/relationships/profiles/?"), self._add),
@@ -263,7 +265,8 @@ class KlaviyoEmulator(Emulator):
         return None
 
     def _create(self, attributes: dict[str, Any]) -> str:
-        pid = "01" + secrets.token_hex(12).upper()
+        self._created += 1
+        pid = f"01K{self._created:023X}"  # ids in order of creation: two emulators fed alike agree
         self.profiles[pid] = dict(attributes)
         return pid
 
@@ -387,7 +390,7 @@ class MailchimpEmulator(Emulator):
         self.tag_changes: Counter[str] = Counter()  # "tag:active" / "tag:inactive"
         r = re.compile
         base = rf"/3\.0/lists/{re.escape(audience)}"
-        self.routes = [
+        self.routes: Routes = [
             ("POST", r(base + r"/members/([0-9a-f]{32})/tags"), self._tags),
             ("GET", r(base + r"/tag-search"), self._tag_search),
             ("GET", r(base + r"/segments/(\d+)/members"), self._segment_members),

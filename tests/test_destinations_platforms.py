@@ -104,9 +104,10 @@ class Shop:
 
 @pytest.fixture
 def shop(tmp_path: Path) -> Iterator[Shop]:
-    with KlaviyoEmulator(KLAVIYO_KEY, lists=list(LISTS.values())) as klaviyo, MailchimpEmulator(
-        MAILCHIMP_KEY, "aud1"
-    ) as mailchimp:
+    with (
+        KlaviyoEmulator(KLAVIYO_KEY, lists=list(LISTS.values())) as klaviyo,
+        MailchimpEmulator(MAILCHIMP_KEY, "aud1") as mailchimp,
+    ):
         (tmp_path / "segments.yaml").write_text(RULES)
         (tmp_path / "destinations.yaml").write_text(destinations(klaviyo.url, mailchimp.url))
         settings = Settings(

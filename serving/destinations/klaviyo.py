@@ -63,6 +63,7 @@ def event_body(delivery: dict[str, Any], metric: str, attributes: dict[str, str]
                 "properties": properties,
                 "time": delivery["at"],
                 "unique_id": delivery["key"],
+                "backfill": False,  # a live change: flows trigger
                 "metric": {
                     "data": {"type": "metric", "attributes": {"name": metric.format(segment=delivery["segment"])}}
                 },
@@ -82,15 +83,13 @@ class Klaviyo:
             "Authorization": f"Klaviyo-API-Key {destination.key()}",
             "revision": destination.revision,
             "accept": JSONAPI,
-            "content-type": JSONAPI,
         }
         self._ids: dict[tuple[object, ...], str] = {}
 
     async def _call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
-        return await call(
-            self.client, method, self.base + path, self.destination.timeout_s, headers=self.headers,
-            json=body, **kwargs,
-        )  # fmt: skip
+        headers = self.headers if body is None else {**self.headers, "content-type": JSONAPI}
+        url, timeout = self.base + path, self.destination.timeout_s
+        return await call(self.client, method, url, timeout, headers=headers, json=body, **kwargs)
 
     async def _profile_id(self, profile_id: str, contact: Contact | None) -> str:
         """Klaviyo's id of a user's profile, created or updated first (once a process, per contact)."""

@@ -1,0 +1,140 @@
+"""The contact vault, consent and the contacts an identify gives: sealed at
+rest, bound to their profile, rotatable; suppression by id or address;
+contacts read from exactly the accepted events of a request."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.contacts import Contact, Sighting, contacts_of, subscriber_hash
+from features.events import Event, SegmentParser
+from features.pseudonyms import Pseudonymizer
+from serving.consent import Consent
+from serving.destinations.config import DestinationError, Destinations
+from serving.vault import KEYS_ENV, Vault, VaultError, VaultKeys
+
+SCRUB = Pseudonymizer(b"1" * 32)
+ANN = Contact("ann@example.com", "+15550100001", subscriber_hash("ann@example.com"))
+
+
+def test_contacts_are_sealed_bound_to_their_profile_and_merged_newest_first(tmp_path: Path) -> None:
+    vault = Vault(tmp_path / "vault.db", VaultKeys.load(tmp_path / "vault.key"))
+    vault.put("u1", ANN, 100)
+    vault.add([Sighting("u1", Contact(None, "+15550100002", None), 200), Sighting("u1", Contact("old@x.io"), 50)])
+    assert vault.get("u1") == Contact("ann@example.com", "+15550100002", ANN.email_md5)
+    raw = (tmp_path / "vault.db").read_bytes() + (tmp_path / "vault.db-wal").read_bytes()
+    assert b"ann@example.com" not in raw and b"5550100002" not in raw
+    with sqlite3.connect(tmp_path / "vault.db") as db:  # a row moved to another profile does not open
+        db.execute("UPDATE contacts SET profile_id = 'u2' WHERE profile_id = 'u1'")
+    with pytest.raises(VaultError, match="does not open"):
+        vault.get("u2")
+    other = Vault(tmp_path / "vault.db", VaultKeys.of([b"9" * 32]))
+    with pytest.raises(VaultError, match="not among the keys"):
+        other.get("u2")
+
+
+def test_rotation_seals_every_row_under_a_new_key_and_the_file_keeps_only_it(tmp_path: Path) -> None:
+    keyfile = tmp_path / "vault.key"
+    vault = Vault(tmp_path / "vault.db", VaultKeys.load(keyfile))
+    for i in range(20):
+        vault.put(f"u{i}", Contact(f"p{i}@example.com"), i)
+    old = vault.keys.current
+    done = vault.rotate()
+    assert done["resealed"] == 20 and done["key_id"] != old
+    assert len(keyfile.read_text().split()) == 1 and oct(keyfile.stat().st_mode & 0o777) == "0o600"
+    reopened = Vault(tmp_path / "vault.db", VaultKeys.load(keyfile))
+    assert reopened.get("u7") == Contact("p7@example.com")
+    with sqlite3.connect(tmp_path / "vault.db") as db:
+        assert {k for (k,) in db.execute("SELECT DISTINCT key_id FROM contacts")} == {done["key_id"]}
+
+
+def test_keys_from_the_environment_new_one_first_then_a_reseal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old, new = "aa" * 32, "bb" * 32
+    monkeypatch.setenv(KEYS_ENV, old)
+    Vault(tmp_path / "vault.db", VaultKeys.load()).put("u1", ANN, 1)
+    monkeypatch.setenv(KEYS_ENV, f"{new},{old}")
+    vault = Vault(tmp_path / "vault.db", VaultKeys.load())
+    assert vault.get("u1") == ANN and vault.rotate()["resealed"] == 1
+    monkeypatch.setenv(KEYS_ENV, new)
+    assert Vault(tmp_path / "vault.db", VaultKeys.load()).get("u1") == ANN
+    monkeypatch.setenv(KEYS_ENV, "not hex")
+    with pytest.raises(VaultError, match="hex"):
+        VaultKeys.load()
+
+
+def test_with_the_vault_off_only_the_subscriber_hash_is_kept(tmp_path: Path) -> None:
+    vault = Vault(tmp_path / "vault.db", VaultKeys.load(tmp_path / "vault.key"), keep_raw=False)
+    vault.put("u1", ANN, 1)
+    assert vault.get("u1") == Contact(None, None, ANN.email_md5)
+
+
+def test_erasure_deletes_the_row(tmp_path: Path) -> None:
+    vault = Vault(tmp_path / "vault.db", VaultKeys.load(tmp_path / "vault.key"))
+    vault.put("u1", ANN, 1)
+    assert vault.erase("u1") and vault.get("u1") is None and len(vault) == 0
+    assert not vault.erase("u1")
+
+
+def test_suppression_by_id_or_address_and_unsubscribe_events(tmp_path: Path) -> None:
+    consent = Consent(tmp_path / "vault.db", SCRUB)
+    consent.suppress(["ANN@example.com ", "u9"], "list: bounced", 5)
+    assert consent.why("u1", Contact(None, None, ANN.email_md5)) == "list: bounced"  # by hash: the vault off
+    assert consent.why("u9", None) == "list: bounced" and consent.why("u2", None) is None
+    e = Event("m1", "Email Unsubscribed", "u2", None, 1_700_000_000_000, 1_700_000_000_000, name="Email Unsubscribed")
+    assert consent.observe([e]) == 1 and consent.why("u2", None).startswith("unsubscribed: Email Unsubscribed at 2023")
+    assert consent.lift(["ann@example.com"]) == 1 and consent.why("u1", ANN) is None
+    stored = (tmp_path / "vault.db").read_bytes() + (tmp_path / "vault.db-wal").read_bytes()
+    assert b"ann@example.com" not in stored.lower() and ANN.email_md5.encode() not in stored
+
+
+item = st.one_of(
+    st.builds(
+        lambda u, e: {"type": "identify", "userId": u, "traits": {"email": e}},
+        st.sampled_from(["u1", "u2", "u3"]),
+        st.emails(),
+    ),
+    st.builds(lambda u: {"type": "identify", "userId": u, "traits": {"plan": "gold"}}, st.sampled_from(["u1", "u4"])),
+    st.builds(lambda e: {"type": "identify", "traits": {"email": e}}, st.emails()),  # no id: rejected
+    st.builds(lambda u: {"type": "track", "event": "Product Viewed", "userId": u}, st.sampled_from(["u1", "u5"])),
+    st.builds(
+        lambda e: {"type": "identify", "userId": "u6", "timestamp": e, "traits": {"email": "a@b.io"}},
+        st.just("not a time"),
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(item, max_size=12))
+def test_contacts_come_from_exactly_the_accepted_identify_events(items: list[dict]) -> None:
+    parsed = SegmentParser(SCRUB).parse_payload({"batch": items}, received_ms=1_700_000_000_000)
+    found = contacts_of({"batch": items}, parsed)
+    refused = {r.index for r in parsed.rejected}
+    expected = [
+        (i["userId"], i["traits"]["email"].strip())
+        for n, i in enumerate(items)
+        if n not in refused and i["type"] == "identify" and "email" in i.get("traits", {})
+    ]
+    assert [(s.profile_id, s.contact.email) for s in found] == expected
+    assert all(s.contact.email_md5 == subscriber_hash(s.contact.email or "") for s in found)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("- {name: x, kind: sendgrid, url: 'http://h'}", "sendgrid"),
+        ("- {name: k, kind: klaviyo, lists: {vip: L1}}", "needs an API key"),
+        ("- {name: k, kind: klaviyo, api_key: k, lists: {vip: L1}, events: [carts]}", "no list in lists: ['carts']"),
+        ("- {name: k, kind: klaviyo, api_key: k, lists: {vip: L1}, metric: Entered}", "put {segment} in it"),
+        ("- {name: m, kind: mailchimp, api_key: k-us1, audience: a, concurrency: 11}", "concurrency"),
+        ("- {name: m, kind: mailchimp, api_key: k-us1, audience: a, flap_guard: 10m}", "flap_guard"),
+    ],
+)
+def test_a_bad_destination_is_refused_naming_the_problem(text: str, problem: str) -> None:
+    with pytest.raises(DestinationError, match=r"destinations\.yaml: ") as exc:
+        Destinations.loads("destinations:\n  " + text)
+    assert problem in str(exc.value)
