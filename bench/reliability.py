@@ -285,6 +285,9 @@ ROUTES = [  # method, path, the scopes that may
     ("POST", "/v1/admin/snapshot", {"admin"}),
     ("GET", "/v1/admin/quarantine", {"admin"}),
     ("POST", "/v1/segments/preview", {"admin"}),
+    ("GET", "/v1/profiles/u1/export", {"admin"}),
+    ("POST", "/v1/admin/suppressions", {"admin"}),
+    ("POST", "/v1/admin/vault/rotate", {"admin"}),
 ]
 
 
