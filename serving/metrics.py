@@ -51,6 +51,15 @@ class _DeliveryCollector(Collector):
             "cancelled": CounterMetricFamily(
                 "segflow_destination_cancelled", "Changes cancelled (frequency cap, flap guard)", labels=label
             ),
+            "suppressed": CounterMetricFamily(
+                "segflow_destination_suppressed", "Enters not sent: the user gets no email", labels=label
+            ),
+            "skipped": CounterMetricFamily(
+                "segflow_destination_skipped", "Changes the platform could not apply (unknown user)", labels=label
+            ),
+            "deletions": CounterMetricFamily(
+                "segflow_destination_deletion_requests", "Deletion requests sent after erasures", labels=label
+            ),
             "queued": GaugeMetricFamily("segflow_destination_queued", "Changes waiting to be delivered", labels=label),
         }
         oldest = GaugeMetricFamily(

@@ -96,6 +96,17 @@ class VaultKeys:
         return VaultKeys({key_id(new): new, **self.keys}, key_id(new), self.path), new
 
 
+def _write_keys(path: Path, keys: list[bytes]) -> None:
+    """Replace the key file whole (a crash leaves the old file or the new one, never half of one)."""
+    temporary = path.with_name(path.name + ".new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(k.hex() + "\n" for k in keys))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
 class Vault:
     """Contacts by profile, sealed (see the module's text)."""
 
@@ -177,11 +188,12 @@ class Vault:
         if self.keys.path is None:
             return {"key_id": self.keys.current, "resealed": self.reseal()}
         keys, new = self.keys.with_new_key()
-        keys.path.write_text("\n".join(k.hex() for k in keys.keys.values()) + "\n")  # type: ignore[union-attr]
+        assert keys.path is not None
+        _write_keys(keys.path, list(keys.keys.values()))  # the new key on disk before any row needs it
         self.keys = keys
         resealed = self.reseal()
         self.keys = VaultKeys({keys.current: new}, keys.current, keys.path)
-        keys.path.write_text(new.hex() + "\n")  # type: ignore[union-attr]
+        _write_keys(keys.path, [new])
         return {"key_id": keys.current, "resealed": resealed}
 
     def reseal(self) -> int:

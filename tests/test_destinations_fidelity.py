@@ -19,6 +19,7 @@ from klaviyo_api import KlaviyoAPI
 
 from features.contacts import Contact, subscriber_hash
 from serving.destinations.config import Destinations
+from serving.destinations.http import Refused
 from serving.destinations.klaviyo import Klaviyo
 from serving.destinations.mailchimp import Mailchimp
 from serving.destinations.sync import Member, Person
@@ -185,3 +186,21 @@ def test_the_emulators_answer_errors_in_each_platform_s_shape(status: int) -> No
         r = httpx.post(member, auth=("x", password), json={"tags": [{"name": "t", "status": "active"}]})
         assert r.status_code == status and r.headers["content-type"] == "application/problem+json"
         assert set(r.json()) == {"type", "title", "status", "detail", "instance"}
+
+
+def test_a_refusal_names_the_call_but_not_the_member() -> None:
+    d = Destinations.loads(f"destinations:\n  - {{name: m, kind: mailchimp, api_key: {MC_KEY}, audience: a1}}")
+    with MailchimpEmulator(MC_KEY, "a1") as m:
+        m.subscribe("ann@example.com")
+        m.fail("POST /3.0/lists/a1/members/", [400])
+
+        async def drive() -> str:
+            async with httpx.AsyncClient() as client:
+                adapter = Mailchimp(d.destinations[0].model_copy(update={"url": m.url + "/3.0"}), client, lookup)  # type: ignore[arg-type]
+                with pytest.raises(Refused) as refused:
+                    await adapter.send([delivery("u1", "vip", "enter", "k1")])
+                return str(refused.value)
+
+        reason = asyncio.run(drive())
+    assert reason.startswith("POST /3.0/lists/a1/members/{member}/tags: HTTP 400")
+    assert subscriber_hash("ann@example.com") not in reason

@@ -211,6 +211,9 @@ def test_a_replayed_day_ends_with_lists_and_tags_mirroring_consenting_members(sh
     assert not any(h in r.path for r in shop.mailchimp.requests for h in hashes)
     status = {d["name"]: d for d in shop.http.get("/v1/admin/destinations", auth=ADMIN).json()["destinations"]}
     assert status["klaviyo"]["counts"]["suppressed"] > 0 and status["klaviyo"]["counts"]["dead"] == 0
+    metrics = shop.http.get("/metrics", auth=READ).text
+    n = status["klaviyo"]["counts"]["suppressed"]
+    assert f'segflow_destination_suppressed_total{{destination="klaviyo"}} {n}.0' in metrics
     suppressed = shop.http.get(
         "/v1/admin/destinations/klaviyo/deliveries", params={"status": "suppressed", "limit": 1000}, auth=ADMIN
     ).json()["deliveries"]

@@ -9,10 +9,13 @@ An answer's body is never kept in an error: it may hold personal data.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from typing import Any
 
 import httpx
+
+MEMBER = re.compile(r"/[0-9a-f]{32}(?=/|$)")  # a Mailchimp member id: the MD5 of an email address
 
 
 class Retryable(Exception):
@@ -59,7 +62,7 @@ async def call(client: httpx.AsyncClient, method: str, url: str, timeout_s: floa
         raise Retryable(f"connection failed: {type(exc).__name__}") from None
     if r.is_success or r.status_code in ok:
         return r
-    where = f"{method} {httpx.URL(url).path}"
+    where = f"{method} {MEMBER.sub('/{member}', httpx.URL(url).path)}"  # no subscriber hash in a reason or a log
     if r.status_code in (408, 429) or r.status_code >= 500:
         raise Retryable(f"{where}: HTTP {r.status_code}", retry_after(r.headers.get("retry-after")))
     raise Refused(

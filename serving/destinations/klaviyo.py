@@ -159,7 +159,8 @@ class Klaviyo:
         del attributes["external_id"]
         profile: dict[str, Any] = {"type": "profile", "attributes": attributes}
         if not attributes:
-            params = {"filter": f'equals(external_id,"{person.profile_id}")'}
+            quoted = person.profile_id.replace("\\", "\\\\").replace('"', '\\"')
+            params = {"filter": f'equals(external_id,"{quoted}")'}
             found = (await self._call("GET", "/api/profiles", params=params)).json()["data"]
             if not found:
                 return "no such profile in Klaviyo"
