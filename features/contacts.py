@@ -3,8 +3,8 @@
 Events never keep them (the parser pseudonymizes both). This module reads
 them from the raw payloads of the events a request had accepted, so the
 serving layer can seal them in the contact vault before they are dropped.
-Only well-formed values are kept: an email that is an address, a phone of
-7 to 15 digits.
+Only well-formed values are kept: an email that is an address, a phone in
+E.164 (``+`` and 8 to 15 digits, as Klaviyo requires; separators dropped).
 
 >>> from features.events import Parsed, Event
 >>> e = Event("m1", "identify", "u1", None, 1_000, 1_000, kind="identify")
@@ -23,11 +23,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from features.events import Parsed
+from features.pseudonyms import normal_key
 
 _DIGITS = re.compile(r"\d")
 _ADDRESS = re.compile(r"[^@\s\"<>(),;:]{1,64}@[^@\s\"<>(),;:]+\.[^@\s\"<>(),;:.]+")  # local@domain.tld
-EMAIL_KEYS = ("email", "emailAddress", "email_address")
-PHONE_KEYS = ("phone", "phoneNumber", "phone_number")
+EMAIL_KEYS = frozenset({"email", "emailaddress", "mail"})  # trait names as :func:`normal_key` gives them
+PHONE_KEYS = frozenset({"phone", "phonenumber", "mobile", "mobilephone", "mobilenumber", "cell", "cellphone"})
 
 
 def subscriber_hash(email: str) -> str:
@@ -80,9 +81,9 @@ def phone_of(value: object) -> str | None:
         return None
     text = str(value).strip()
     digits = "".join(_DIGITS.findall(text))
-    if not 7 <= len(digits) <= 15 or len(text) > 32:
+    if not text.startswith("+") or not 8 <= len(digits) <= 15 or len(text) > 32 or digits.startswith("0"):
         return None
-    return ("+" if text.startswith("+") else "") + digits
+    return "+" + digits
 
 
 def contact_in(payload: Mapping[str, Any]) -> Contact | None:
@@ -90,17 +91,22 @@ def contact_in(payload: Mapping[str, Any]) -> Contact | None:
     ``userId`` that is an address)."""
     traits = payload.get("traits")
     traits = traits if isinstance(traits, dict) else {}
-    email = next((e for k in EMAIL_KEYS if (e := email_of(traits.get(k)))), None) or email_of(payload.get("userId"))
-    phone = next((p for k in PHONE_KEYS if (p := phone_of(traits.get(k)))), None)
+    by_key = {normal_key(k): v for k, v in traits.items() if isinstance(k, str)}
+    email = next((e for k in EMAIL_KEYS if (e := email_of(by_key.get(k)))), None) or email_of(payload.get("userId"))
+    phone = next((p for k in sorted(PHONE_KEYS) if (p := phone_of(by_key.get(k)))), None)
     if email is None and phone is None:
         return None
     return Contact(email, phone, subscriber_hash(email) if email else None)
 
 
-def contacts_of(payload: object, parsed: Parsed) -> list[Sighting]:
-    """The contacts of a request's accepted identify events, by profile."""
-    items = payload.get("batch") if isinstance(payload, dict) else None
-    items = items if isinstance(items, list) else [payload]
+def contacts_of(payload: object, parsed: Parsed, kind: str | None = None) -> list[Sighting]:
+    """The contacts of a request's accepted identify events, by profile.
+    ``kind`` is the endpoint's, as the parser was given it (``batch``, or one
+    event's; None: a body with a ``batch`` list is a batch)."""
+    batch = kind == "batch" or (kind is None and isinstance(payload, dict) and "batch" in payload)
+    items = payload.get("batch") if batch and isinstance(payload, dict) else [payload]
+    if not isinstance(items, list) or len(items) != len(parsed.events) + len(parsed.rejected):
+        return []  # not what the parser read: nothing to take
     refused = {r.index for r in parsed.rejected}
     accepted = [item for i, item in enumerate(items) if i not in refused]
     out = []

@@ -12,14 +12,14 @@ admin export reads everything.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from features.contacts import Contact, Sighting
 from features.events import Event
 from features.pseudonyms import Pseudonymizer
-from serving.consent import Consent
+from serving.consent import UNSUBSCRIBED, Consent
 from serving.vault import Deletions, Vault, VaultKeys
 
 
@@ -35,12 +35,17 @@ class People:
         self.consent.close()
         self.vault.close()
 
-    def observe(self, events: Sequence[Event], sightings: Sequence[Sighting]) -> None:
-        """A request's accepted events and the contacts they gave (before the events are logged:
-        a failed request leaves at most a contact or a suppression the client sends again)."""
-        if sightings:
-            self.vault.add(sightings)
-        self.consent.observe(events)
+    def observe(self, events: Sequence[Event], sightings: Sequence[Sighting], erased: Callable[[str], bool]) -> None:
+        """A request's accepted events and the contacts they gave, but nothing of an
+        erased user (before the events are logged: a failed request leaves at most a
+        contact or a suppression that the client sends again)."""
+        kept = [s for s in sightings if not erased(s.profile_id)]
+        if kept:
+            self.vault.add(kept)
+        self.consent.observe([e for e in events if e.type == UNSUBSCRIBED and not erased(e.profile_id)])
+
+    def checkpoint(self) -> bool:
+        return self.vault.checkpoint()
 
     def contacts(self, profile_ids: Iterable[str]) -> Mapping[str, Contact]:
         return self.vault.get_many(profile_ids)

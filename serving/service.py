@@ -305,7 +305,7 @@ class Service:
         fails, the state is rebuilt from the snapshot and the log (so what the
         log holds is applied exactly once) before the error goes on."""
         assert self.engine is not None and self.people is not None
-        self.people.observe(events, [s for s in sightings if not self.is_erased(s.profile_id)])
+        self.people.observe(events, sightings, self.is_erased)
         applied = self.engine.stats.events
         try:
             outcome = self.engine.ingest(events)
@@ -466,8 +466,8 @@ class Service:
     def _checkpoint(self) -> None:
         """After an erasure, empty the WALs (they held the user's rows as
         written); a reader holding them (a rebuild, a backup) means later."""
-        if self._wal_dirty and self.log is not None and self.quarantine is not None:
-            self._wal_dirty = not (self.log.checkpoint() and self.quarantine.checkpoint())
+        if self._wal_dirty and self.log is not None and self.quarantine is not None and self.people is not None:
+            self._wal_dirty = not (self.log.checkpoint() and self.quarantine.checkpoint() and self.people.checkpoint())
 
     def reload(self) -> dict[str, Any]:
         """New config and models, swapped in (:meth:`prepare_reload` then :meth:`finish_reload`)."""

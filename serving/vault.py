@@ -48,6 +48,18 @@ CREATE TABLE IF NOT EXISTS contacts (
     sealed BLOB NOT NULL,
     at_ms INTEGER NOT NULL  -- the time of the event that gave the newest part
 );
+CREATE TABLE IF NOT EXISTS deletion_requests (
+    destination TEXT NOT NULL,
+    profile_id TEXT NOT NULL,
+    requested_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,  -- pending, sent, dead
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before_ms INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT,
+    done_ms INTEGER,
+    key_id TEXT, nonce BLOB, sealed BLOB,  -- the contact, sealed, until the request is sent
+    PRIMARY KEY (destination, profile_id)
+);
 """
 
 
@@ -174,7 +186,7 @@ class Vault:
     def erase(self, profile_id: str) -> bool:
         with Transaction(self._db):
             gone = self._db.execute("DELETE FROM contacts WHERE profile_id = ?", (profile_id,)).rowcount > 0
-        checkpoint(self._db)
+        self.checkpoint()  # a reader may hold it back: the service checkpoints again after erasures
         return gone
 
     def __len__(self) -> int:
@@ -197,7 +209,8 @@ class Vault:
         return {"key_id": keys.current, "resealed": resealed}
 
     def reseal(self) -> int:
-        """Every row not under the current key sealed again under it; how many."""
+        """Every sealed row (contacts, and contacts a deletion request still holds)
+        not under the current key sealed again under it; how many."""
         with Transaction(self._db):
             rows = self._db.execute(
                 "SELECT profile_id, key_id, nonce, sealed FROM contacts WHERE key_id != ?", (self.keys.current,)
@@ -207,24 +220,23 @@ class Vault:
                     "UPDATE contacts SET key_id = ?, nonce = ?, sealed = ? WHERE profile_id = ?",
                     (*self._seal(pid, self._open(pid, kid, nonce, sealed)), pid),
                 )
-        checkpoint(self._db)
-        return len(rows)
+            owed = self._db.execute(
+                "SELECT destination, profile_id, key_id, nonce, sealed FROM deletion_requests"
+                " WHERE sealed IS NOT NULL AND key_id != ?",
+                (self.keys.current,),
+            ).fetchall()
+            for dest, pid, kid, nonce, sealed in owed:
+                self._db.execute(
+                    "UPDATE deletion_requests SET key_id = ?, nonce = ?, sealed = ? WHERE destination = ?"
+                    " AND profile_id = ?",
+                    (*self._seal(pid, self._open(pid, kid, nonce, sealed)), dest, pid),
+                )
+        self.checkpoint()
+        return len(rows) + len(owed)
 
-
-DELETIONS = """
-CREATE TABLE IF NOT EXISTS deletion_requests (
-    destination TEXT NOT NULL,
-    profile_id TEXT NOT NULL,
-    requested_ms INTEGER NOT NULL,
-    status TEXT NOT NULL,  -- pending, sent, dead
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before_ms INTEGER NOT NULL DEFAULT 0,
-    outcome TEXT,
-    done_ms INTEGER,
-    key_id TEXT, nonce BLOB, sealed BLOB,  -- the contact, sealed, until the request is sent
-    PRIMARY KEY (destination, profile_id)
-);
-"""
+    def checkpoint(self) -> bool:
+        """Empty the WAL (it held rows as written: erased or resealed contacts); whether it completed."""
+        return checkpoint(self._db)
 
 
 class Deletions:
@@ -235,25 +247,38 @@ class Deletions:
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
         self._db = vault._db
-        self._db.executescript(DELETIONS)
 
     def request(self, destinations: Iterable[str], profile_id: str, contact: Contact | None, now_ms: int) -> None:
+        """A request per destination; a request still pending keeps the contact it holds
+        (an erasure repeated before it is sent has none left to give)."""
         sealed = self.vault._seal(profile_id, contact) if contact is not None else (None, None, None)
         with Transaction(self._db):
             self._db.executemany(
-                "INSERT OR REPLACE INTO deletion_requests (destination, profile_id, requested_ms, status, key_id,"
-                " nonce, sealed) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                "INSERT INTO deletion_requests (destination, profile_id, requested_ms, status, key_id, nonce, sealed)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (destination, profile_id) DO UPDATE SET"
+                " requested_ms = excluded.requested_ms, attempts = 0, not_before_ms = 0, outcome = NULL,"
+                " done_ms = NULL, key_id = coalesce(excluded.key_id, key_id), nonce = coalesce(excluded.nonce, nonce),"
+                " sealed = coalesce(excluded.sealed, sealed), status = 'pending'",
                 [(d, profile_id, now_ms, *sealed) for d in destinations],
             )
 
     def due(self, destination: str, now_ms: int, limit: int = 100) -> list[tuple[str, Contact | None, int]]:
-        """Pending requests: profile, contact, attempts so far."""
+        """Pending requests: profile, contact, attempts so far (one whose contact
+        does not open is ended as dead, with why: it cannot be sent)."""
         rows = self._db.execute(
             "SELECT profile_id, key_id, nonce, sealed, attempts FROM deletion_requests WHERE destination = ?"
             " AND status = 'pending' AND not_before_ms <= ? ORDER BY requested_ms LIMIT ?",
             (destination, now_ms, limit),
         ).fetchall()
-        return [(pid, None if kid is None else self.vault._open(pid, kid, n, s), int(a)) for pid, kid, n, s, a in rows]
+        out = []
+        for pid, kid, nonce, sealed, attempts in rows:
+            try:
+                contact = None if kid is None else self.vault._open(pid, kid, nonce, sealed)
+            except VaultError as exc:
+                self.done(destination, pid, f"not sent: {exc}", now_ms, status="dead")
+                continue
+            out.append((pid, contact, int(attempts)))
+        return out
 
     def done(self, destination: str, profile_id: str, outcome: str, now_ms: int, status: str = "sent") -> None:
         with Transaction(self._db):
@@ -262,6 +287,7 @@ class Deletions:
                 " sealed = NULL WHERE destination = ? AND profile_id = ?",
                 (status, outcome, now_ms, destination, profile_id),
             )
+        checkpoint(self._db)  # the sealed contact's pages out of the WAL too
 
     def retry(self, destination: str, profile_id: str, reason: str, at_ms: int) -> None:
         with Transaction(self._db):

@@ -193,6 +193,13 @@ def need(condition: bool, detail: str, status: int = 400, code: str = "invalid")
 
 # -- Klaviyo ---------------------------------------------------------------------------------
 
+E164 = re.compile(r"\+[1-9]\d{7,14}")
+
+
+def check_phone(attributes: dict[str, Any]) -> None:
+    phone = attributes.get("phone_number")
+    need(phone is None or bool(E164.fullmatch(str(phone))), "Invalid phone number format (E.164 required).")
+
 
 class KlaviyoEmulator(Emulator):
     """Klaviyo's REST API: profile import, list relationships, events,
@@ -280,6 +287,7 @@ class KlaviyoEmulator(Emulator):
         attributes = data.get("attributes")
         need(isinstance(attributes, dict), "data.attributes is required.")
         known = {k: v for k, v in attributes.items() if k in ("email", "phone_number", "external_id") and v}
+        check_phone(attributes)
         need(bool(known), "One of email, phone_number or external_id is required.")
         pid = self._find(known)
         if pid is None:
@@ -343,6 +351,7 @@ class KlaviyoEmulator(Emulator):
         need(profile.get("type") == "profile" and isinstance(profile.get("attributes"), dict),
              "data.attributes.profile.data must be a profile with attributes.")  # fmt: skip
         attributes = profile["attributes"]
+        check_phone(attributes)
         pid = self._find(attributes) or self._create(attributes)
         unique = str(a.get("unique_id") or a.get("time") or "")
         if (pid, metric, unique) not in self._seen_events:  # Klaviyo keeps the first of a repeated unique_id
@@ -357,6 +366,8 @@ class KlaviyoEmulator(Emulator):
              "data.type must be 'data-privacy-deletion-job'.")  # fmt: skip
         profile = ((data.get("attributes") or {}).get("profile") or {}).get("data") or {}
         need(profile.get("type") == "profile", "data.attributes.profile.data.type must be 'profile'.")
+        given = [k for k, v in (profile.get("attributes") or {}).items() if v] + (["id"] if profile.get("id") else [])
+        need(len(given) == 1, f"Exactly one identifier is required (email, phone_number or id), got {given}.")
         pid = profile.get("id") or self._find(profile.get("attributes") or {})
         self.deletions.append(
             {"profile": pid, "by": "id" if profile.get("id") else sorted(profile.get("attributes", {}))}
@@ -469,7 +480,13 @@ class MailchimpEmulator(Emulator):
         count = int(request.query.get("count", ["10"])[0])
         need(1 <= count <= 1000, "count must be between 1 and 1000.")
         offset = int(request.query.get("offset", ["0"])[0])
-        members = sorted((m for m in self.members.values() if names[0] in m["tags"]), key=lambda m: m["id"])
+        shown = {"subscribed", "pending"} | {
+            status for status in ("cleaned", "transactional", "unsubscribed")
+            if request.query.get(f"include_{status}", ["false"])[0].lower() == "true"
+        }  # fmt: skip
+        members = sorted(
+            (m for m in self.members.values() if names[0] in m["tags"] and m["status"] in shown), key=lambda m: m["id"]
+        )
         page = [{"id": m["id"], "email_address": m["email_address"], "status": m["status"]}
                 for m in members[offset : offset + count]]  # fmt: skip
         return 200, {"members": page, "total_items": len(members)}

@@ -19,7 +19,7 @@ from klaviyo_api import KlaviyoAPI
 
 from features.contacts import Contact, subscriber_hash
 from serving.destinations.config import Destinations
-from serving.destinations.http import Refused
+from serving.destinations.http import Retryable
 from serving.destinations.klaviyo import Klaviyo
 from serving.destinations.mailchimp import Mailchimp
 from serving.destinations.sync import Member, Person
@@ -55,7 +55,8 @@ def lookup(ids: Any) -> dict[str, Contact]:
 def same_request(ours: Recorded, sdk: Recorded, headers: tuple[str, ...]) -> None:
     where = f"{ours.method} {ours.path}"
     assert (sdk.method, sdk.path) == (ours.method, ours.path), where
-    assert sdk.query == ours.query, where
+    lowered = {k: [v.lower() for v in vs] for k, vs in sdk.query.items()}  # the Mailchimp SDK writes True for true
+    assert lowered == {k: [v.lower() for v in vs] for k, vs in ours.query.items()}, where
     for h in headers:
         assert sdk.headers.get(h) == ours.headers.get(h), (where, h)
     assert shape(sdk.body) == shape(ours.body), where
@@ -155,6 +156,9 @@ def test_mailchimp_requests_match_the_official_sdk() -> None:
                 count=int(r.query["count"][0]),
                 offset=int(r.query["offset"][0]),
                 fields=r.query["fields"][0].split(","),
+                include_cleaned=True,
+                include_transactional=True,
+                include_unsubscribed=True,
             ),
             ("POST", "/delete-permanent"): lambda r: client.lists.delete_list_member_permanent(
                 "a1", r.path.split("/")[5]
@@ -167,8 +171,8 @@ def test_mailchimp_requests_match_the_official_sdk() -> None:
             for r in (a, b):  # HTTP basic auth, the API key as the password
                 scheme, _, token = r.headers["authorization"].partition(" ")
                 assert scheme == "Basic" and base64.b64decode(token).decode().endswith(":" + MC_KEY)
-        member = ours.requests[0].path.split("/")[5]
-        assert member == subscriber_hash("ann@example.com")  # MD5 of the lower-cased address
+        tagged = {r.path.split("/")[5] for r in ours.requests if r.path.endswith("/tags")}
+        assert subscriber_hash("ann@example.com") in tagged  # MD5 of the lower-cased address ("Ann@Example.com")
         assert ours.members.keys() == twin.members.keys() and ours.deleted == twin.deleted
 
 
@@ -188,19 +192,41 @@ def test_the_emulators_answer_errors_in_each_platform_s_shape(status: int) -> No
         assert set(r.json()) == {"type", "title", "status", "detail", "instance"}
 
 
-def test_a_refusal_names_the_call_but_not_the_member() -> None:
+def test_a_refused_member_is_skipped_naming_the_call_but_not_the_member() -> None:
     d = Destinations.loads(f"destinations:\n  - {{name: m, kind: mailchimp, api_key: {MC_KEY}, audience: a1}}")
     with MailchimpEmulator(MC_KEY, "a1") as m:
         m.subscribe("ann@example.com")
-        m.fail("POST /3.0/lists/a1/members/", [400])
+        m.subscribe("bo@example.com")
+        m.fail("POST /3.0/lists/a1/members/" + subscriber_hash("ann@example.com"), [400])
 
-        async def drive() -> str:
+        async def drive() -> dict[str, str]:
             async with httpx.AsyncClient() as client:
-                adapter = Mailchimp(d.destinations[0].model_copy(update={"url": m.url + "/3.0"}), client, lookup)  # type: ignore[arg-type]
-                with pytest.raises(Refused) as refused:
-                    await adapter.send([delivery("u1", "vip", "enter", "k1")])
-                return str(refused.value)
+                destination = d.destinations[0].model_copy(update={"url": m.url + "/3.0"})
+                adapter = Mailchimp(destination, client, lookup)  # type: ignore[arg-type]
+                batch = [delivery("u1", "vip", "enter", "k1"), delivery("u2", "vip", "enter", "k2")]
+                return dict(await adapter.send(batch))
 
-        reason = asyncio.run(drive())
-    assert reason.startswith("POST /3.0/lists/a1/members/{member}/tags: HTTP 400")
-    assert subscriber_hash("ann@example.com") not in reason
+        skipped = asyncio.run(drive())
+        assert m.tagged("vip") == {"bo@example.com"}  # the rest of the batch went on
+    assert list(skipped) == ["k1"]
+    assert skipped["k1"].startswith(
+        "Mailchimp refused the member's tags: POST /3.0/lists/a1/members/{member}/tags: HTTP 400"
+    )
+    assert subscriber_hash("ann@example.com") not in skipped["k1"]
+
+
+def test_a_failure_that_may_pass_fails_the_whole_batch_for_a_retry() -> None:
+    d = Destinations.loads(f"destinations:\n  - {{name: m, kind: mailchimp, api_key: {MC_KEY}, audience: a1}}")
+    with MailchimpEmulator(MC_KEY, "a1") as m:
+        m.subscribe("ann@example.com")
+        m.fail("POST /3.0/lists/a1/members/", [503], retry_after=3)
+
+        async def drive() -> None:
+            async with httpx.AsyncClient() as client:
+                destination = d.destinations[0].model_copy(update={"url": m.url + "/3.0"})
+                adapter = Mailchimp(destination, client, lookup)  # type: ignore[arg-type]
+                with pytest.raises(Retryable) as failed:
+                    await adapter.send([delivery("u1", "vip", "enter", "k1")])
+                assert failed.value.retry_after == 3.0
+
+        asyncio.run(drive())

@@ -16,7 +16,8 @@ from features.events import Event, SegmentParser
 from features.pseudonyms import Pseudonymizer
 from serving.consent import Consent
 from serving.destinations.config import DestinationError, Destinations
-from serving.vault import KEYS_ENV, Vault, VaultError, VaultKeys
+from serving.people import People
+from serving.vault import KEYS_ENV, Deletions, Vault, VaultError, VaultKeys
 
 SCRUB = Pseudonymizer(b"1" * 32)
 ANN = Contact("ann@example.com", "+15550100001", subscriber_hash("ann@example.com"))
@@ -138,3 +139,56 @@ def test_a_bad_destination_is_refused_naming_the_problem(text: str, problem: str
     with pytest.raises(DestinationError, match=r"destinations\.yaml: ") as exc:
         Destinations.loads("destinations:\n  " + text)
     assert problem in str(exc.value)
+
+
+def test_rotation_reseals_the_contacts_deletion_requests_still_hold(tmp_path: Path) -> None:
+    vault = Vault(tmp_path / "vault.db", VaultKeys.load(tmp_path / "vault.key"))
+    deletions = Deletions(vault)
+    deletions.request(["klaviyo"], "u1", ANN, 10)
+    vault.rotate()
+    reopened = Deletions(Vault(tmp_path / "vault.db", VaultKeys.load(tmp_path / "vault.key")))
+    assert reopened.due("klaviyo", 20) == [("u1", ANN, 0)]
+
+
+def test_erasing_again_before_the_request_is_sent_keeps_the_contact_it_needs(tmp_path: Path) -> None:
+    people = People(tmp_path, SCRUB, VaultKeys.load(tmp_path / "vault.key"))
+    people.observe([], [Sighting("u1", ANN, 5)], lambda _: False)
+    assert people.erase("u1", ["klaviyo", "mailchimp"])
+    people.erase("u1", ["klaviyo", "mailchimp"])  # the vault has nothing left: the requests keep theirs
+    assert people.deletions.due("mailchimp", 10**13) == [("u1", ANN, 0)]
+    people.deletions.done("mailchimp", "u1", "deleted permanently", 10)
+    assert people.deletions.due("mailchimp", 10**13) == [] and people.vault.get("u1") is None
+    with sqlite3.connect(tmp_path / "vault.db") as db:
+        sealed = db.execute("SELECT destination, sealed IS NULL FROM deletion_requests ORDER BY 1").fetchall()
+    assert sealed == [("klaviyo", 0), ("mailchimp", 1)]  # the sent one holds no contact any more
+
+
+def test_a_deletion_request_whose_contact_does_not_open_is_ended_not_retried_for_ever(tmp_path: Path) -> None:
+    vault = Vault(tmp_path / "vault.db", VaultKeys.load(tmp_path / "vault.key"))
+    Deletions(vault).request(["klaviyo"], "u1", ANN, 10)
+    Deletions(vault).request(["klaviyo"], "u2", ANN, 11)
+    with sqlite3.connect(tmp_path / "vault.db") as db:
+        db.execute("UPDATE deletion_requests SET key_id = 'gone' WHERE profile_id = 'u1'")
+    assert Deletions(vault).due("klaviyo", 20) == [("u2", ANN, 0)]
+    assert Deletions(vault).of("u1")[0]["status"] == "dead"
+
+
+def test_an_unsubscribe_of_an_erased_user_is_not_kept(tmp_path: Path) -> None:
+    people = People(tmp_path, SCRUB, VaultKeys.load(tmp_path / "vault.key"))
+    e = Event("m1", "Email Unsubscribed", "u2", None, 1_700_000_000_000, 1_700_000_000_000, name="Email Unsubscribed")
+    people.observe([e], [Sighting("u2", ANN, 1)], lambda pid: pid == "u2")
+    assert people.suppressed("u2") is None and people.vault.get("u2") is None
+
+
+def test_contacts_follow_the_endpoint_and_keep_only_e164_phones() -> None:
+    parser = SegmentParser(SCRUB)
+    body = {"userId": "u1", "traits": {"email": "ann@example.com", "mobile": "+44 20 7946 0958"},
+            "batch": [{"type": "identify", "userId": "u9", "traits": {"email": "x@y.io"}}]}  # fmt: skip
+    parsed = parser.parse_payload(body, received_ms=1_700_000_000_000, kind="identify")
+    [found] = contacts_of(body, parsed, "identify")
+    assert (found.profile_id, found.contact.email, found.contact.phone) == ("u1", "ann@example.com", "+442079460958")
+    local = {"userId": "u1", "traits": {"phone": "555-010-9999"}}  # no country: not E.164, not kept
+    assert (
+        contacts_of(local, parser.parse_payload(local, received_ms=1_700_000_000_000, kind="identify"), "identify")
+        == []
+    )

@@ -373,7 +373,7 @@ def test_review_findings_stay_fixed(tmp_path: Path, caplog: pytest.LogCaptureFix
 def test_an_unexpected_error_answers_500_and_logs_no_personal_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(self: Service, events: list[Event]) -> None:
+    def broken(self: Service, events: list[Event], *_: object) -> None:
         raise RuntimeError("failed for bob@example.com")
 
     monkeypatch.setattr(Service, "ingest", broken)

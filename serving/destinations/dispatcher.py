@@ -111,7 +111,8 @@ class Dispatcher:
         self.stats = Stats()
         self._wake = asyncio.Event()
         self._busy: set[str] = set()  # users with a batch in flight or waiting for its retry
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._erasing: asyncio.Task[int] | None = None
         self._slots = asyncio.Semaphore(d.concurrency)
         self._limiter = AsyncLimiter(d.rate_per_s, 1.0)
         self._wait = RetryAfterOr(wait_exponential_jitter(initial=d.backoff_initial_s, max=d.backoff_max_s))
@@ -126,7 +127,7 @@ class Dispatcher:
                 try:
                     self.admit()
                     self.dispatch()
-                    await self.erasures()
+                    self._erase()
                 except Exception:  # the ledger or the log failed: try again shortly, never stop
                     log.exception("destination %s: dispatch failed", self.destination.name)
                 with contextlib.suppress(TimeoutError):
@@ -325,24 +326,44 @@ class Dispatcher:
         self.ledger.failed(self.destination.name, ids, reason, now_ms() + int(wait_s * 1000))
         self.stats.retries += 1
 
+    def unsettled(self) -> set[str]:
+        """Users with deliveries still pending or in flight here."""
+        return self._busy | self.ledger.pending_users(self.destination.name)
+
+    def _erase(self) -> None:
+        """Send the deletion requests owed, in a task of their own (a slow platform does not hold deliveries up)."""
+        if self.people is None or not hasattr(self.sender, "delete"):
+            return
+        if self._erasing is None or self._erasing.done():
+            self._erasing = asyncio.get_running_loop().create_task(self.erasures())
+            self._tasks.add(self._erasing)
+            self._erasing.add_done_callback(self._tasks.discard)
+
     async def erasures(self) -> int:
-        """Send the deletion requests an erasure owes this destination; how many were sent."""
+        """Send the deletion requests an erasure owes this destination; how many were sent.
+        A user with a batch in flight waits for it, so no delivery lands after their deletion."""
         delete, people = getattr(self.sender, "delete", None), self.people
         if people is None or delete is None:
             return 0
         d, sent = self.destination, 0
         for profile_id, contact, attempts in people.deletions.due(d.name, now_ms()):
+            if profile_id in self._busy:
+                continue
             try:
                 outcome = await delete(Person(profile_id, contact))
-            except Retryable as exc:
-                if attempts + 1 >= d.max_attempts:
-                    people.deletions.done(d.name, profile_id, f"Retryable: {exc}", now_ms(), status="dead")
-                else:
-                    wait_s = exc.retry_after or min(d.backoff_initial_s * 2**attempts, d.backoff_max_s)
-                    people.deletions.retry(d.name, profile_id, str(exc), now_ms() + int(wait_s * 1000))
-                continue
             except Refused as exc:
                 people.deletions.done(d.name, profile_id, f"Refused: {exc}", now_ms(), status="dead")
+                continue
+            except Exception as exc:  # retryable, or unexpected (a bug, an odd answer): back off and try again
+                if not isinstance(exc, Retryable):
+                    log.exception("destination %s: a deletion request failed unexpectedly", d.name)
+                reason = f"{type(exc).__name__}: {exc}"
+                if attempts + 1 >= d.max_attempts:
+                    people.deletions.done(d.name, profile_id, reason, now_ms(), status="dead")
+                else:
+                    asked = exc.retry_after if isinstance(exc, Retryable) else None
+                    wait_s = asked if asked is not None else min(d.backoff_initial_s * 2**attempts, d.backoff_max_s)
+                    people.deletions.retry(d.name, profile_id, reason, now_ms() + int(wait_s * 1000))
                 continue
             people.deletions.done(d.name, profile_id, outcome, now_ms())
             self.stats.deletions += 1

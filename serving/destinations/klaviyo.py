@@ -8,12 +8,17 @@ Requests follow Klaviyo's REST API (JSON:API bodies,
   them) and answers its id; ``POST /api/lists/{id}/relationships/profiles``
   adds it to the list (at most 1,000 profiles a call). Never the subscribe
   endpoint: segflow does not change anybody's marketing consent.
-- exit: ``DELETE /api/lists/{id}/relationships/profiles``.
+- exit: ``DELETE /api/lists/{id}/relationships/profiles``, the profile found
+  by its external id (``GET /api/profiles?filter=…``; never imported, so a
+  leaving user's contact is not sent again).
+- a profile Klaviyo refuses (a 4xx on import) skips that user's changes,
+  with why; the rest of the batch goes on.
 - trigger: ``POST /api/events`` for each enter (one its exit follows in the
   same batch too) with the metric ``Entered segment {segment}``,
   the change's key as ``unique_id`` (Klaviyo keeps the first of a repeated
   one, so a retried batch triggers a flow once) and the requested fields.
-- erasure: ``POST /api/data-privacy-deletion-jobs``.
+- erasure: ``POST /api/data-privacy-deletion-jobs`` by exactly one
+  identifier (email, else phone, else the profile id), as the API requires.
 - reconciliation: ``GET /api/lists/{id}/profiles`` page by page.
 
 Retries (429 with ``Retry-After``, 5xx) are the dispatcher's; every call is
@@ -22,6 +27,7 @@ idempotent, so a batch is sent again whole.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,8 +35,8 @@ import httpx
 
 from features.contacts import Contact
 from serving.destinations.config import KlaviyoDestination
-from serving.destinations.http import call
-from serving.destinations.sync import Lookup, Member, Person, chunks, net
+from serving.destinations.http import Refused, call
+from serving.destinations.sync import Lookup, Member, Person, chunks, keys_of, net
 
 JSONAPI = "application/vnd.api+json"
 LIST_LIMIT = 1000  # profiles a list-relationships call takes
@@ -84,42 +90,73 @@ class Klaviyo:
             "revision": destination.revision,
             "accept": JSONAPI,
         }
-        self._ids: dict[tuple[object, ...], str] = {}
+        self._imported: dict[str, tuple[str, str]] = {}  # by profile: the digest of what was imported, Klaviyo's id
 
     async def _call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
         headers = self.headers if body is None else {**self.headers, "content-type": JSONAPI}
         url, timeout = self.base + path, self.destination.timeout_s
         return await call(self.client, method, url, timeout, headers=headers, json=body, **kwargs)
 
-    async def _profile_id(self, profile_id: str, contact: Contact | None) -> str:
-        """Klaviyo's id of a user's profile, created or updated first (once a process, per contact)."""
+    async def _import(self, profile_id: str, contact: Contact | None) -> str:
+        """Klaviyo's id of a user's profile, created or updated first (again only when the contact changed)."""
         attributes = profile_attributes(profile_id, contact)
-        known = (profile_id, *sorted(attributes.items()))
-        found = self._ids.get(known)
-        if found is None:
-            r = await self._call("POST", "/api/profile-import", {"data": {"type": "profile", "attributes": attributes}})
-            found = str(r.json()["data"]["id"])
-            if len(self._ids) >= KNOWN_IDS:
-                self._ids.clear()
-            self._ids[known] = found
+        digest = hashlib.sha256(repr(sorted(attributes.items())).encode()).hexdigest()
+        known = self._imported.get(profile_id)
+        if known is not None and known[0] == digest:
+            return known[1]
+        r = await self._call("POST", "/api/profile-import", {"data": {"type": "profile", "attributes": attributes}})
+        found = str(r.json()["data"]["id"])
+        if len(self._imported) >= KNOWN_IDS:
+            self._imported.clear()
+        self._imported[profile_id] = (digest, found)
         return found
+
+    async def _existing(self, profile_id: str) -> str | None:
+        """Klaviyo's id of the profile with this external id, creating none (None: it has none)."""
+        known = self._imported.get(profile_id)
+        if known is not None:
+            return known[1]
+        quoted = profile_id.replace("\\", "\\\\").replace('"', '\\"')
+        params = {"filter": f'equals(external_id,"{quoted}")'}
+        found = (await self._call("GET", "/api/profiles", params=params)).json()["data"]
+        return str(found[0]["id"]) if found else None
+
+    async def _ids(self, enters: Sequence[str], exits: Sequence[str], contacts: Mapping[str, Contact]
+                   ) -> tuple[dict[str, str], dict[str, str]]:  # fmt: skip
+        """Klaviyo ids: an entering user's profile imported (a refused one is left
+        out, with why), a leaving one's looked up (none: nothing to remove)."""
+        ids: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        for user in sorted(enters):
+            try:
+                ids[user] = await self._import(user, contacts.get(user))
+            except Refused as exc:
+                refused[user] = f"Klaviyo refused the profile: {exc}"
+        for user in sorted(set(exits) - ids.keys() - refused.keys()):
+            if (found := await self._existing(user)) is not None:
+                ids[user] = found
+        return ids, refused
 
     async def send(self, deliveries: Sequence[dict[str, Any]]) -> Mapping[str, str]:
         d = self.destination
         last = net(deliveries)
-        contacts = self.contacts({user for user, _ in last})
-        ids = {user: await self._profile_id(user, contacts.get(user)) for user in sorted({u for u, _ in last})}
+        enters = {u for (u, _), c in last.items() if c["kind"] == "enter"}
+        triggers = [c for c in deliveries if c["kind"] == "enter" and c["segment"] in d.events]
+        contacts = self.contacts(enters | {c["user"] for c in triggers})
+        ids, refused = await self._ids(sorted(enters), [u for (u, _), c in last.items() if c["kind"] == "exit"],
+                                       contacts)  # fmt: skip
         groups: dict[tuple[str, str], list[str]] = {}
         for (user, segment), change in last.items():
-            groups.setdefault((d.lists[segment], change["kind"]), []).append(ids[user])
+            if user in ids:
+                groups.setdefault((d.lists[segment], change["kind"]), []).append(ids[user])
         for (list_id, kind), profiles in sorted(groups.items()):
             await self._relate("POST" if kind == "enter" else "DELETE", list_id, profiles)
-        for change in deliveries:  # every enter triggers, even one its exit follows in the batch
-            if change["kind"] == "enter" and change["segment"] in d.events:
-                user = change["user"]
+        for change in triggers:  # every enter triggers, even one its exit follows in the batch
+            user = change["user"]
+            if user not in refused:
                 body = event_body(change, d.metric, profile_attributes(user, contacts.get(user)))
                 await self._call("POST", "/api/events", body)
-        return {}
+        return {key: why for user, why in refused.items() for key in keys_of(deliveries, {user})}
 
     async def _relate(self, method: str, list_id: str, profiles: Sequence[str]) -> None:
         for part in chunks(profiles, LIST_LIMIT):
@@ -142,10 +179,10 @@ class Klaviyo:
         return found
 
     async def add(self, segment: str, profile_ids: Sequence[str]) -> Mapping[str, str]:
-        contacts = self.contacts(profile_ids)
-        ids = [await self._profile_id(p, contacts.get(p)) for p in profile_ids]
-        await self._relate("POST", self.destination.lists[segment], ids)
-        return {}
+        ids, refused = await self._ids(profile_ids, [], self.contacts(profile_ids))
+        if ids:
+            await self._relate("POST", self.destination.lists[segment], list(ids.values()))
+        return refused
 
     async def remove(self, segment: str, members: Sequence[Member]) -> None:
         await self._relate("DELETE", self.destination.lists[segment], [m.remote_id for m in members])
@@ -153,18 +190,21 @@ class Klaviyo:
     # -- erasure -------------------------------------------------------------------
 
     async def delete(self, person: Person) -> str:
-        """Ask Klaviyo to delete the person: by email or phone when the vault had
-        them, else by the profile its external id finds (none: nothing to delete)."""
-        attributes = profile_attributes(person.profile_id, person.contact)
-        del attributes["external_id"]
-        profile: dict[str, Any] = {"type": "profile", "attributes": attributes}
-        if not attributes:
-            quoted = person.profile_id.replace("\\", "\\\\").replace('"', '\\"')
-            params = {"filter": f'equals(external_id,"{quoted}")'}
-            found = (await self._call("GET", "/api/profiles", params=params)).json()["data"]
-            if not found:
+        """Ask Klaviyo to delete the person, by one identifier as its API requires:
+        the email the vault had, else the phone, else the profile its external id
+        finds (none: nothing to delete)."""
+        contact = person.contact
+        profile: dict[str, Any] = {"type": "profile", "attributes": {}}
+        if contact is not None and contact.email:
+            profile["attributes"] = {"email": contact.email}
+        elif contact is not None and contact.phone:
+            profile["attributes"] = {"phone_number": contact.phone}
+        else:
+            found = await self._existing(person.profile_id)
+            if found is None:
                 return "no such profile in Klaviyo"
-            profile["id"] = str(found[0]["id"])
+            profile["id"] = found
         body = {"data": {"type": "data-privacy-deletion-job", "attributes": {"profile": {"data": profile}}}}
         await self._call("POST", "/api/data-privacy-deletion-jobs", body)
+        self._imported.pop(person.profile_id, None)
         return "deletion requested"

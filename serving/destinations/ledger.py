@@ -152,6 +152,12 @@ class Ledger:
         )
         return [Delivery(Entry.of(row[:9]), int(row[9]), int(row[10]), int(row[11])) for row in rows]
 
+    def pending_users(self, destination: str) -> set[str]:
+        rows = self._db.execute(
+            "SELECT DISTINCT profile_id FROM deliveries WHERE destination = ? AND status = 'pending'", (destination,)
+        )
+        return {str(r[0]) for r in rows}
+
     def attempting(self, destination: str, ids: Sequence[int], now_ms: int) -> set[int]:
         """Count an attempt, before it is made; the ids still pending (an erasure may have taken some)."""
         with Transaction(self._db):

@@ -8,13 +8,15 @@ its data center in the host):
   call per member for all their changes in a batch (204). The member id is
   the MD5 of the lower-cased email (from the vault, which keeps at least
   that hash). A user with no known address, or not a member of the
-  audience (404), is *skipped* with that reason: segflow never adds
+  audience (404), or whose tags Mailchimp refuses (another 4xx), is *skipped*
+  with that reason: segflow never adds
   members, which would be a consent decision.
 - at most :data:`~serving.destinations.config.MAILCHIMP_CONNECTIONS`
   requests at once per destination, as Mailchimp allows.
 - erasure: ``POST /lists/{audience}/members/{hash}/actions/delete-permanent``.
 - reconciliation: ``GET /lists/{audience}/tag-search`` finds the tag's id,
-  ``GET /lists/{audience}/segments/{id}/members`` pages through its members.
+  ``GET /lists/{audience}/segments/{id}/members`` pages through its members,
+  whatever their status (unsubscribed and cleaned ones included).
 """
 
 from __future__ import annotations
@@ -26,22 +28,30 @@ from typing import Any
 import httpx
 
 from serving.destinations.config import MAILCHIMP_CONNECTIONS, MailchimpDestination
-from serving.destinations.http import call
+from serving.destinations.http import Refused, Retryable, call
 from serving.destinations.sync import Lookup, Member, Person, keys_of, net
 
 PAGE_SIZE = 1000
+EVERY_STATUS = {"include_cleaned": "true", "include_transactional": "true", "include_unsubscribed": "true"}
 NO_ADDRESS = "no email address known for the user (no identify with an email)"
 NOT_A_MEMBER = "not a member of the audience"
 
 
 class Mailchimp:
-    def __init__(self, destination: MailchimpDestination, client: httpx.AsyncClient, contacts: Lookup) -> None:
+    def __init__(
+        self,
+        destination: MailchimpDestination,
+        client: httpx.AsyncClient,
+        contacts: Lookup,
+        connections: asyncio.Semaphore | None = None,
+    ) -> None:
+        """``connections``: shared by every destination of one Mailchimp account (its limit is the account's)."""
         self.destination = destination
         self.client = client
         self.contacts = contacts
         self.base = f"{destination.base_url()}/lists/{destination.audience}"
         self.auth = httpx.BasicAuth("segflow", destination.key())
-        self._connections = asyncio.Semaphore(MAILCHIMP_CONNECTIONS)
+        self._connections = connections or asyncio.Semaphore(MAILCHIMP_CONNECTIONS)
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async with self._connections:
@@ -49,11 +59,24 @@ class Mailchimp:
                 self.client, method, self.base + path, self.destination.timeout_s, auth=self.auth, **kwargs
             )
 
-    async def _tag(self, member: str, tags: list[dict[str, str]]) -> bool:
-        """Set a member's tags; False when the audience has no such member."""
+    async def _tag(self, member: str, tags: list[dict[str, str]]) -> str | None:
+        """Set a member's tags; why not, when Mailchimp has no such member or refuses this one."""
         body = {"tags": tags, "is_syncing": self.destination.is_syncing}
-        r = await self._call("POST", f"/members/{member}/tags", json=body, ok=(404,))
-        return r.status_code != 404
+        try:
+            r = await self._call("POST", f"/members/{member}/tags", json=body, ok=(404,))
+        except Refused as exc:
+            return f"Mailchimp refused the member's tags: {exc}"
+        return NOT_A_MEMBER if r.status_code == 404 else None
+
+    async def _tag_all(self, changes: Sequence[tuple[str, list[dict[str, str]]]]) -> list[str | None]:
+        """Tags for several members at once (within the account's connections). A failure
+        that may pass cancels the rest, and is raised as it came: the batch is retried whole."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._tag(member, tags)) for member, tags in changes]
+        except* Retryable as failed:
+            raise failed.exceptions[0] from None
+        return [t.result() for t in tasks]
 
     async def send(self, deliveries: Sequence[dict[str, Any]]) -> Mapping[str, str]:
         d = self.destination
@@ -66,9 +89,10 @@ class Mailchimp:
         no_address = {u for u in by_user if (c := contacts.get(u)) is None or not c.email_md5}
         skipped |= dict.fromkeys(keys_of(deliveries, no_address), NO_ADDRESS)
         users = [u for u in by_user if u not in no_address]
-        tagged = await asyncio.gather(*(self._tag(contacts[u].email_md5 or "", by_user[u]) for u in users))
-        absent = {u for u, ok in zip(users, tagged, strict=True) if not ok}
-        skipped |= dict.fromkeys(keys_of(deliveries, absent), NOT_A_MEMBER)
+        outcomes = await self._tag_all([(contacts[u].email_md5 or "", by_user[u]) for u in users])
+        for user, why in zip(users, outcomes, strict=True):
+            if why is not None:
+                skipped |= dict.fromkeys(keys_of(deliveries, {user}), why)
         return skipped
 
     # -- reconciliation ------------------------------------------------------------
@@ -85,7 +109,7 @@ class Mailchimp:
             return []
         found: list[Member] = []
         while True:
-            params = {"count": PAGE_SIZE, "offset": len(found), "fields": "members.id,total_items"}
+            params = {"count": PAGE_SIZE, "offset": len(found), "fields": "members.id,total_items", **EVERY_STATUS}
             page = (await self._call("GET", f"/segments/{tag}/members", params=params)).json()
             found += [Member(str(m["id"]), None) for m in page["members"]]
             if not page["members"] or len(found) >= int(page["total_items"]):
@@ -95,17 +119,15 @@ class Mailchimp:
         contacts = self.contacts(profile_ids)
         tag = [{"name": self.destination.tag(segment), "status": "active"}]
         skipped: dict[str, str] = {}
-        for pid in profile_ids:
-            contact = contacts.get(pid)
-            if contact is None or not contact.email_md5:
-                skipped[pid] = NO_ADDRESS
-            elif not await self._tag(contact.email_md5, tag):
-                skipped[pid] = NOT_A_MEMBER
+        known = [p for p in profile_ids if (c := contacts.get(p)) is not None and c.email_md5]
+        skipped |= dict.fromkeys((p for p in profile_ids if p not in set(known)), NO_ADDRESS)
+        outcomes = await self._tag_all([(contacts[p].email_md5 or "", tag) for p in known])
+        skipped |= {p: why for p, why in zip(known, outcomes, strict=True) if why is not None}
         return skipped
 
     async def remove(self, segment: str, members: Sequence[Member]) -> None:
         tag = [{"name": self.destination.tag(segment), "status": "inactive"}]
-        await asyncio.gather(*(self._tag(m.remote_id, tag) for m in members))
+        await self._tag_all([(m.remote_id, tag) for m in members])
 
     # -- erasure -------------------------------------------------------------------
 

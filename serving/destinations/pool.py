@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from serving.destinations.config import (
+    MAILCHIMP_CONNECTIONS,
     PLATFORMS,
     AnyDestination,
     Destinations,
@@ -28,12 +29,15 @@ from serving.log import EventLog
 from serving.people import People
 
 
-def sender(d: AnyDestination, client: httpx.AsyncClient, contacts: Lookup) -> Sender:
-    """The adapter that speaks a destination's API."""
+def sender(
+    d: AnyDestination, client: httpx.AsyncClient, contacts: Lookup, accounts: dict[str, asyncio.Semaphore]
+) -> Sender:
+    """The adapter that speaks a destination's API (``accounts``: each Mailchimp account's connections)."""
     if isinstance(d, KlaviyoDestination):
         return Klaviyo(d, client, contacts)
     if isinstance(d, MailchimpDestination):
-        return Mailchimp(d, client, contacts)
+        account = accounts.setdefault(d.key(), asyncio.Semaphore(MAILCHIMP_CONNECTIONS))
+        return Mailchimp(d, client, contacts, account)
     assert isinstance(d, WebhookDestination)
     return Webhook(d, client)
 
@@ -46,8 +50,9 @@ class Dispatchers:
         self.ledger = ledger
         self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         contacts: Lookup = people.contacts if people is not None else (lambda _: {})
+        accounts: dict[str, asyncio.Semaphore] = {}
         self.by_name: dict[str, Dispatcher] = {
-            d.name: Dispatcher(d, ledger, outbox, sender(d, self.client, contacts), fields, people)
+            d.name: Dispatcher(d, ledger, outbox, sender(d, self.client, contacts, accounts), fields, people)
             for d in config.destinations
         }
         self._tasks: list[asyncio.Task[None]] = []

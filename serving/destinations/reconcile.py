@@ -5,8 +5,9 @@ For each segment of the destination, the platform's members are read
 (every page) and matched to profiles (Klaviyo by external id, Mailchimp by
 the subscriber hash the vault keeps); the ones segflow does not count are
 removed, the missing ones added. A dry run only says what it would do.
-Every call is idempotent, so deliveries still on their way do no harm:
-they apply after, in order.
+Membership is read again once the platform's listing is in, and users with
+deliveries still pending or in flight are left to them (what reconciling
+them would do, those deliveries are about to do, in order).
 """
 
 from __future__ import annotations
@@ -40,20 +41,22 @@ async def reconcile(
     segments: Iterable[str],
     members_of: Callable[[str], Iterable[str]],
     people: People,
+    unsettled: Callable[[], set[str]],
     dry_run: bool = False,
 ) -> list[Drift]:
     out = []
     for segment in segments:
-        everyone = set(members_of(segment))
+        listed = await platform.members(segment)
+        everyone = set(members_of(segment))  # after the listing: what segflow holds now
+        busy = unsettled()
         expected = {p for p in everyone if people.suppressed(p) is None}
         by_hash = {c.email_md5: p for p, c in people.contacts(everyone).items() if c.email_md5}
-        listed = await platform.members(segment)
 
         def owner(m: Member, by_hash: dict[str, str] = by_hash) -> str | None:
             return m.profile_id or by_hash.get(m.remote_id)
 
-        extra = [m for m in listed if owner(m) not in expected]
-        missing = sorted(expected - {owner(m) for m in listed})
+        extra = [m for m in listed if owner(m) not in expected and owner(m) not in busy]
+        missing = sorted(expected - {owner(m) for m in listed} - busy)
         drift = Drift(segment, len(expected), len(listed), len(missing), len(extra))
         if not dry_run:
             if extra:

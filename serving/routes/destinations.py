@@ -80,5 +80,8 @@ async def reconcile_destination(
     unknown = [s for s in segments if s not in engine.members_of]
     if unknown:
         raise HTTPException(status.HTTP_409_CONFLICT, f"segments not in the config in force: {unknown}")
-    drifts = await reconcile(platform, segments, lambda s: list(engine.members_of[s]), service.people, dry_run)
+    dispatcher = pool.by_name[name]
+    drifts = await reconcile(
+        platform, segments, lambda s: list(engine.members_of[s]), service.people, dispatcher.unsettled, dry_run
+    )
     return {"destination": name, "dry_run": dry_run, "segments": [x.as_dict() for x in drifts]}

@@ -72,7 +72,7 @@ async def _ingest(
         metrics.rejects.labels(refusal_reason(exc.status_code)).inc()
         raise
     rejected = _quarantine(parsed, kind, received_ms, parser, service, metrics)
-    outcome = service.ingest(parsed.events, contacts_of(payload, parsed))
+    outcome = service.ingest(parsed.events, contacts_of(payload, parsed, kind))
     decided = time.time_ns() / 1e9
     for e in parsed.events:
         metrics.latency.observe(max(decided - e.received_ms / 1000, 0.0))
