@@ -13,7 +13,8 @@ Requests follow Klaviyo's REST API (JSON:API bodies,
   leaving user's contact is not sent again).
 - a profile Klaviyo refuses (a 4xx on import) skips that user's changes,
   with why; the rest of the batch goes on.
-- trigger: ``POST /api/events`` for each enter (one its exit follows in the
+- trigger: ``POST /api/events`` (not the bulk job: it refuses a whole request
+  when one ``unique_id`` repeats, as a retry after a lost answer does) for each enter (one its exit follows in the
   same batch too) with the metric ``Entered segment {segment}``,
   the change's key as ``unique_id`` (Klaviyo keeps the first of a repeated
   one, so a retried batch triggers a flow once) and the requested fields.
