@@ -191,6 +191,19 @@ def need(condition: bool, detail: str, status: int = 400, code: str = "invalid")
         raise ApiError(status, code, detail)
 
 
+def only(value: Any, allowed: set[str], where: str) -> dict[str, Any]:
+    """An object with no field the API does not define (the published request schema)."""
+    need(isinstance(value, dict), f"{where} must be an object.")
+    extra = sorted(set(value) - allowed)
+    need(not extra, f"{where} has fields the API does not define: {extra}.")
+    return dict(value)
+
+
+PROFILE_FIELDS = {"email", "phone_number", "external_id", "_kx", "first_name", "last_name", "organization",
+                  "locale", "title", "image", "location", "properties"}  # fmt: skip
+EVENT_FIELDS = {"properties", "time", "value", "value_currency", "unique_id", "backfill", "metric", "profile"}
+
+
 # -- Klaviyo ---------------------------------------------------------------------------------
 
 E164 = re.compile(r"\+[1-9]\d{7,14}")
@@ -282,10 +295,9 @@ class KlaviyoEmulator(Emulator):
                 "links": {"self": f"{self.url}/api/profiles/{pid}/"}}  # fmt: skip
 
     def _import(self, request: Recorded) -> tuple[int, Any]:
-        data = request.body["data"]
-        need(isinstance(data, dict) and data.get("type") == "profile", "data.type must be 'profile'.")
-        attributes = data.get("attributes")
-        need(isinstance(attributes, dict), "data.attributes is required.")
+        data = only(request.body["data"], {"type", "id", "attributes", "meta"}, "data")
+        need(data.get("type") == "profile", "data.type must be 'profile'.")
+        attributes = only(data.get("attributes"), PROFILE_FIELDS, "data.attributes")
         known = {k: v for k, v in attributes.items() if k in ("email", "phone_number", "external_id") and v}
         check_phone(attributes)
         need(bool(known), "One of email, phone_number or external_id is required.")
@@ -309,7 +321,7 @@ class KlaviyoEmulator(Emulator):
         need(isinstance(data, list) and len(data) > 0, "data must be a non-empty list of profiles.")
         need(len(data) <= 1000, f"At most 1000 profiles per call, got {len(data)}.")
         for item in data:
-            need(isinstance(item, dict) and item.get("type") == "profile", "Each item's type must be 'profile'.")
+            need(only(item, {"type", "id"}, "data[]").get("type") == "profile", "Each item's type must be 'profile'.")
             need(
                 item.get("id") in self.profiles, f"A profile with id {item.get('id')} does not exist.", 404, "not_found"
             )
@@ -341,9 +353,13 @@ class KlaviyoEmulator(Emulator):
         return 200, {"data": [self._resource(p) for p in page], "links": {"self": request.path, "next": link}}
 
     def _event(self, request: Recorded) -> tuple[int, Any]:
-        data = request.body["data"]
-        need(isinstance(data, dict) and data.get("type") == "event", "data.type must be 'event'.")
-        a = data.get("attributes") or {}
+        data = only(request.body["data"], {"type", "attributes"}, "data")
+        need(data.get("type") == "event", "data.type must be 'event'.")
+        a = only(data.get("attributes"), EVENT_FIELDS, "data.attributes")
+        only(only(a.get("metric"), {"data"}, "metric").get("data"), {"type", "attributes"}, "metric.data")
+        wrapped = only(a.get("profile"), {"data"}, "profile").get("data")
+        event_profile = only(wrapped, {"type", "id", "attributes", "meta"}, "profile.data")
+        only(event_profile.get("attributes"), PROFILE_FIELDS | {"anonymous_id"}, "profile.data.attributes")
         need(isinstance(a.get("properties"), dict), "data.attributes.properties is required.")
         metric = ((a.get("metric") or {}).get("data") or {}).get("attributes", {}).get("name")
         need(isinstance(metric, str) and bool(metric), "data.attributes.metric.data.attributes.name is required.")
@@ -361,10 +377,11 @@ class KlaviyoEmulator(Emulator):
         return 202, None
 
     def _delete(self, request: Recorded) -> tuple[int, Any]:
-        data = request.body["data"]
-        need(isinstance(data, dict) and data.get("type") == "data-privacy-deletion-job",
-             "data.type must be 'data-privacy-deletion-job'.")  # fmt: skip
-        profile = ((data.get("attributes") or {}).get("profile") or {}).get("data") or {}
+        data = only(request.body["data"], {"type", "attributes"}, "data")
+        need(data.get("type") == "data-privacy-deletion-job", "data.type must be 'data-privacy-deletion-job'.")
+        wrapper = only(only(data.get("attributes"), {"profile"}, "data.attributes").get("profile"), {"data"}, "profile")
+        profile = only(wrapper.get("data"), {"type", "id", "attributes"}, "profile.data")
+        only(profile.get("attributes") or {}, {"email", "phone_number"}, "profile.data.attributes")
         need(profile.get("type") == "profile", "data.attributes.profile.data.type must be 'profile'.")
         given = [k for k, v in (profile.get("attributes") or {}).items() if v] + (["id"] if profile.get("id") else [])
         need(len(given) == 1, f"Exactly one identifier is required (email, phone_number or id), got {given}.")
@@ -451,9 +468,10 @@ class MailchimpEmulator(Emulator):
             return route(self.routes, request)
 
     def _tags(self, request: Recorded, h: str) -> tuple[int, Any]:
-        body = request.body
-        need(isinstance(body, dict) and isinstance(body.get("tags"), list), "The tags list is required.")
+        body = only(request.body, {"tags", "is_syncing"}, "body")
+        need(isinstance(body.get("tags"), list), "The tags list is required.")
         for t in body["tags"]:
+            only(t, {"name", "status"}, "tags[]")
             need(isinstance(t, dict) and isinstance(t.get("name"), str) and t.get("status") in ("active", "inactive"),
                  "Each tag needs a name and a status of active or inactive.")  # fmt: skip
         need("is_syncing" not in body or isinstance(body["is_syncing"], bool), "is_syncing must be a boolean.")

@@ -230,3 +230,15 @@ def test_a_failure_that_may_pass_fails_the_whole_batch_for_a_retry() -> None:
                 assert failed.value.retry_after == 3.0
 
         asyncio.run(drive())
+
+
+def test_the_emulators_refuse_a_field_the_api_does_not_define() -> None:
+    with KlaviyoEmulator(KEY, ["L1"]) as k, MailchimpEmulator(MC_KEY, "a1") as m:
+        headers = {"authorization": f"Klaviyo-API-Key {KEY}", "revision": "2026-10-15",
+                   "content-type": "application/vnd.api+json"}  # fmt: skip
+        body = {"data": {"type": "profile", "attributes": {"external_id": "u1", "emial": "a@b.io"}}}
+        r = httpx.post(k.url + "/api/profile-import", headers=headers, json=body)
+        assert r.status_code == 400 and "['emial']" in r.json()["errors"][0]["detail"]
+        member = m.url + "/3.0/lists/a1/members/" + m.subscribe("a@b.io") + "/tags"
+        r = httpx.post(member, auth=("x", MC_KEY), json={"tags": [{"name": "t", "status": "active", "color": "red"}]})
+        assert r.status_code == 400 and "['color']" in r.json()["detail"]
