@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, ORJSONResponse
 from starlette.exceptions import HTTPException
@@ -105,6 +106,14 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
     async def refused(request: Request, exc: HTTPException) -> ORJSONResponse:
         return _error(exc.status_code, exc.detail, exc.headers)
 
+    if settings.source_origins:  # the sites a browser may send events from (their source keys are bound to them)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.source_origins,
+            allow_methods=["POST"],
+            allow_headers=["content-type", "authorization"],
+            max_age=600,
+        )
     app.add_middleware(Contained)
     return app
 

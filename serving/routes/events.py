@@ -1,8 +1,12 @@
-"""Ingest: Segment Spec bodies on /v1/track, /v1/page, /v1/identify and
-/v1/batch. Each event is checked on its own: the good ones are logged before
-the answer, which lists the segment transitions they caused; each bad one is
-listed by index with its field and problem, counted, and kept (scrubbed) in
-the quarantine. A body is read no further than its size limit."""
+"""Ingest: Segment Spec bodies on /v1/track, /v1/page, /v1/identify,
+/v1/screen, /v1/alias, /v1/group and /v1/batch, and on the short paths
+analytics.js posts to from a browser (/v1/t, /v1/p, /v1/i, /v1/s, /v1/a,
+/v1/g, /v1/b: ``text/plain`` JSON with a source key as ``writeKey``).
+Bodies may be gzip- or deflate-encoded (:mod:`serving.bodies`). Each event
+is checked on its own: the good ones are logged before the answer, which
+lists the segment transitions they caused; each bad one is listed by index
+with its field and problem, counted, and kept (scrubbed) in the quarantine.
+A body is read no further than its size limit."""
 
 from __future__ import annotations
 
@@ -11,10 +15,10 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import ORJSONResponse
-from starlette.requests import ClientDisconnect
 
 from features.contacts import contacts_of
 from features.events import EventError, Parsed, PayloadTooLarge, SegmentParser, load, write_key_of
+from serving.bodies import read_body
 from serving.engine import Change
 from serving.metrics import Metrics
 from serving.routes.deps import GuardDep, MetricsDep, ParserDep, ServiceDep, refusal_reason
@@ -29,23 +33,6 @@ MAX_LISTED_PER_REQUEST = 1000
 def change_json(change: Change) -> dict[str, Any]:
     t = change.transition
     return {"user": change.profile_id, "segment": t.segment, "kind": t.kind, "at_ms": t.at_ms}
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit``
-    (a declared length is believed first; a chunked body is counted as it comes)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"body over the {limit}-byte limit")
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"body over the {limit}-byte limit")
-    except ClientDisconnect:  # dropped at its deadline, or gone: nothing was accepted
-        raise HTTPException(status.HTTP_408_REQUEST_TIMEOUT, "the body did not arrive in time") from None
-    return bytes(body)
 
 
 async def _ingest(
@@ -121,22 +108,28 @@ def _problems(exc: EventError) -> list[dict[str, str]]:
     return [{"field": f, "problem": p} for f, p in exc.problems]
 
 
-def _route(kind: str) -> None:
+BROWSER_PATHS = {"t": "track", "p": "page", "i": "identify", "s": "screen", "a": "alias", "g": "group", "b": "batch"}
+
+
+def _route(kind: str, path: str, browser: bool = False) -> None:
     async def endpoint(
         request: Request, service: ServiceDep, parser: ParserDep, metrics: MetricsDep, guard: GuardDep
     ) -> Any:
         return await _ingest(kind, request, service, parser, metrics, guard)
 
-    endpoint.__name__ = f"ingest_{kind}"
+    endpoint.__name__ = f"ingest_{kind}" + ("_browser" if browser else "")
     router.add_api_route(
-        f"/{kind}",
+        f"/{path}",
         endpoint,
         methods=["POST"],
         summary=f"Ingest a Segment Spec {kind} {'envelope' if kind == 'batch' else 'event'}",
         openapi_extra=INGEST_BODIES[kind],
         responses=INGEST_RESPONSES,
+        include_in_schema=not browser,  # the same route under analytics.js's short name
     )
 
 
-for _kind in ("track", "page", "identify", "batch"):
-    _route(_kind)
+for _kind in ("track", "page", "identify", "screen", "alias", "group", "batch"):
+    _route(_kind, _kind)
+for _short, _kind in BROWSER_PATHS.items():
+    _route(_kind, _short, browser=True)

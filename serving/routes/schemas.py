@@ -76,6 +76,25 @@ IDENTIFY: dict[str, Any] = {
     },
     "additionalProperties": True,
 }
+SCREEN: dict[str, Any] = {**PAGE, "properties": {**PAGE["properties"], "type": {"const": "screen"}}}
+ALIAS: dict[str, Any] = {
+    "type": "object",
+    "required": ["previousId"],
+    "anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}],
+    "properties": {**_COMMON, "type": {"const": "alias"}, "previousId": _ID},
+    "additionalProperties": True,
+}
+GROUP: dict[str, Any] = {
+    "type": "object",
+    "anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}],
+    "properties": {
+        **_COMMON,
+        "type": {"const": "group"},
+        "groupId": _ID,
+        "traits": {"type": "object", "additionalProperties": True, "description": "personal fields are pseudonymized"},
+    },
+    "additionalProperties": True,
+}
 BATCH: dict[str, Any] = {
     "type": "object",
     "required": ["batch"],
@@ -88,6 +107,9 @@ BATCH: dict[str, Any] = {
                     {**TRACK, "required": ["type", "event"]},
                     {**PAGE, "required": ["type"]},
                     {**IDENTIFY, "required": ["type"]},
+                    {**SCREEN, "required": ["type"]},
+                    {**ALIAS, "required": ["type", "previousId"]},
+                    {**GROUP, "required": ["type"]},
                 ]
             },
         },
@@ -97,12 +119,14 @@ BATCH: dict[str, Any] = {
     },
     "additionalProperties": True,
 }
-_SCHEMAS = {"track": TRACK, "page": PAGE, "identify": IDENTIFY, "batch": BATCH}
+_SCHEMAS = {"track": TRACK, "page": PAGE, "identify": IDENTIFY, "screen": SCREEN, "alias": ALIAS, "group": GROUP}
+_SCHEMAS["batch"] = BATCH
 assert set(_SCHEMAS) - {"batch"} <= set(KINDS)
 
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    content = {"schema": schema}  # text/plain too: what browsers send to avoid a preflight
+    return {"requestBody": {"required": True, "content": {"application/json": content, "text/plain": content}}}
 
 
 INGEST_BODIES = {kind: _body(schema) for kind, schema in _SCHEMAS.items()}
@@ -132,6 +156,7 @@ INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     401: {"description": "no key, a malformed one, or an unknown or revoked one"},
     403: {"description": "the key may not ingest (or not from this origin)"},
-    413: {"description": "over 32 KB an event or 500 KB a batch"},
+    413: {"description": "over 32 KB an event or 500 KB a batch (inflated, for a gzip or deflate body)"},
+    415: {"description": "a Content-Encoding other than gzip, deflate or identity"},
     429: {"description": "the key is over its rate; see Retry-After"},
 }
