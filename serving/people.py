@@ -19,7 +19,7 @@ from typing import Any
 from features.contacts import Contact, Sighting
 from features.events import Event
 from features.pseudonyms import Pseudonymizer
-from serving.consent import UNSUBSCRIBED, Consent
+from serving.consent import Consent
 from serving.vault import Deletions, Vault, VaultKeys
 
 
@@ -42,7 +42,7 @@ class People:
         kept = [s for s in sightings if not erased(s.profile_id)]
         if kept:
             self.vault.add(kept)
-        self.consent.observe([e for e in events if e.type == UNSUBSCRIBED and not erased(e.profile_id)])
+        self.consent.observe([e for e in Consent.signals(events) if not erased(e.profile_id)])
 
     def checkpoint(self) -> bool:
         return self.vault.checkpoint()

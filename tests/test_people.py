@@ -192,3 +192,26 @@ def test_contacts_follow_the_endpoint_and_keep_only_e164_phones() -> None:
         contacts_of(local, parser.parse_payload(local, received_ms=1_700_000_000_000, kind="identify"), "identify")
         == []
     )
+
+
+def test_the_latest_consent_signal_wins_and_a_list_entry_stays_until_lifted(tmp_path: Path) -> None:
+    consent = Consent(tmp_path / "vault.db", SCRUB)
+
+    def identify(user: str, value: object, t: int) -> Event:
+        return Event(f"i{t}", "identify", user, None, t, t, kind="identify", traits={"email_consent": value})
+
+    consent.observe([identify("u1", False, 100)])
+    assert consent.why("u1", None).startswith("trait email_consent: false at")
+    consent.observe([identify("u1", "yes", 200)])
+    assert consent.why("u1", None) is None
+    consent.observe([identify("u1", False, 150)])  # older than the consent given: changes nothing
+    assert consent.why("u1", None) is None
+    unsubscribe = Event("m", "Email Unsubscribed", "u1", None, 300, 300, name="Email Unsubscribed")
+    consent.observe([unsubscribe])
+    assert consent.why("u1", None).startswith("unsubscribed")
+    consent.suppress(["u2"], "list: complaint", 1)
+    consent.observe([identify("u2", True, 400)])  # a trait does not undo the list
+    assert consent.why("u2", None) == "list: complaint"
+    assert consent.lift(["u2"]) == 1 and consent.why("u2", None) is None
+    consent.observe([identify("u3", "maybe", 500)])  # not a consent value: no signal
+    assert consent.why("u3", None) is None
