@@ -120,6 +120,33 @@ def load(path: str | Path, known_features: Sequence[str | Spec] = ()) -> Segment
     return loads(path.read_text(), str(path), known_features)
 
 
+def yaml_problem(exc: yaml.YAMLError, source: str) -> str:
+    r"""A YAML error placed where its problem starts: an unclosed quote or
+    bracket where it opens (PyYAML's context), not where the file ends.
+
+    >>> yaml_problem(_error('a: 1\nb: "open\nc: 2\n'), "s.yaml")
+    's.yaml:2:4: not valid YAML: while scanning a quoted scalar, found unexpected end of stream (at line 4)'
+    """
+    start = getattr(exc, "context_mark", None)
+    found = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    mark = start or found
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+    what = f"{context}, {problem}" if context else problem
+    if start is not None and found is not None and found.line != start.line:
+        what += f" (at line {found.line + 1})"
+    return f"{source}{where}: not valid YAML: {what}"
+
+
+def _error(text: str) -> yaml.YAMLError:
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        return exc
+    raise AssertionError("valid YAML")
+
+
 def loads(text: str, source: str = "segments.yaml", known_features: Sequence[str | Spec] = ()) -> SegmentConfig:
     problems: list[str] = []
 
@@ -135,9 +162,7 @@ def loads(text: str, source: str = "segments.yaml", known_features: Sequence[str
     except RecursionError:
         raise ConfigError([f"{source}: the YAML is nested too deeply"]) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ConfigError([f"{source}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+        raise ConfigError([yaml_problem(exc, source)]) from None
     if not isinstance(data, dict) or root is None:
         raise ConfigError([f"{source}: expected a mapping with version, thresholds, segments and groups"])
     nodes = _node_map(root)

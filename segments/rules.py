@@ -41,6 +41,7 @@ from typing import Any
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
+from features.events import SEGMENT_NAMES
 from features.specs import (
     ANY,
     Eq,
@@ -678,6 +679,14 @@ def _decided_by(parts: list[Fn], every: bool) -> Fn:
     return fn
 
 
+def _bare_name_hint(text: str) -> str:
+    """A hint when a rule names a Segment event without quotes (``count(Product Viewed, 1h)``)."""
+    for name, canonical in SEGMENT_NAMES.items():
+        if name in text and f'"{name}"' not in text and " " in name:
+            return f": {name!r} is a Segment event name; write its type, {canonical} (count({canonical}, 1h))"
+    return ""
+
+
 def parse(text: str) -> Tree:
     try:
         return _PARSER.parse(text)
@@ -696,7 +705,7 @@ def parse(text: str) -> Tree:
             raise RuleError(
                 "the rule ends too early (an operand or ')' is missing)", line, len(text.rsplit("\n", 1)[-1]) + 1
             ) from None
-        raise RuleError(f"unexpected {token!s}", token.line, token.column) from None
+        raise RuleError(f"unexpected {token!s}{_bare_name_hint(text)}", token.line, token.column) from None
     except UnexpectedInput as exc:  # pragma: no cover - lark's other errors
         raise RuleError(str(exc), getattr(exc, "line", None), getattr(exc, "column", None)) from None
 

@@ -274,3 +274,16 @@ def test_and_or_over_many_parts(values: list[float | None]) -> None:
     both = compile_rule(" and ".join(f"{n} >= 1" for n in names), NAMES)
     either = compile_rule(" or ".join(f"{n} >= 1" for n in names), NAMES)
     assert both.holds(Context(features)) is all(held) and either.holds(Context(features)) is any(held)
+
+
+def test_a_yaml_mistake_is_named_where_it_starts_and_a_bare_segment_name_gets_a_hint() -> None:
+    text = (
+        "version: 1\nsegments:\n  - name: a\n    rule: count(product_view, 1h) >= 1\n"
+        '  - name: "b\n    rule: count(product_view, 1h) >= 1\n  - name: c\n    rule: count(purchase, 1d) >= 1\n'
+    )
+    with pytest.raises(ConfigError) as exc:
+        loads(text)
+    assert str(exc.value).startswith("segments.yaml:5:11: not valid YAML: while scanning a quoted scalar")
+    with pytest.raises(ConfigError) as exc:
+        loads("version: 1\nsegments:\n  - name: a\n    rule: count(Product Viewed, 1h) >= 1\n")
+    assert "'Product Viewed' is a Segment event name; write its type, product_view" in str(exc.value)
