@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 
 from bench.report import best_of, emit
-from features.events import SegmentParser, format_ms, to_payload
+from features.events import format_ms, to_payload
 from features.pseudonyms import Pseudonymizer
+from features.segment_spec import SegmentParser
 from features.table import table_to_events
 from training.synthetic import generate
 

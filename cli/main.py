@@ -21,8 +21,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cli import admin, demo, destinations, serve
-from features.events import SegmentParser
 from features.pseudonyms import Pseudonymizer, load_key
+from features.segment_spec import SegmentParser
 from features.specs import Spec
 from features.table import read_table, table_to_events, write_table
 from training.importers import ColumnMapping, ImportReport, import_segment_jsonl, import_table, import_taobao

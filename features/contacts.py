@@ -6,7 +6,8 @@ serving layer can seal them in the contact vault before they are dropped.
 Only well-formed values are kept: an email that is an address, a phone in
 E.164 (``+`` and 8 to 15 digits, as Klaviyo requires; separators dropped).
 
->>> from features.events import Parsed, Event
+>>> from features.events import Event
+>>> from features.segment_spec import Parsed
 >>> e = Event("m1", "identify", "u1", None, 1_000, 1_000, kind="identify")
 >>> [c] = contacts_of({"userId": "u1", "traits": {"email": " Bob@Mail.COM ", "phone": "+1 (555) 010-9999"}},
 ...                   Parsed([e], []))
@@ -22,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from features.events import Parsed
 from features.pseudonyms import normal_key
+from features.segment_spec import Parsed
 
 _DIGITS = re.compile(r"\d")
 _ADDRESS = re.compile(r"[^@\s\"<>(),;:]{1,64}@[^@\s\"<>(),;:]+\.[^@\s\"<>(),;:.]+")  # local@domain.tld

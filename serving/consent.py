@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from features.contacts import Contact, email_of, subscriber_hash
-from features.events import Event, format_ms, profile_key
+from features.events import Event, format_ms
 from features.pseudonyms import Pseudonymizer, normal_key
+from features.segment_spec import profile_key
 from serving.log import Transaction, connect
 
 UNSUBSCRIBED = "Email Unsubscribed"  # Segment's email event

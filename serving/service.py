@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from features.contacts import Sighting
-from features.events import Event, SegmentParser
+from features.events import Event
 from features.online import FeatureSet
 from features.pseudonyms import Pseudonymizer, load_key
+from features.segment_spec import SegmentParser
 from segments.config import SegmentConfig
 from serving import snapshot
 from serving.destinations.config import PLATFORMS, Destinations

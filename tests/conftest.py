@@ -16,8 +16,8 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
-from features.events import SegmentParser
 from features.pseudonyms import Pseudonymizer
+from features.segment_spec import SegmentParser
 from serving import snapshot
 
 settings.register_profile("ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

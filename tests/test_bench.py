@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from bench.ingest import batch_body
-from features.events import SegmentParser
 from features.pseudonyms import Pseudonymizer
+from features.segment_spec import SegmentParser
 
 
 def test_the_parse_benchmark_body_is_accepted_whole() -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from features.events import Event, EventError, SegmentParser, datetime_to_ms
+from features.events import Event, datetime_to_ms
 from features.pseudonyms import Pseudonymizer
+from features.segment_spec import EventError, SegmentParser
 
 RECEIVED = "2024-05-01T10:00:02.000Z"
 

@@ -8,7 +8,7 @@ import orjson
 import pyarrow.compute as pc
 import pytest
 
-from features.events import SegmentParser
+from features.segment_spec import SegmentParser
 from features.table import read_table, table_to_events, write_table
 from training.importers import ColumnMapping, import_segment_jsonl, import_table, import_taobao
 from training.summary import type_counts

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.contacts import Contact, Sighting, contacts_of, subscriber_hash
-from features.events import Event, SegmentParser
+from features.events import Event
 from features.pseudonyms import Pseudonymizer
+from features.segment_spec import SegmentParser
 from serving.consent import Consent
 from serving.destinations.config import DestinationError, Destinations
 from serving.people import People

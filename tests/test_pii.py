@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from features.events import SegmentParser
 from features.pseudonyms import Pseudonymizer, load_key
+from features.segment_spec import SegmentParser
 from features.table import events_to_table, write_table
 
 RECEIVED = 1_800_000_000_000  # 2027-01-15: received after every timestamp these tests send

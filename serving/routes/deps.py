@@ -6,7 +6,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
 
-from features.events import SegmentParser
+from features.segment_spec import SegmentParser
 from serving.auth import Guard
 from serving.engine import Engine
 from serving.keys import ApiKey

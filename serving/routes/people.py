@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel, Field
 
-from features.events import profile_key, to_payload
+from features.events import to_payload
+from features.segment_spec import profile_key
 from serving.people import People
 from serving.routes.deps import Admin, EngineDep, ParserDep, ServiceDep
 from serving.routes.profiles import get_profile

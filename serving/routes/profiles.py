@@ -10,8 +10,9 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
-from features.events import Event, format_ms, profile_key
+from features.events import Event, format_ms
 from features.evidence import behind
+from features.segment_spec import profile_key
 from segments.config import SegmentConfig
 from segments.membership import Transition
 from segments.rules import Clause, Context
