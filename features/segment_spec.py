@@ -25,84 +25,40 @@ fields. Each becomes one :class:`~features.events.Event`:
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from features.events import (
-    _EPOCH,
-    _MS,
     CANONICAL_TYPES,
     IDENTIFY,
     KINDS,
     NUMERIC_PROPERTIES,
     PAGE_VIEW,
-    STRING_PROPERTIES,
     Event,
     canonical_type,
-    format_ms,
+    datetime_to_ms,
+)
+from features.limits import (
+    EARLIEST_MS,
+    LATEST_MS,
+    MAX_BATCH_EVENTS,
+    MAX_EVENT_BYTES,
+    MAX_FUTURE_MS,
+    MAX_NAME_CHARS,
+    MAX_TEXT_CHARS,
+    EventError,
+    PayloadTooLarge,
+    check_event_sizes,
+    check_properties,
+    describe_ms,
+    duration_words,
+    load,
+    too_long,
 )
 from features.payloads import canonical, depth_problem, scrub_mapping
-from features.pseudonyms import Pseudonymizer, looks_personal, redact
-from features.values import check_number
-
-MAX_EVENT_BYTES = 32 * 1024
-MAX_BATCH_BYTES = 500 * 1024
-
-
-MAX_NAME_CHARS = 256  # ids, message ids, event names
-MAX_TEXT_CHARS = 2048  # the string properties that features read (url, category, ...)
-MAX_BATCH_EVENTS = 2_500  # events in one batch (each at least a few hundred bytes in practice)
-MAX_FUTURE_MS = 10 * 60_000  # how far ahead of its receipt an event may be dated, after skew correction
-
-
-class EventError(ValueError):
-    """One or more payload errors, each naming its field.
-
-    >>> str(EventError([("timestamp", "expected a string")]))
-    'timestamp: expected a string'
-    """
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        self.problems = [(redact(f), redact(p)) for f, p in problems]
-        super().__init__("; ".join(f"{f}: {p}" for f, p in self.problems))
-
-
-class PayloadTooLarge(EventError):
-    """A body or event over Segment's limits (32 KB an event, 500 KB a batch)."""
-
-
-def _too_long(text: str, limit: int) -> str:
-    return f"is {len(text)} characters long; at most {limit} are allowed"
-
-
-def _duration(seconds: float) -> str:
-    """A length of time in words.
-
-    >>> _duration(600), _duration(90_000), _duration(3e8)
-    ('10 minutes', '1.0 days', '9.5 years')
-    """
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} minutes"
-    if seconds < 86_400 * 365:
-        return f"{seconds / 86_400:.1f} days" if seconds >= 86_400 else f"{seconds / 3600:.1f} hours"
-    return f"{seconds / (86_400 * 365.25):.1f} years"
-
-
-def _describe_ms(ms: int) -> str:
-    try:
-        return format_ms(ms)
-    except (ValueError, OverflowError):
-        return f"{ms} ms since 1970"
-
-
-EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: the times segflow accepts start here
-LATEST_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z ... and end here
+from features.pseudonyms import Pseudonymizer, looks_personal
 
 
 def _parse_time(value: object, where: str) -> int:
@@ -116,7 +72,7 @@ def _parse_time(value: object, where: str) -> int:
         raise EventError(
             [(where, f"naive datetime {value[:64]!r} has no timezone (expected ISO 8601 with Z or an offset)")]
         )
-    return (dt - _EPOCH) // _MS
+    return datetime_to_ms(dt)
 
 
 def _identifier(value: object, where: str, scrub: Pseudonymizer) -> str | None:
@@ -126,7 +82,7 @@ def _identifier(value: object, where: str, scrub: Pseudonymizer) -> str | None:
         raise EventError([(where, f"expected a string, got {type(value).__name__}")])
     text = str(value)
     if len(text) > MAX_NAME_CHARS:
-        raise EventError([(where, _too_long(text, MAX_NAME_CHARS))])
+        raise EventError([(where, too_long(text, MAX_NAME_CHARS))])
     if looks_personal(text):
         return scrub(text)
     return scrub.scrub_text(text)
@@ -143,40 +99,6 @@ def profile_key(user_id: str, scrub: Pseudonymizer) -> str:
     return scrub(user_id) if looks_personal(user_id) else scrub.scrub_text(user_id)
 
 
-_STRINGS = frozenset(STRING_PROPERTIES)
-
-
-def _check_properties(props: dict[str, Any], where: str, numeric: frozenset[str]) -> dict[str, Any]:
-    """``props`` with the properties that features and rules read checked:
-    numbers finite and in range (numeric strings become numbers), the strings
-    features read bounded (numbers used as ids become strings). Every problem
-    is reported, each naming its field."""
-    fixed: dict[str, Any] | None = None
-    problems: list[tuple[str, str]] = []
-    for key, value in props.items():
-        if value is None:
-            continue
-        kind = type(value)
-        if key in numeric:
-            problem = check_number(key, value)
-            if problem is not None:
-                problems.append((f"{where}.{key}", problem))
-            elif kind is str:
-                fixed = fixed if fixed is not None else dict(props)
-                fixed[key] = float(value)
-        elif key in _STRINGS:
-            if kind is int or kind is float:
-                fixed = fixed if fixed is not None else dict(props)
-                fixed[key] = str(value)
-            elif kind is not str:
-                problems.append((f"{where}.{key}", f"expected a string, got {kind.__name__}"))
-            elif len(value) > MAX_TEXT_CHARS:
-                problems.append((f"{where}.{key}", _too_long(value, MAX_TEXT_CHARS)))
-    if problems:
-        raise EventError(problems)
-    return props if fixed is None else fixed
-
-
 def _mapping(payload: Mapping[str, Any], key: str, where: str) -> dict[str, Any] | None:
     value = payload.get(key)
     if value is None:
@@ -188,7 +110,7 @@ def _mapping(payload: Mapping[str, Any], key: str, where: str) -> dict[str, Any]
 
 def _context_text(value: str, where: str, scrub: Pseudonymizer) -> str:
     if len(value) > MAX_NAME_CHARS:
-        raise EventError([(where + "context", f"a device, location or timezone {_too_long(value, MAX_NAME_CHARS)}")])
+        raise EventError([(where + "context", f"a device, location or timezone {too_long(value, MAX_NAME_CHARS)}")])
     return scrub.scrub_text(value)
 
 
@@ -295,7 +217,7 @@ class SegmentParser:
                 got = "nothing" if name is None else repr(name)[:40]
                 raise EventError([(where + "event", f"a track call needs an event name, got {got}")])
             if len(name) > MAX_NAME_CHARS:
-                raise EventError([(where + "event", _too_long(name, MAX_NAME_CHARS))])
+                raise EventError([(where + "event", too_long(name, MAX_NAME_CHARS))])
             etype = self._type_of(name)
             if etype not in CANONICAL_TYPES:
                 name = etype  # a custom event: its name as kept
@@ -305,7 +227,7 @@ class SegmentParser:
                 raise EventError([(where + "name", f"expected a string, got {type(name).__name__}")])
             if name is not None:
                 if len(name) > MAX_NAME_CHARS:
-                    raise EventError([(where + "name", _too_long(name, MAX_NAME_CHARS))])
+                    raise EventError([(where + "name", too_long(name, MAX_NAME_CHARS))])
                 name = scrub.scrub_text(name)
             etype = PAGE_VIEW
         elif kind in ("identify", "alias"):
@@ -324,14 +246,14 @@ class SegmentParser:
             previous = _identifier(payload.get("previousId"), where + "previousId", scrub)
             traits_in = {**(traits_in or {}), "previousId": previous}
         if props_in:
-            properties = _check_properties(scrub_mapping(props_in, scrub, False), where + "properties", self._numeric)
+            properties = check_properties(scrub_mapping(props_in, scrub, False), where + "properties", self._numeric)
         else:
             properties = {}
         if kind == "page" and context:
             page = context.get("page")
             if isinstance(page, dict) and "url" not in properties and isinstance(page.get("url"), str):
                 if len(page["url"]) > MAX_TEXT_CHARS:
-                    raise EventError([(where + "context.page.url", _too_long(page["url"], MAX_TEXT_CHARS))])
+                    raise EventError([(where + "context.page.url", too_long(page["url"], MAX_TEXT_CHARS))])
                 properties = {**properties, "url": scrub.scrub_text(page["url"])}
         traits = scrub_mapping(traits_in, scrub, True) if traits_in else {}
         device, country, city, timezone = (
@@ -353,14 +275,14 @@ class SegmentParser:
             elif sent_at is not None:
                 ts_ms = received_ms - (_parse_time(sent_at, "sentAt") - ts_ms)
             if not EARLIEST_MS <= ts_ms <= LATEST_MS:  # the client's clock, after skew correction
-                when = _describe_ms(ts_ms)
+                when = describe_ms(ts_ms)
                 problem = f"{when} is not between 2000-01-01 and 2100-01-01 (UTC), the times segflow accepts"
                 raise EventError([(where + ts_field, problem)])
             if self._future_ms is not None and ts_ms > received_ms + self._future_ms:
                 ahead = (ts_ms - received_ms) / 1000
                 problem = (
-                    f"{_describe_ms(ts_ms)} is {_duration(ahead)} after the event was received"
-                    f" (after sentAt correction); at most {_duration(self._future_ms / 1000)} ahead is allowed"
+                    f"{describe_ms(ts_ms)} is {duration_words(ahead)} after the event was received"
+                    f" (after sentAt correction); at most {duration_words(self._future_ms / 1000)} ahead is allowed"
                 )
                 raise EventError([(where + ts_field, problem)])
 
@@ -370,7 +292,7 @@ class SegmentParser:
         elif not isinstance(message_id, str):
             raise EventError([(where + "messageId", f"expected a string, got {type(message_id).__name__}")])
         elif len(message_id) > MAX_NAME_CHARS:
-            raise EventError([(where + "messageId", _too_long(message_id, MAX_NAME_CHARS))])
+            raise EventError([(where + "messageId", too_long(message_id, MAX_NAME_CHARS))])
         else:
             message_id = scrub.scrub_text(message_id)
 
@@ -458,7 +380,7 @@ class SegmentParser:
                 problem = f"holds {len(items)} events; at most {MAX_BATCH_EVENTS} are allowed in one batch"
                 raise PayloadTooLarge([("batch", problem)])
             if size > MAX_EVENT_BYTES:
-                _check_event_sizes(payload)
+                check_event_sizes(payload)
             parsed = self.batch_parts(payload, received_ms=received_ms)
             parsed.write_key = key
             return parsed
@@ -521,57 +443,7 @@ class Parsed:
             raise EventError([p for r in self.rejected for p in r.problems])
 
 
-def load(body: bytes, kind: str | None = None) -> object:
-    """A body's JSON, refused when over its size limit (``batch`` or ``None``:
-    a batch's, else one event's) or not JSON. A number too large for a double
-    (``1e999``) is kept as its text, so the one event holding it is refused
-    by the field checks and the rest of its batch goes on.
-
-    >>> load(b'{"batch": [{"price": 1e999}, {"price": 2.5}]}')
-    {'batch': [{'price': '1e999'}, {'price': 2.5}]}
-    """
-    limit = MAX_BATCH_BYTES if kind in (None, "batch") else MAX_EVENT_BYTES
-    if len(body) > limit:
-        raise PayloadTooLarge([("$", f"body is {len(body)} bytes, over the {limit}-byte limit")])
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        if "infinity" in str(exc):  # orjson refuses the whole body; the standard parser can keep the text
-            try:
-                return json.loads(body, parse_float=_finite_or_text, parse_int=_finite_or_text)
-            except (ValueError, RecursionError):
-                pass
-        raise EventError([("$", f"invalid JSON: {exc}")]) from None
-
-
-def _finite_or_text(text: str) -> float | int | str:
-    number = float(text) if any(c in text for c in ".eE") else int(text)
-    return number if math.isfinite(number) else text
-
-
 def write_key_of(payload: object) -> str | None:
     """A key given in a body (``writeKey``, as analytics.js sends it)."""
     key = payload.get("writeKey") if isinstance(payload, dict) else None
     return key if isinstance(key, str) else None
-
-
-def _check_event_sizes(payload: object) -> None:
-    items = payload.get("batch") if isinstance(payload, dict) else None
-    if not isinstance(items, list):
-        return
-    for i, item in enumerate(items):
-        try:
-            size = len(orjson.dumps(item))
-        except orjson.JSONEncodeError:  # nested too deep to encode: the depth check refuses it
-            continue
-        if size > MAX_EVENT_BYTES:
-            fields = item if isinstance(item, dict) else {}
-            largest = max(fields, key=lambda k: len(orjson.dumps(fields[k])), default="")
-            raise PayloadTooLarge(
-                [(f"batch[{i}].{largest}", f"event is {size} bytes, over the {MAX_EVENT_BYTES}-byte limit")]
-            )
-
-
-def check_event_size(payload: Mapping[str, Any]) -> None:
-    """Refuse one event over 32 KB, naming its largest field."""
-    _check_event_sizes({"batch": [payload]})

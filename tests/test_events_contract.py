@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from features.events import SEGMENT_NAMES, Event, canonical_type, to_payload
+from features.limits import MAX_EVENT_BYTES, MAX_FUTURE_MS, EventError, PayloadTooLarge
 from features.pseudonyms import Pseudonymizer, looks_personal, personal_key
-from features.segment_spec import MAX_EVENT_BYTES, MAX_FUTURE_MS, EventError, PayloadTooLarge, SegmentParser
+from features.segment_spec import SegmentParser
 from features.values import RANGES
 
 RECEIVED = 1_800_000_000_000  # 2027-01-15: received after every timestamp these tests send

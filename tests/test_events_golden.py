@@ -7,8 +7,9 @@ import orjson
 import pytest
 
 from features.events import Event, datetime_to_ms
+from features.limits import EventError
 from features.pseudonyms import Pseudonymizer
-from features.segment_spec import EventError, SegmentParser
+from features.segment_spec import SegmentParser
 
 RECEIVED = "2024-05-01T10:00:02.000Z"
 

@@ -30,8 +30,9 @@ import pyarrow as pa
 import yaml
 
 from features.events import ADD_TO_CART, CANONICAL_TYPES, PRODUCT_VIEW, PURCHASE, WISHLIST_ADD, datetime_to_ms
+from features.limits import EventError
 from features.pseudonyms import redact
-from features.segment_spec import EventError, SegmentParser
+from features.segment_spec import SegmentParser
 from features.table import COLUMNS, events_to_table, table_from_columns
 
 SESSION_GAP_MS = 30 * 60_000

@@ -17,7 +17,8 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import ORJSONResponse
 
 from features.contacts import contacts_of
-from features.segment_spec import EventError, Parsed, PayloadTooLarge, SegmentParser, load, write_key_of
+from features.limits import EventError, PayloadTooLarge, load
+from features.segment_spec import Parsed, SegmentParser, write_key_of
 from serving.bodies import read_body
 from serving.engine import Change
 from serving.metrics import Metrics

@@ -12,7 +12,7 @@ from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from features.segment_spec import EARLIEST_MS, LATEST_MS
+from features.limits import EARLIEST_MS, LATEST_MS
 from segments.config import ConfigError
 from serving import backup
 from serving.routes.deps import Admin, MetricsDep, ServiceDep

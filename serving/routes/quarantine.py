@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
+from features.limits import EventError
 from features.payloads import TOO_DEEP
-from features.segment_spec import EventError
 from serving.routes.deps import Admin, ParserDep, QuarantineDep, ServiceDep
 from serving.routes.events import change_json
 

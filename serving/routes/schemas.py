@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from features.events import KINDS, SEGMENT_NAMES
-from features.segment_spec import MAX_NAME_CHARS
+from features.limits import MAX_NAME_CHARS
 from features.values import RANGES
 
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS}
