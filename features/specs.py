@@ -234,7 +234,16 @@ class _Windowed:
 
 
 def _event_slug(event: str) -> str:
-    return "any" if event == ANY else _slug(event)
+    """An event type in a feature name; a custom event's name (``Coupon Applied``)
+    gets a short hash too, so two names with one slug stay two features.
+
+    >>> _event_slug("add_to_cart"), _event_slug("Coupon Applied"), _event_slug("coupon applied")
+    ('add_to_cart', 'coupon_applied_a4044d', 'coupon_applied_95fabb')
+    """
+    if event == ANY:
+        return "any"
+    slug = _slug(event)
+    return slug if slug == event else f"{slug}_{hashlib.sha256(event.encode()).hexdigest()[:6]}"
 
 
 @dataclass(frozen=True, slots=True)

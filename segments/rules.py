@@ -9,7 +9,8 @@ other segments::
 
 It has ``and``, ``or``, ``not``, parentheses, comparisons, numbers, strings,
 durations (``30m``, ``24h``, ``7d``, compared as seconds), windowed functions
-with optional property filters (``count(event, window[, filters])``,
+with optional property filters (``count(event, window[, filters])``; an
+event is a canonical type, or any event's name quoted: ``"Coupon Applied"``),
 ``sum(property, event, window[, filters])``, ``mean(...)``,
 ``distinct(property, event, window[, filters])``; ``any`` is every event type),
 recency (``since(event[, filters])``, seconds; infinite when there was none),
@@ -507,7 +508,12 @@ class _Compiler:
         raise self.fail(node, f"expected {what}, got {self.source(node)!r}")
 
     def event(self, node: Any) -> str:
-        name = self.bare(node, "an event type")
+        if isinstance(node, Tree) and node.data == "string":  # an event by its name: a custom one, or Segment's
+            given = str(self.literal(node))
+            if not given.strip():
+                raise self.fail(node, "an event name is not empty")
+            return SEGMENT_NAMES.get(given, given)
+        name = self.bare(node, "an event type (or a quoted event name)")
         if name == "any":
             return ANY
         if self.known_events is not None and name not in self.known_events:

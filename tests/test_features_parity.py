@@ -52,6 +52,10 @@ EXTRA: tuple[Spec, ...] = (
     WindowMean("price", ANY, timedelta(days=3)),
     WindowDistinct("category", ANY, timedelta(hours=6), where=Eq("device", "desktop")),
     WindowCount("Signed Up", timedelta(days=10)),
+    WindowCount("Coupon Applied", timedelta(days=7)),  # custom events as rules derive them (quoted names)
+    WindowSum("price", "Coupon Applied", timedelta(hours=12)),
+    Recency("Coupon Applied"),
+    WindowDistinct("category", "Signed Up", timedelta(days=2)),
     Recency("add_to_cart", where=Eq("category", "hats")),
     Ratio(WindowCount("add_to_cart", timedelta(hours=24)), WindowCount("product_view", timedelta(hours=24))),
     WindowMean(Relative.of("price", "category", {"shoes": 20.0, "hats": 5.0}, 10.0), "product_view", 10 * DAY),
@@ -71,6 +75,7 @@ TYPES = [
     "search",
     "wishlist_add",
     "Signed Up",
+    "Coupon Applied",
 ]
 
 

@@ -25,7 +25,7 @@ from segments.timeline import feature_set_for, fold
 
 MIN = 60_000
 BASE = 1_767_225_600_000
-TYPES = ["product_view", "add_to_cart", "purchase", "email_click", "checkout_start", "page_view"]
+TYPES = ["product_view", "add_to_cart", "purchase", "email_click", "checkout_start", "page_view", "Coupon Applied"]
 CONFIG = loads(
     """
 version: 1
@@ -52,6 +52,10 @@ segments:
     rule: count(any, 24h) >= 1
   - name: stage_b
     rule: count(product_view, 24h) >= 2
+  - name: coupon_hunters
+    rule: count("Coupon Applied", 2h) >= 2 and since("Coupon Applied") <= 90m
+  - name: coupon_no_buy
+    rule: not_followed("Coupon Applied", "Order Completed", 1h)
 groups:
   - name: stages
     segments: [stage_b, stage_a]
