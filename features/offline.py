@@ -32,6 +32,8 @@ from features.specs import (
     DAY_MS,
     DISTINCT_CAP,
     EVENT_FIELDS,
+    TRAIT,
+    TRAIT_KINDS,
     CartValue,
     Eq,
     HourOfDay,
@@ -49,6 +51,7 @@ from features.specs import (
     WindowSum,
     duration_ms,
     group_key,
+    trait_text,
 )
 from features.table import SESSION
 from features.values import number
@@ -133,6 +136,7 @@ class OfflineFeatures:
         self._ts = ts[order]
         self._columns: dict[str, Array] = {}
         self._json_cache: list[dict] | None = None
+        self._traits_cache: list[dict] | None = None
         self._masks: dict[tuple[str, Predicate | None], Array[np.bool_]] = {}
 
     # -- columns -------------------------------------------------------------
@@ -149,15 +153,24 @@ class OfflineFeatures:
             self._columns[name] = col
         return col
 
+    def _raw_traits(self) -> list[dict]:
+        if self._traits_cache is None:
+            self._traits_cache = [orjson.loads(t) if t else {} for t in self._column("traits")]
+        return self._traits_cache
+
     def _raw_properties(self) -> list[dict]:
         if self._json_cache is None:
             self._json_cache = [orjson.loads(p) if p else {} for p in self._column("properties")]
         return self._json_cache
 
     def _field(self, name: str) -> Array:
-        """Raw values (object) of a filterable field."""
+        """Raw values (object) of a filterable field (a trait's as text, on identify and group calls only)."""
         if name in _TYPED and name in self._table.column_names and name not in NUMERIC_PROPERTIES:
             return self._column(name)
+        if name.startswith(TRAIT):
+            trait, kinds = name[len(TRAIT) :], self._column("kind")
+            pairs = zip(self._raw_traits(), kinds, strict=True)
+            return np.array([trait_text(t.get(trait)) if k in TRAIT_KINDS else None for t, k in pairs], dtype=object)
         return np.array([p.get(name) for p in self._raw_properties()], dtype=object)
 
     def _numbers(self, name: str) -> Array[np.float64]:

@@ -42,6 +42,8 @@ from features.specs import (
     DEFAULT_LATENESS,
     DISTINCT_CAP,
     EVENT_FIELDS,
+    TRAIT,
+    TRAIT_KINDS,
     CartValue,
     Eq,
     HourOfDay,
@@ -59,6 +61,7 @@ from features.specs import (
     WindowSum,
     duration_ms,
     prop_key,
+    trait_text,
 )
 from features.values import number
 
@@ -68,9 +71,12 @@ Value = float | int | str | None
 
 
 def field_value(event: Event, name: str) -> Any:
-    """A filterable field of an event: device/country/city/timezone, else a property."""
+    """A filterable field of an event: device/country/city/timezone, a trait
+    (``trait:NAME``, of identify and group calls, as text), else a property."""
     if name in EVENT_FIELDS:
         return getattr(event, name)
+    if name.startswith(TRAIT):
+        return trait_text(event.traits.get(name[len(TRAIT) :])) if event.kind in TRAIT_KINDS else None
     return event.properties.get(name)
 
 
@@ -333,7 +339,7 @@ class FeatureSet:
         if self.fields:
             last = profile.last_values
             for j, name in enumerate(self.fields):
-                value = getattr(event, name) if name in EVENT_FIELDS else event.properties.get(name)
+                value = field_value(event, name)
                 if value is not None:
                     current = last[j]
                     if current is None or ts >= current[0]:

@@ -397,6 +397,48 @@ class LastValue:
         return f"last_{_slug(self.field)}"
 
 
+TRAIT = "trait:"  # the field of a trait, beside the event fields and properties
+TRAIT_KINDS = ("identify", "group")  # the calls whose traits are kept
+
+
+def trait_text(value: object) -> str | None:
+    """A trait's value as profiles keep it: text, booleans as ``true``/``false``
+    (None for a missing or nested one).
+
+    >>> trait_text("gold"), trait_text(True), trait_text(3), trait_text(2.5), trait_text({"a": 1})
+    ('gold', 'true', '3', '2.5', None)
+    """
+    if value is None or isinstance(value, dict | list):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Trait(LastValue):
+    """The latest value of an ``identify`` or ``group`` trait, after scrubbing
+    (a personal one is a pseudonym), as text; None before any. Rules compare
+    it with strings, numbers (when the text is one) and ``true``/``false``.
+
+    >>> t = Trait.of("plan")
+    >>> t.name, t.field, t.trait
+    ('trait_plan', 'trait:plan', 'plan')
+    """
+
+    @classmethod
+    def of(cls, trait: str) -> Trait:
+        return cls(TRAIT + trait)
+
+    @property
+    def trait(self) -> str:
+        return self.field[len(TRAIT) :]
+
+    @property
+    def name(self) -> str:
+        return f"trait_{_event_slug(self.trait)}"
+
+
 @dataclass(frozen=True, slots=True)
 class HourOfDay:
     """The read time's local hour of day (in the user's last seen timezone,

@@ -83,7 +83,11 @@ def run_timeline(config: SegmentConfig, spec: dict[str, Any], where: str) -> tup
         at = start + _ms(raw.pop("at"))
         etype = str(raw.pop("type"))
         fields = {k: raw.pop(k) for k in _EVENT_FIELDS if k in raw}
-        events.append(Event(f"fixture-{i}", etype, "u", None, at, at, properties=raw, **fields))
+        traits = raw.pop("traits", None) or {}  # an identify or group call's traits
+        kind = etype if etype in ("identify", "group") else "track"
+        events.append(
+            Event(f"fixture-{i}", etype, "u", None, at, at, kind=kind, properties=raw, traits=traits, **fields)
+        )
     points = sorted(
         ((start + _ms(s.pop("at")), s) for s in (dict(x) for x in spec.get("scores") or [])), key=lambda p: p[0]
     )

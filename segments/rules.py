@@ -50,6 +50,7 @@ from features.specs import (
     Predicate,
     Recency,
     Spec,
+    Trait,
     WindowCount,
     WindowDistinct,
     WindowMean,
@@ -319,6 +320,10 @@ class _Compiler:
         self.recency_edges(left, right, str(op), self.read[mark:mid], self.read[mid:])
         self.count_level(left, right, str(op), self.read[mark:mid], self.read[mid:])
         op = str(op)
+        if lk == "trait" or rk == "trait":
+            holds = self.trait_comparison(node, lk, lf, op, right)
+            self.clauses.append(Clause(self.source(node), lf, reads))
+            return holds
         if lk != rk:
             raise self.fail(node, f"cannot compare a {lk} with a {rk}: {self.source(node)!r}")
         if lk in ("bool", "string") and op not in ("==", "!="):
@@ -340,6 +345,23 @@ class _Compiler:
         shows_left = isinstance(left, Tree) and left.data in ("call", "dotted")
         self.clauses.append(Clause(self.source(node), lf if shows_left else fn, reads))
         return fn
+
+    def trait_comparison(self, node: Tree, lk: str, lf: Fn, op: str, right: Any) -> Fn:
+        """``trait("x") OP constant``: text against a string or ``true``/``false``,
+        a number against a number (a trait that is not one compares false)."""
+        if lk != "trait" or not (isinstance(right, Tree) and right.data in ("string", "number", "true", "false")):
+            raise self.fail(
+                node, f'compare a trait with a constant, as in trait("plan") == "gold": {self.source(node)!r}'
+            )
+        if right.data == "number":
+            c, compare = float(str(right.children[0])), _OPS[op]
+            return lambda ctx: (v := _trait_number(lf(ctx))) is not None and compare(v, c)
+        if op not in ("==", "!="):
+            raise self.fail(node, f"{op} needs numbers: {self.source(node)!r}")
+        text = str(self.literal(right)) if right.data == "string" else right.data  # true, false
+        if op == "==":
+            return lambda ctx: lf(ctx) == text
+        return lambda ctx: (v := lf(ctx)) is not None and v != text
 
     def recency_edges(self, left: Any, right: Any, op: str, lreads: list[Spec], rreads: list[Spec]) -> None:
         """When time alone flips ``since(x) OP constant``: ``>=`` and ``<`` at
@@ -468,7 +490,11 @@ class _Compiler:
             segment = str(args[0].children[0])[1:-1]
             self.segments.add(segment)
             return "bool", lambda ctx: segment in ctx.segments
-        functions = ["count", "sum", "mean", "distinct", "since", "not_followed", "at_least", "in_segment"]
+        if name == "trait":
+            if len(args) != 1 or not isinstance(args[0], Tree) or args[0].data != "string":
+                raise self.fail(node, 'trait takes one trait name in quotes: trait("plan")')
+            return "trait", self.feature(Trait.of(str(self.literal(args[0]))))
+        functions = ["count", "sum", "mean", "distinct", "since", "not_followed", "at_least", "in_segment", "trait"]
         raise self.fail(node, f"unknown function {name!r}{_close(name, functions)}")
 
     def window(self, node: Tree, fn_name: str, args: list[Any]) -> Fn:
@@ -578,6 +604,17 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     "<": operator.lt,
 }
+
+
+def _trait_number(value: object) -> float | None:
+    """A trait's text as a number, if it is a finite one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _feature_vs_constant(name: str, recency: bool, op: str, c: Any) -> Fn:

@@ -34,6 +34,7 @@ from features.specs import (
     Recency,
     Relative,
     Spec,
+    Trait,
     WindowCount,
     WindowDistinct,
     WindowMean,
@@ -56,6 +57,8 @@ EXTRA: tuple[Spec, ...] = (
     WindowSum("price", "Coupon Applied", timedelta(hours=12)),
     Recency("Coupon Applied"),
     WindowDistinct("category", "Signed Up", timedelta(days=2)),
+    Trait.of("plan"),  # traits of identify and group calls, as rules derive them
+    Trait.of("age"),
     Recency("add_to_cart", where=Eq("category", "hats")),
     Ratio(WindowCount("add_to_cart", timedelta(hours=24)), WindowCount("product_view", timedelta(hours=24))),
     WindowMean(Relative.of("price", "category", {"shoes": 20.0, "hats": 5.0}, 10.0), "product_view", 10 * DAY),
@@ -76,6 +79,8 @@ TYPES = [
     "wishlist_add",
     "Signed Up",
     "Coupon Applied",
+    "identify",
+    "group",
 ]
 
 
@@ -126,9 +131,15 @@ def streams(draw: st.DrawFn) -> list[Event]:
             props["session_id"] = draw(st.sampled_from(["s1", "s2", "s3"]))
         if draw(st.booleans()):
             props["time_on_page_s"] = draw(st.sampled_from([3.5, 60.0]))
+        traits: dict[str, object] = {}
+        if etype in ("identify", "group"):
+            traits = {k: draw(st.sampled_from(v)) for k, v in (("plan", ["gold", "free", True]), ("age", [30, 41.5]))
+                      if draw(st.booleans())}  # fmt: skip
         event = Event(
             message_id=f"m{i}",
             type=etype,
+            kind=etype if etype in ("identify", "group") else "track",
+            traits=traits,
             user_id=users[i],
             anonymous_id=None,
             ts_ms=ts[i] + jitter[i] * MIN,

@@ -24,6 +24,12 @@ def test_validate_shipped_and_broken(tmp_path: Path) -> None:
     assert runner.invoke(app, ["segments", "validate", str(tmp_path / "none.yaml")]).exit_code == 2
 
 
+def test_rules_over_traits_and_custom_events_enter_and_exit_at_the_right_instants() -> None:
+    result = runner.invoke(app, ["segments", "test", str(ROOT / "config/fixtures/vocabulary.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "3 passed, 0 failed" in result.output
+
+
 def test_shipped_fixtures_pass_and_a_wrong_one_shows_a_diff(tmp_path: Path) -> None:
     result = runner.invoke(app, ["segments", "test", str(ROOT / "config/fixtures/segments.yaml")])
     assert result.exit_code == 0, result.output

@@ -56,6 +56,10 @@ segments:
     rule: count("Coupon Applied", 2h) >= 2 and since("Coupon Applied") <= 90m
   - name: coupon_no_buy
     rule: not_followed("Coupon Applied", "Order Completed", 1h)
+  - name: gold_active
+    rule: trait("plan") == "gold" and since(any) <= 30m
+  - name: grown_ups
+    rule: trait("age") >= 40 or trait("plan") != "gold"
 groups:
   - name: stages
     segments: [stage_b, stage_a]
@@ -69,18 +73,24 @@ def timelines(draw: st.DrawFn) -> list[Event]:
     n = draw(st.integers(1, 25))
     steps = draw(st.lists(st.sampled_from([0, 1, 10, 29, 30, 31, 60, 61, 180, 240]), min_size=n, max_size=n))
     times = BASE + np.cumsum(steps) * MIN + draw(st.integers(0, 59_999))
-    return [
-        Event(
-            f"m{i}",
-            draw(st.sampled_from(TYPES)),
-            "u",
-            None,
-            int(t),
-            int(t),
-            properties={"category": draw(st.sampled_from(["shoes", "hats"]))},
+    events = []
+    for i, t in enumerate(times):
+        etype = draw(st.sampled_from([*TYPES, "identify"]))
+        traits = {"plan": draw(st.sampled_from(["gold", "free"])), "age": draw(st.sampled_from([30, 45]))}
+        events.append(
+            Event(
+                f"m{i}",
+                etype,
+                "u",
+                None,
+                int(t),
+                int(t),
+                kind="identify" if etype == "identify" else "track",
+                properties={"category": draw(st.sampled_from(["shoes", "hats"]))},
+                traits=traits if etype == "identify" else {},
+            )
         )
-        for i, t in enumerate(times)
-    ]
+    return events
 
 
 def net(transitions: list) -> list[tuple[int, str, str]]:
