@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from features.events import CANONICAL_TYPES
+
 ANY = "*"
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -234,16 +236,18 @@ class _Windowed:
 
 
 def _event_slug(event: str) -> str:
-    """An event type in a feature name; a custom event's name (``Coupon Applied``)
-    gets a short hash too, so two names with one slug stay two features.
+    """An event type in a feature name: a canonical type as it is, a custom
+    event's name (``Coupon Applied``, ``any`` in quotes) with a short hash, so
+    no two events, and no event and other feature, share a name.
 
     >>> _event_slug("add_to_cart"), _event_slug("Coupon Applied"), _event_slug("coupon applied")
     ('add_to_cart', 'coupon_applied_a4044d', 'coupon_applied_95fabb')
     """
     if event == ANY:
         return "any"
-    slug = _slug(event)
-    return slug if slug == event else f"{slug}_{hashlib.sha256(event.encode()).hexdigest()[:6]}"
+    if event in CANONICAL_TYPES:
+        return event
+    return f"{_slug(event)}_{hashlib.sha256(event.encode()).hexdigest()[:6]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,7 +440,10 @@ class Trait(LastValue):
 
     @property
     def name(self) -> str:
-        return f"trait_{_event_slug(self.trait)}"
+        slug = _slug(self.trait)  # custom events' names carry a hash: no event feature starts trait_<slug>
+        return (
+            f"trait_{slug if slug == self.trait else slug + '_' + hashlib.sha256(self.trait.encode()).hexdigest()[:6]}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

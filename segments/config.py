@@ -122,15 +122,19 @@ def load(path: str | Path, known_features: Sequence[str | Spec] = ()) -> Segment
 
 def yaml_problem(exc: yaml.YAMLError, source: str) -> str:
     r"""A YAML error placed where its problem starts: an unclosed quote or
-    bracket where it opens (PyYAML's context), not where the file ends.
+    bracket where it opens (PyYAML's context), not where the file ends; any
+    other where PyYAML found it.
 
     >>> yaml_problem(_error('a: 1\nb: "open\nc: 2\n'), "s.yaml")
     's.yaml:2:4: not valid YAML: while scanning a quoted scalar, found unexpected end of stream (at line 4)'
+    >>> yaml_problem(_error('a:\n  - x: 1\n  - y: 2\n bad: 3\n'), "s.yaml")[:36]
+    's.yaml:4:2: not valid YAML: while pa'
     """
-    start = getattr(exc, "context_mark", None)
+    context = getattr(exc, "context", None) or ""
+    # an unclosed quote or bracket: where it opens; a block's error: where it is (its context is the whole block)
+    start = getattr(exc, "context_mark", None) if ("quoted" in context or "flow" in context) else None
     found = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
     mark = start or found
     where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
     what = f"{context}, {problem}" if context else problem

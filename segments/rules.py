@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 import math
 import operator
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -349,7 +350,9 @@ class _Compiler:
     def trait_comparison(self, node: Tree, lk: str, lf: Fn, op: str, right: Any) -> Fn:
         """``trait("x") OP constant``: text against a string or ``true``/``false``,
         a number against a number (a trait that is not one compares false)."""
-        if lk != "trait" or not (isinstance(right, Tree) and right.data in ("string", "number", "true", "false")):
+        if lk != "trait":
+            raise self.fail(node, f'put the trait on the left, as in trait("plan") == "gold": {self.source(node)!r}')
+        if not (isinstance(right, Tree) and right.data in ("string", "number", "true", "false")):
             raise self.fail(
                 node, f'compare a trait with a constant, as in trait("plan") == "gold": {self.source(node)!r}'
             )
@@ -361,7 +364,7 @@ class _Compiler:
         text = str(self.literal(right)) if right.data == "string" else right.data  # true, false
         if op == "==":
             return lambda ctx: lf(ctx) == text
-        return lambda ctx: (v := lf(ctx)) is not None and v != text
+        return lambda ctx: isinstance(v := lf(ctx), str) and v != text  # a missing trait compares false
 
     def recency_edges(self, left: Any, right: Any, op: str, lreads: list[Spec], rreads: list[Spec]) -> None:
         """When time alone flips ``since(x) OP constant``: ``>=`` and ``<`` at
@@ -723,11 +726,18 @@ def _decided_by(parts: list[Fn], every: bool) -> Fn:
 
 
 def _bare_name_hint(text: str) -> str:
-    """A hint when a rule names a Segment event without quotes (``count(Product Viewed, 1h)``)."""
-    for name, canonical in SEGMENT_NAMES.items():
-        if name in text and f'"{name}"' not in text and " " in name:
-            return f": {name!r} is a Segment event name; write its type, {canonical} (count({canonical}, 1h))"
-    return ""
+    """A hint when a rule names a Segment event without quotes
+    (``count(Product Viewed, 1h)``): the longest such name, whole words only.
+
+    >>> print(_bare_name_hint("count(Product Added to Wishlist, 1h) >= 1"))
+    : write an event name in quotes, "Product Added to Wishlist" (or its type, wishlist_add)
+    """
+    unquoted = re.sub(r'"[^"]*"', '""', text)
+    found = [n for n in SEGMENT_NAMES if " " in n and re.search(rf"(?<![\w]){re.escape(n)}(?![\w])", unquoted)]
+    if not found:
+        return ""
+    name = max(found, key=len)
+    return f': write an event name in quotes, "{name}" (or its type, {SEGMENT_NAMES[name]})'
 
 
 def parse(text: str) -> Tree:

@@ -19,13 +19,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, ORJSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import Guard, ring_of
+from serving.cors import IngestCors, origins_of
 from serving.destinations.pool import Dispatchers
 from serving.metrics import Metrics
 from serving.routes import destinations, events, operations, people, profiles, quarantine, segments, transitions
@@ -106,15 +106,10 @@ def create_app(settings: Settings, scorers: Scorers | None = None) -> FastAPI:
     async def refused(request: Request, exc: HTTPException) -> ORJSONResponse:
         return _error(exc.status_code, exc.detail, exc.headers)
 
-    if settings.source_origins:  # the sites a browser may send events from (their source keys are bound to them)
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.source_origins,
-            allow_methods=["POST"],
-            allow_headers=["content-type", "authorization"],
-            max_age=600,
-        )
     app.add_middleware(Contained)
+    ring = app.state.guard.ring
+    allowed = origins_of(settings.source_origins, lambda: (k.origins for k in ring.in_force() if k.scope == "source"))
+    app.add_middleware(IngestCors, allowed=allowed, refuse=_error)  # outermost: errors and 500s get CORS too
     return app
 
 

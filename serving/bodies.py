@@ -5,7 +5,7 @@ limit. Inflation is bounded chunk by chunk (``max_length``), so a
 compression bomb costs no more memory than the limit itself.
 
 >>> import zlib, gzip
->>> Inflater("gzip").feed(gzip.compress(b'{"a": 1}'), 100)
+>>> Inflater("gzip").feed(gzip.compress(b'{"a": ') + gzip.compress(b'1}'), 100)  # two members
 b'{"a": 1}'
 >>> Inflater("deflate").feed(zlib.compress(b"[]"), 100)
 b'[]'
@@ -14,11 +14,12 @@ b'[]'
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 from fastapi import HTTPException, Request, status
 from starlette.requests import ClientDisconnect
 
-ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class BodyTooLarge(Exception):
@@ -30,38 +31,58 @@ class BadEncoding(ValueError):
 
 
 class Inflater:
-    """Inflates one body's chunks, never more than asked for at once."""
+    """Inflates one body's chunks, never more than asked for at once. Deflate
+    is zlib-wrapped (as HTTP means it) or raw (as some clients send it),
+    told apart by its first two bytes; gzip may hold several members."""
 
     def __init__(self, encoding: str) -> None:
-        self.encoding = encoding
         if encoding in ("gzip", "x-gzip"):
-            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self.encoding = "gzip"
         elif encoding == "deflate":
-            self._z = zlib.decompressobj(zlib.MAX_WBITS)  # zlib-wrapped, as HTTP means it (raw deflate tried next)
+            self.encoding = "deflate"
         else:
             raise BadEncoding(f"unsupported Content-Encoding {encoding!r}; segflow accepts gzip, deflate, identity")
-        self._raw_tried = False
+        self._z: Any = None  # the decoder of the current stream (member)
+        self._buf = b""  # bytes not decoded yet: too few to tell what starts there
+
+    def _start(self, data: bytes) -> bool:
+        """A decoder for the stream starting ``data`` (False: too few bytes to tell yet)."""
+        if len(data) < 2:
+            return False
+        if self.encoding == "deflate":
+            wrapped = data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
+            self._z = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        else:
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return True
 
     def feed(self, chunk: bytes, room: int) -> bytes:
-        """The inflated bytes of a chunk, at most ``room + 1`` (one more than fits tells it is too large)."""
-        try:
-            out = self._z.decompress(chunk, room + 1)
-        except zlib.error as exc:
-            if self.encoding == "deflate" and not self._raw_tried:  # some clients send raw deflate
-                self._raw_tried = True
-                self._z = zlib.decompressobj(-zlib.MAX_WBITS)
-                return self.feed(chunk, room)
-            raise BadEncoding(f"the body is not valid {self.encoding} data ({exc})") from None
-        if len(out) > room or self._z.unconsumed_tail:
-            raise BodyTooLarge
-        return out
+        """The inflated bytes of a chunk; :class:`BodyTooLarge` past ``room``."""
+        data, self._buf = self._buf + chunk, b""
+        out = bytearray()
+        while data:
+            if self._z is not None and self._z.eof:  # after a whole stream: another gzip member, or NUL padding
+                if self.encoding == "deflate" or not GZIP_MAGIC.startswith(data[:2]):
+                    if data.strip(b"\x00"):
+                        raise BadEncoding(f"the body has bytes after its {self.encoding} data")
+                    return bytes(out)
+                self._z = None
+            if self._z is None and not self._start(data):
+                self._buf = data
+                return bytes(out)
+            try:
+                out += self._z.decompress(data, room + 1 - len(out))
+            except zlib.error as exc:
+                raise BadEncoding(f"the body is not valid {self.encoding} data ({exc})") from None
+            if len(out) > room or self._z.unconsumed_tail:
+                raise BodyTooLarge
+            data = self._z.unused_data if self._z.eof else b""
+        return bytes(out)
 
-    def finish(self) -> bytes:
-        if not self._z.eof:
+    def finish(self) -> None:
+        """The body ended: its data must have."""
+        if self._z is None or not self._z.eof or (self._buf and self._buf.strip(b"\x00")):
             raise BadEncoding(f"the {self.encoding} body ends before its data does")
-        if self._z.unused_data.strip(b"\x00"):
-            raise BadEncoding(f"the body has bytes after its {self.encoding} data")
-        return b""
 
 
 def _too_large(limit: int) -> HTTPException:
@@ -86,7 +107,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     try:
         async for chunk in request.stream():
             received += len(chunk)
-            if received > limit:  # an encoded body is never larger than what it holds
+            if received > (limit if inflater is None else limit + limit // 500 + 1024):  # room for the encoding's own
                 raise _too_large(limit)
             body += chunk if inflater is None else inflater.feed(chunk, limit - len(body))
             if len(body) > limit:

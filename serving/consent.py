@@ -69,8 +69,24 @@ def consent_in(traits: Mapping[str, Any]) -> tuple[str, bool] | None:
 class Consent:
     def __init__(self, path: Path, scrub: Pseudonymizer, durability: str = "process") -> None:
         self._db = connect(path, durability)
+        self._migrate()
         self._db.executescript(SCHEMA)
         self._scrub = scrub
+
+    def _migrate(self) -> None:
+        """A suppressions table from before consent signals (one row a subject): its rows
+        become list entries (``list: …``) or signals (unsubscribes), all suppressing."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(suppressions)")}
+        if not columns or "source" in columns:
+            return
+        with Transaction(self._db):
+            self._db.execute("ALTER TABLE suppressions RENAME TO suppressions_v1")
+            self._db.execute(SCHEMA.replace("CREATE TABLE IF NOT EXISTS", "CREATE TABLE"))
+            self._db.execute(
+                "INSERT INTO suppressions (subject, source, suppressed, reason, at_ms) SELECT subject,"
+                " CASE WHEN reason LIKE 'list:%' THEN 'list' ELSE 'signal' END, 1, reason, at_ms FROM suppressions_v1"
+            )
+            self._db.execute("DROP TABLE suppressions_v1")
 
     def close(self) -> None:
         self._db.close()

@@ -126,6 +126,11 @@ class KeyRing:
             self._stamp = stamp
             self._index([*self._fixed, *loaded])
 
+    def in_force(self) -> list[ApiKey]:
+        """Every key in force."""
+        self.refresh()
+        return list(self._by_digest.values())
+
     def find(self, secret: str) -> ApiKey | None:
         self.refresh()
         return self._by_digest.get(_digest(secret))

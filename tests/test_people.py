@@ -216,3 +216,15 @@ def test_the_latest_consent_signal_wins_and_a_list_entry_stays_until_lifted(tmp_
     assert consent.lift(["u2"]) == 1 and consent.why("u2", None) is None
     consent.observe([identify("u3", "maybe", 500)])  # not a consent value: no signal
     assert consent.why("u3", None) is None
+
+
+def test_a_suppression_table_from_before_consent_signals_is_migrated(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "vault.db") as db:
+        db.execute("CREATE TABLE suppressions (subject TEXT PRIMARY KEY, reason TEXT NOT NULL, at_ms INTEGER NOT NULL)")
+        db.execute(
+            "INSERT INTO suppressions VALUES ('profile:u1', 'list: bounced', 1), ('profile:u2', 'unsubscribed: x', 2)"
+        )
+    consent = Consent(tmp_path / "vault.db", SCRUB)
+    assert consent.why("u1", None) == "list: bounced" and consent.why("u2", None) == "unsubscribed: x"
+    consent.observe([Event("i", "identify", "u2", None, 3, 3, kind="identify", traits={"email_consent": True})])
+    assert consent.why("u2", None) is None and len(consent) == 1  # the migrated signal gives way to a newer one

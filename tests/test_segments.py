@@ -286,4 +286,7 @@ def test_a_yaml_mistake_is_named_where_it_starts_and_a_bare_segment_name_gets_a_
     assert str(exc.value).startswith("segments.yaml:5:11: not valid YAML: while scanning a quoted scalar")
     with pytest.raises(ConfigError) as exc:
         loads("version: 1\nsegments:\n  - name: a\n    rule: count(Product Viewed, 1h) >= 1\n")
-    assert "'Product Viewed' is a Segment event name; write its type, product_view" in str(exc.value)
+    assert 'write an event name in quotes, "Product Viewed" (or its type, product_view)' in str(exc.value)
+    with pytest.raises(ConfigError) as exc:  # a syntax error elsewhere, a quoted name: no hint
+        loads('version: 1\nsegments:\n  - name: a\n    rule: count("Email Sent Twice" 1h) >= 1\n')
+    assert "quotes" not in str(exc.value)

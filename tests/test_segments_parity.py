@@ -75,8 +75,9 @@ def timelines(draw: st.DrawFn) -> list[Event]:
     times = BASE + np.cumsum(steps) * MIN + draw(st.integers(0, 59_999))
     events = []
     for i, t in enumerate(times):
-        etype = draw(st.sampled_from([*TYPES, "identify"]))
-        traits = {"plan": draw(st.sampled_from(["gold", "free"])), "age": draw(st.sampled_from([30, 45]))}
+        etype = draw(st.sampled_from([*TYPES, "identify", "group"]))
+        traits = {"plan": draw(st.sampled_from(["gold", "free"])), "age": draw(st.sampled_from([30, 45, 45.0]))}
+        traits = {k: v for k, v in traits.items() if draw(st.booleans())}  # sometimes missing
         events.append(
             Event(
                 f"m{i}",
@@ -85,9 +86,9 @@ def timelines(draw: st.DrawFn) -> list[Event]:
                 None,
                 int(t),
                 int(t),
-                kind="identify" if etype == "identify" else "track",
+                kind=etype if etype in ("identify", "group") else "track",
                 properties={"category": draw(st.sampled_from(["shoes", "hats"]))},
-                traits=traits if etype == "identify" else {},
+                traits=traits if etype in ("identify", "group") else {},
             )
         )
     return events
