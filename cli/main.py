@@ -325,9 +325,18 @@ def _known_features() -> list[Spec]:
 
 
 @segments_app.command("validate")
-def segments_validate(path: Annotated[Path, typer.Argument(help="segments.yaml")]) -> None:
-    """Check a segment config: exit 0 valid, 1 invalid (every error listed), 2 usage."""
+def segments_validate(
+    path: Annotated[Path, typer.Argument(help="segments.yaml")],
+    events: Annotated[
+        Path | None, typer.Option(help="an event table (Parquet): warn of properties none carries")
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="such a warning is an error (exit 1)")] = False,
+) -> None:
+    """Check a segment config: exit 0 valid, 1 invalid (every error listed), 2 usage. Property
+    names no feature declares and no event carries (misspelled?) are warned of."""
+    from features.table import read_table
     from segments.config import ConfigError, load
+    from segments.vocabulary import carried, unknown_properties
 
     if not path.exists():
         raise _usage(f"{path}: no such file")
@@ -338,6 +347,15 @@ def segments_validate(path: Annotated[Path, typer.Argument(help="segments.yaml")
             console.print(problem, markup=False, highlight=False)
         console.print(f"{len(exc.problems)} problem(s)")
         raise typer.Exit(DATA_ERRORS) from None
+    try:
+        seen = carried(read_table(events)) if events is not None else set()
+    except (FileNotFoundError, ValueError) as exc:
+        raise _usage(str(exc)) from None
+    warnings = unknown_properties(config, seen, _known_features())
+    for warning in warnings:
+        console.print(f"{path}: {'error' if strict else 'warning'}: {warning}", markup=False, highlight=False)
+    if warnings and strict:
+        raise typer.Exit(DATA_ERRORS)
     out.print(
         f"{path}: valid, {len(config.segments)} segments, {len(config.specs)} derived features, "
         f"config id {config.config_id}"

@@ -24,6 +24,28 @@ def test_validate_shipped_and_broken(tmp_path: Path) -> None:
     assert runner.invoke(app, ["segments", "validate", str(tmp_path / "none.yaml")]).exit_code == 2
 
 
+def test_a_misspelled_property_is_warned_of_and_an_error_with_strict(tmp_path: Path) -> None:
+    from features.events import Event
+    from features.table import events_to_table, write_table
+
+    events = [Event("m1", "Coupon Applied", "u1", None, 1_767_225_600_000, 1_767_225_600_000,
+                    properties={"coupon": "WELCOME", "category": "shoes"})]  # fmt: skip
+    write_table(events_to_table(events), tmp_path / "events.parquet")
+    config = tmp_path / "segments.yaml"
+    config.write_text(
+        "version: 1\nsegments:\n"
+        "  - {name: typo, rule: 'count(product_view, 24h, categroy == \"shoes\") >= 1'}\n"
+        '  - {name: custom, rule: \'count("Coupon Applied", 7d, coupon == "WELCOME") >= 1\'}\n'
+    )
+    args = ["segments", "validate", str(config), "--events", str(tmp_path / "events.parquet")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "warning: segment 'typo': no feature declares a property 'categroy'" in result.output
+    assert "did you mean 'category'?" in result.output and "'custom'" not in result.output  # the events carry coupon
+    strict = runner.invoke(app, [*args, "--strict"])
+    assert strict.exit_code == 1 and "error: segment 'typo'" in strict.output
+
+
 def test_rules_over_traits_and_custom_events_enter_and_exit_at_the_right_instants() -> None:
     result = runner.invoke(app, ["segments", "test", str(ROOT / "config/fixtures/vocabulary.yaml")])
     assert result.exit_code == 0, result.output
