@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,13 @@ from features.online import FeatureSet
 from features.pseudonyms import Pseudonymizer, load_key
 from features.segment_spec import SegmentParser
 from segments.config import SegmentConfig
+from segments.vocabulary import unknown_properties
 from serving import snapshot
 from serving.destinations.config import PLATFORMS, Destinations
 from serving.destinations.fields import Fields
 from serving.destinations.ledger import Ledger
 from serving.engine import DAY_MS, Engine, Outcome, retire
-from serving.log import EventLog, Record
+from serving.log import EventLog, Logged, Record
 from serving.outbox import Change
 from serving.people import People
 from serving.quarantine import Quarantine
@@ -501,14 +502,19 @@ class Service:
             engine = self._new_engine(config, scorers, self.generation + 1)
             # the whole log, and the last position, in one read transaction of its own
             engine.suppressed = self.log.suppressed_apart()  # this thread must not use the live connection
-            upto = replay_into(engine, self.log.read_apart_all(), 0)[1]
+            carried: set[str] = set()  # the property names the stored events carry, seen on the way
+            upto = replay_into(engine, _noting(self.log.read_apart_all(), carried), 0)[1]
         except BaseException:
             gc.enable()
             self._erased_meanwhile = None
             raise
         finally:
             sys.setswitchinterval(switch)
-        return Rebuild(config, text, scorers, engine, upto)
+        own = set(config.specs)  # what the rules read is not declared by their reading it
+        warnings = unknown_properties(config, carried, [spec for spec in engine.features.specs if spec not in own])
+        for warning in warnings:
+            log.warning("%s: %s", self.settings.segments, warning)
+        return Rebuild(config, text, scorers, engine, upto, warnings)
 
     def finish_reload(self, rebuild: Rebuild) -> dict[str, Any]:
         """Swap the new config and models in (on the event loop): under the same
@@ -564,7 +570,15 @@ class Service:
         self.parser = self._parser(engine)
         self.readiness = Readiness(True, self._notes(scorers))
         self.save_snapshot(background=True)
-        return {"config_id": rebuild.config.config_id, "models": scorers.versions, "events_replayed": replayed}
+        done = {"config_id": rebuild.config.config_id, "models": scorers.versions, "events_replayed": replayed}
+        return done | ({"warnings": rebuild.warnings} if rebuild.warnings else {})
+
+
+def _noting(rows: Iterable[Logged], names: set[str]) -> Iterator[Logged]:
+    """The rows as they are, noting their events' property names."""
+    for row in rows:
+        names.update(row[1].properties)
+        yield row
 
 
 @dataclass
@@ -577,3 +591,4 @@ class Rebuild:
     scorers: Scorers
     engine: Engine | None
     upto: int
+    warnings: list[str] = field(default_factory=list)  # properties the rules read that nothing declares or carries

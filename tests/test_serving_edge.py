@@ -435,3 +435,21 @@ def test_a_backup_under_load_restores_to_the_state_at_its_log_position(tmp_path:
     got = {p: service.engine.vector(p) for p, _ in service.engine.store.items()}
     assert got == {p: fresh.vector(p) for p, _ in fresh.store.items()}
     service.close()
+
+
+def test_a_reload_warns_of_a_property_no_feature_declares_and_no_stored_event_carries(tmp_path: Path) -> None:
+    config = tmp_path / "segments.yaml"
+    config.write_text("version: 1\nsegments:\n  - {name: carts, rule: 'count(add_to_cart, 1h) >= 1'}\n")
+    settings = settings_for(tmp_path / "state", segments=config)
+    with serve(settings) as url, httpx.Client(base_url=url, timeout=60, headers=auth(ADMIN)) as http:
+        assert http.post("/v1/track", json=track("w1", "w-1", T0, coupon="SPRING")).status_code == 200
+        config.write_text(
+            "version: 1\nsegments:\n"
+            "  - {name: shoes, rule: 'count(add_to_cart, 1h, categroy == \"shoes\") >= 1'}\n"
+            "  - {name: coupons, rule: 'count(add_to_cart, 1h, coupon == \"SPRING\") >= 1'}\n"
+        )
+        r = http.post("/v1/admin/reload")
+        assert r.status_code == 200, r.text
+        warnings = r.json()["warnings"]
+    assert len(warnings) == 1 and "segment 'shoes': no feature declares a property 'categroy'" in warnings[0]
+    assert "did you mean 'category'?" in warnings[0]  # coupon is carried by a stored event: no warning
