@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,16 @@ def field_value(event: Event, name: str) -> Any:
     if name.startswith(TRAIT):
         return trait_text(event.traits.get(name[len(TRAIT) :])) if event.kind in TRAIT_KINDS else None
     return event.properties.get(name)
+
+
+def field_reader(name: str) -> Callable[[Event], Any]:
+    """How to read one field of an event, decided once (the update loop reads fields of every event)."""
+    if name in EVENT_FIELDS:
+        return operator.attrgetter(name)
+    if name.startswith(TRAIT):
+        trait = name[len(TRAIT) :]
+        return lambda e: trait_text(e.traits.get(trait)) if e.kind in TRAIT_KINDS else None
+    return lambda e: e.properties.get(name)
 
 
 def matches(where: Predicate | None, event: Event) -> bool:
@@ -207,6 +218,7 @@ class FeatureSet:
         )
         self.trackers: tuple[Tracker, ...] = tuple(Tracker(e, w, p, ms) for (e, w, p), ms in trackers.items())
         self.fields: tuple[str, ...] = tuple(fields)
+        self._field_readers = tuple(field_reader(f) for f in fields)
         self._widths = [1 + 2 * len(s.props) for s in self.streams]
         self._distinct_ix = [i for i, t in enumerate(self.trackers) if t.prop is not None]
         self._recency_ix = [i for i, t in enumerate(self.trackers) if t.prop is None]
@@ -338,8 +350,8 @@ class FeatureSet:
                 op(profile, event)
         if self.fields:
             last = profile.last_values
-            for j, name in enumerate(self.fields):
-                value = field_value(event, name)
+            for j, read in enumerate(self._field_readers):
+                value = read(event)
                 if value is not None:
                     current = last[j]
                     if current is None or ts >= current[0]:

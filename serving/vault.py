@@ -131,14 +131,14 @@ class Vault:
     def close(self) -> None:
         self._db.close()
 
-    def _seal(self, profile_id: str, contact: Contact) -> tuple[str, bytes, bytes]:
+    def seal(self, profile_id: str, contact: Contact) -> tuple[str, bytes, bytes]:
         nonce = secrets.token_bytes(12)
         sealed = AESGCM(self.keys.keys[self.keys.current]).encrypt(
             nonce, orjson.dumps(contact.as_dict()), profile_id.encode()
         )
         return self.keys.current, nonce, sealed
 
-    def _open(self, profile_id: str, kid: str, nonce: bytes, sealed: bytes) -> Contact:
+    def unseal(self, profile_id: str, kid: str, nonce: bytes, sealed: bytes) -> Contact:
         key = self.keys.keys.get(kid)
         if key is None:
             raise VaultError(f"the vault row of a profile is sealed under key {kid}, which is not among the keys")
@@ -162,14 +162,14 @@ class Vault:
                 ).fetchone()
                 at_ms = s.at_ms
                 if row is not None:
-                    held = self._open(s.profile_id, row[0], row[1], row[2])
+                    held = self.unseal(s.profile_id, row[0], row[1], row[2])
                     contact = held.merged(contact) if s.at_ms >= row[3] else contact.merged(held)
                     at_ms = max(at_ms, int(row[3]))
                     if contact == held:
                         continue
                 self._db.execute(
                     "INSERT OR REPLACE INTO contacts (profile_id, key_id, nonce, sealed, at_ms) VALUES (?, ?, ?, ?, ?)",
-                    (s.profile_id, *self._seal(s.profile_id, contact), at_ms),
+                    (s.profile_id, *self.seal(s.profile_id, contact), at_ms),
                 )
                 changed += 1
         return changed
@@ -178,10 +178,19 @@ class Vault:
         row = self._db.execute(
             "SELECT key_id, nonce, sealed FROM contacts WHERE profile_id = ?", (profile_id,)
         ).fetchone()
-        return None if row is None else self._open(profile_id, row[0], row[1], row[2])
+        return None if row is None else self.unseal(profile_id, row[0], row[1], row[2])
 
     def get_many(self, profile_ids: Iterable[str]) -> dict[str, Contact]:
-        return {pid: c for pid in set(profile_ids) if (c := self.get(pid)) is not None}
+        """The contacts of several profiles, in one read a few hundred at a time."""
+        wanted, found = sorted(set(profile_ids)), {}
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(
+                f"SELECT profile_id, key_id, nonce, sealed FROM contacts WHERE profile_id IN ({marks})", part
+            )
+            found.update({pid: self.unseal(pid, kid, nonce, sealed) for pid, kid, nonce, sealed in rows})
+        return found
 
     def erase(self, profile_id: str) -> bool:
         with Transaction(self._db):
@@ -218,7 +227,7 @@ class Vault:
             for pid, kid, nonce, sealed in rows:
                 self._db.execute(
                     "UPDATE contacts SET key_id = ?, nonce = ?, sealed = ? WHERE profile_id = ?",
-                    (*self._seal(pid, self._open(pid, kid, nonce, sealed)), pid),
+                    (*self.seal(pid, self.unseal(pid, kid, nonce, sealed)), pid),
                 )
             owed = self._db.execute(
                 "SELECT destination, profile_id, key_id, nonce, sealed FROM deletion_requests"
@@ -229,7 +238,7 @@ class Vault:
                 self._db.execute(
                     "UPDATE deletion_requests SET key_id = ?, nonce = ?, sealed = ? WHERE destination = ?"
                     " AND profile_id = ?",
-                    (*self._seal(pid, self._open(pid, kid, nonce, sealed)), dest, pid),
+                    (*self.seal(pid, self.unseal(pid, kid, nonce, sealed)), dest, pid),
                 )
         self.checkpoint()
         return len(rows) + len(owed)
@@ -251,7 +260,7 @@ class Deletions:
     def request(self, destinations: Iterable[str], profile_id: str, contact: Contact | None, now_ms: int) -> None:
         """A request per destination; a request still pending keeps the contact it holds
         (an erasure repeated before it is sent has none left to give)."""
-        sealed = self.vault._seal(profile_id, contact) if contact is not None else (None, None, None)
+        sealed = self.vault.seal(profile_id, contact) if contact is not None else (None, None, None)
         with Transaction(self._db):
             self._db.executemany(
                 "INSERT INTO deletion_requests (destination, profile_id, requested_ms, status, key_id, nonce, sealed)"
@@ -273,7 +282,7 @@ class Deletions:
         out = []
         for pid, kid, nonce, sealed, attempts in rows:
             try:
-                contact = None if kid is None else self.vault._open(pid, kid, nonce, sealed)
+                contact = None if kid is None else self.vault.unseal(pid, kid, nonce, sealed)
             except VaultError as exc:
                 self.done(destination, pid, f"not sent: {exc}", now_ms, status="dead")
                 continue

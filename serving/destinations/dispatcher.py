@@ -41,7 +41,7 @@ from tenacity.wait import wait_base
 from serving.destinations.config import AnyDestination
 from serving.destinations.fields import Fields
 from serving.destinations.http import Refused, Retryable
-from serving.destinations.ledger import CANCELLED, PENDING, SUPPRESSED, Admission, Delivery, Ledger
+from serving.destinations.ledger import CANCELLED, PENDING, SKIPPED, SUPPRESSED, Admission, Delivery, Ledger
 from serving.destinations.sync import Person
 from serving.destinations.webhook import payload
 from serving.log import EventLog
@@ -277,7 +277,7 @@ class Dispatcher:
                 return  # every user in it was erased (or unsubscribed) meanwhile
             by_key = {b["key"]: i for i, b in zip(ids, bodies, strict=True)}
             if skipped:
-                self.ledger.skipped(name, [(by_key[k], why) for k, why in skipped.items() if k in by_key])
+                self.ledger.settle(name, SKIPPED, [(by_key[k], why) for k, why in skipped.items() if k in by_key])
                 self.stats.skipped += len(skipped)
             sent = [i for i, b in zip(ids, bodies, strict=True) if b["key"] not in skipped]
             self.ledger.delivered(name, sent, now_ms())
@@ -303,7 +303,7 @@ class Dispatcher:
                 barred = [(i, why) for i, b in zip(ids, bodies, strict=True)
                           if (why := self._suppressed(b["user"], b["kind"])) is not None]  # fmt: skip
                 if barred:
-                    self.ledger.suppress(name, barred)
+                    self.ledger.settle(name, SUPPRESSED, barred)
                     self.stats.suppressed += len(barred)
             pending = self.ledger.attempting(name, ids, now_ms())
             if len(pending) < len(ids):  # erased or suppressed since the batch was made: their bodies go too

@@ -188,19 +188,14 @@ class Ledger:
             [(reason, retry_at_ms, destination, i) for i in ids],
         )
 
-    def suppress(self, destination: str, reasons: Sequence[tuple[int, str]]) -> None:
-        """Pending deliveries not to be sent: the user gets no email (``(outbox id, why)``)."""
+    def settle(self, destination: str, status: str, reasons: Sequence[tuple[int, str]]) -> None:
+        """Deliveries not sent, with why (``(outbox id, why)``): ``suppressed`` (the user
+        gets no email; only pending ones) or ``skipped`` (the destination knows nobody to apply them to)."""
+        assert status in (SUPPRESSED, SKIPPED)
+        only_pending = " AND status = 'pending'" if status == SUPPRESSED else ""
         self._write(
-            "UPDATE deliveries SET status = 'suppressed', reason = ? WHERE destination = ? AND outbox_id = ?"
-            " AND status = 'pending'",
-            [(why, destination, i) for i, why in reasons],
-        )
-
-    def skipped(self, destination: str, reasons: Sequence[tuple[int, str]]) -> None:
-        """Deliveries the destination could not apply to anybody (``(outbox id, why)``)."""
-        self._write(
-            "UPDATE deliveries SET status = 'skipped', reason = ? WHERE destination = ? AND outbox_id = ?",
-            [(why, destination, i) for i, why in reasons],
+            f"UPDATE deliveries SET status = ?, reason = ? WHERE destination = ? AND outbox_id = ?{only_pending}",
+            [(status, why, destination, i) for i, why in reasons],
         )
 
     def dead(self, destination: str, ids: Sequence[int], reason: str) -> None:

@@ -86,16 +86,8 @@ ALIAS: dict[str, Any] = {
     "additionalProperties": True,
 }
 GROUP: dict[str, Any] = {
-    "type": "object",
-    "anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}],
-    "properties": {
-        **_COMMON,
-        "type": {"const": "group"},
-        "groupId": _ID,
-        "traits": {"type": "object", "additionalProperties": True, "description": "personal fields are pseudonymized"},
-    },
-    "additionalProperties": True,
-}
+    **IDENTIFY, "properties": {**IDENTIFY["properties"], "type": {"const": "group"}, "groupId": _ID},
+}  # fmt: skip
 BATCH: dict[str, Any] = {
     "type": "object",
     "required": ["batch"],
@@ -120,8 +112,7 @@ BATCH: dict[str, Any] = {
     },
     "additionalProperties": True,
 }
-_SCHEMAS = {"track": TRACK, "page": PAGE, "identify": IDENTIFY, "screen": SCREEN, "alias": ALIAS, "group": GROUP}
-_SCHEMAS["batch"] = BATCH
+_SCHEMAS = dict(track=TRACK, page=PAGE, identify=IDENTIFY, screen=SCREEN, alias=ALIAS, group=GROUP, batch=BATCH)
 assert set(_SCHEMAS) - {"batch"} <= set(KINDS)
 
 
