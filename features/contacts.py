@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from features.payloads import identify_traits
 from features.pseudonyms import normal_key
 from features.segment_spec import Parsed
 
@@ -88,10 +89,9 @@ def phone_of(value: object) -> str | None:
 
 
 def contact_in(payload: Mapping[str, Any]) -> Contact | None:
-    """The contact an identify payload gives: its traits' email and phone (or a
-    ``userId`` that is an address)."""
-    traits = payload.get("traits")
-    traits = traits if isinstance(traits, dict) else {}
+    """The contact an identify payload gives: its traits' email and phone
+    (at the root or under ``context.traits``), or a ``userId`` that is an address."""
+    traits = identify_traits(dict(payload))
     by_key = {normal_key(k): v for k, v in traits.items() if isinstance(k, str)}
     email = next((e for k in EMAIL_KEYS if (e := email_of(by_key.get(k)))), None) or email_of(payload.get("userId"))
     phone = next((p for k in sorted(PHONE_KEYS) if (p := phone_of(by_key.get(k)))), None)

@@ -73,6 +73,21 @@ def _scrub_list(items: list[Any], scrub: Pseudonymizer, person: bool, depth: int
     return items if all(a is b for a, b in zip(out, items, strict=True)) else out
 
 
+def identify_traits(payload: dict[str, Any]) -> dict[str, Any]:
+    """An identify call's traits: at its root (Segment's SDKs) and under
+    ``context.traits`` (where RudderStack's put them); the root's win where
+    both name one. Non-mappings count as none (the parser names them).
+
+    >>> identify_traits({"traits": {"plan": "gold"}, "context": {"traits": {"plan": "x", "email": "a@b.io"}}})
+    {'plan': 'gold', 'email': 'a@b.io'}
+    """
+    root, context = payload.get("traits"), payload.get("context")
+    inner = context.get("traits") if isinstance(context, dict) else None
+    if not isinstance(inner, dict) or not inner:
+        return root if isinstance(root, dict) else {}
+    return {**inner, **root} if isinstance(root, dict) else dict(inner)
+
+
 def canonical(value: Any) -> str:
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()

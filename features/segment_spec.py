@@ -57,8 +57,8 @@ from features.limits import (
     load,
     too_long,
 )
-from features.payloads import canonical, depth_problem, scrub_mapping
-from features.pseudonyms import Pseudonymizer, looks_personal
+from features.payloads import canonical, depth_problem, identify_traits, scrub_mapping
+from features.pseudonyms import Pseudonymizer
 
 
 def _parse_time(value: object, where: str) -> int:
@@ -83,20 +83,7 @@ def _identifier(value: object, where: str, scrub: Pseudonymizer) -> str | None:
     text = str(value)
     if len(text) > MAX_NAME_CHARS:
         raise EventError([(where, too_long(text, MAX_NAME_CHARS))])
-    if looks_personal(text):
-        return scrub(text)
-    return scrub.scrub_text(text)
-
-
-def profile_key(user_id: str, scrub: Pseudonymizer) -> str:
-    """The profile id of a user id as events carry it (pseudonymized when it
-    looks personal), so an API path finds the same profile.
-
-    >>> from features.pseudonyms import Pseudonymizer
-    >>> profile_key("u1", Pseudonymizer(b"0" * 32))
-    'u1'
-    """
-    return scrub(user_id) if looks_personal(user_id) else scrub.scrub_text(user_id)
+    return scrub.identifier(text)
 
 
 def _mapping(payload: Mapping[str, Any], key: str, where: str) -> dict[str, Any] | None:
@@ -242,6 +229,8 @@ class SegmentParser:
         context = _mapping(payload, "context", where)
         if batch_context:
             context = {**batch_context, **context} if context else dict(batch_context)
+        if kind == "identify" and context and isinstance(context.get("traits"), dict):
+            traits_in = identify_traits({"traits": traits_in, "context": context})  # RudderStack's place
         if kind == "alias":
             previous = _identifier(payload.get("previousId"), where + "previousId", scrub)
             traits_in = {**(traits_in or {}), "previousId": previous}
@@ -412,8 +401,7 @@ class SegmentParser:
             for name in ("userId", "anonymousId", "previousId"):
                 value = kept.get(name)
                 if isinstance(value, str | int) and not isinstance(value, bool):
-                    text = str(value)[:MAX_NAME_CHARS]
-                    kept[name] = self._scrub(text) if looks_personal(text) else self._scrub.scrub_text(text)
+                    kept[name] = self._scrub.identifier(str(value)[:MAX_NAME_CHARS])
             return scrub_mapping(kept, self._scrub, False)
         if isinstance(payload, str):
             return self._scrub.scrub_text(payload)[:MAX_TEXT_CHARS]

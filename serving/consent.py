@@ -34,7 +34,6 @@ from typing import Any
 from features.contacts import Contact, email_of, subscriber_hash
 from features.events import Event, format_ms
 from features.pseudonyms import Pseudonymizer, normal_key
-from features.segment_spec import profile_key
 from serving.log import Transaction, connect
 
 UNSUBSCRIBED = "Email Unsubscribed"  # Segment's email event
@@ -99,7 +98,7 @@ class Consent:
         email = email_of(who)
         if email is not None:
             return self._email_subject(subscriber_hash(email))
-        return "profile:" + profile_key(who.strip(), self._scrub)
+        return "profile:" + self._scrub.identifier(who.strip())
 
     def observe(self, events: Sequence[Event]) -> int:
         """Record the consent signals among accepted events (the latest by event time wins); how many."""

@@ -1,6 +1,7 @@
 """What segflow holds about a person beside their events: how to reach
 them (the contact vault), whether they may get email (consent), and the
-deletion requests an erasure owes the email platforms. All of it lives in
+deletion requests an erasure owes the email platforms, and the traits
+the person was given (their latest values). All of it lives in
 ``vault.db`` in the state directory.
 
 Ingest hands over each request's contacts and accepted events; the
@@ -20,6 +21,7 @@ from features.contacts import Contact, Sighting
 from features.events import Event
 from features.pseudonyms import Pseudonymizer
 from serving.consent import Consent
+from serving.traits import Traits
 from serving.vault import Deletions, Vault, VaultKeys
 
 
@@ -29,10 +31,12 @@ class People:
         path = state_dir / "vault.db"
         self.vault = Vault(path, keys, durability, keep_raw)
         self.consent = Consent(path, scrub, durability)
+        self.traits = Traits(path, durability)
         self.deletions = Deletions(self.vault)
 
     def close(self) -> None:
         self.consent.close()
+        self.traits.close()
         self.vault.close()
 
     def observe(self, events: Sequence[Event], sightings: Sequence[Sighting], erased: Callable[[str], bool]) -> None:
@@ -43,6 +47,7 @@ class People:
         if kept:
             self.vault.add(kept)
         self.consent.observe([e for e in Consent.signals(events) if not erased(e.profile_id)])
+        self.traits.observe([e for e in events if e.traits and not erased(e.profile_id)])
 
     def checkpoint(self) -> bool:
         return self.vault.checkpoint()
@@ -60,6 +65,7 @@ class People:
         if platforms:
             self.deletions.request(platforms, profile_id, contact, time.time_ns() // 1_000_000)
         self.consent.erase(profile_id)
+        self.traits.erase(profile_id)
         return self.vault.erase(profile_id) or contact is not None
 
     def export(self, profile_id: str) -> dict[str, Any]:
@@ -67,6 +73,7 @@ class People:
         contact = self.vault.get(profile_id)
         return {
             "contact": None if contact is None else contact.as_dict(),
+            "traits": self.traits.of(profile_id),
             "suppressed": self.suppressed(profile_id),
             "deletion_requests": self.deletions.of(profile_id),
         }

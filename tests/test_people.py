@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.contacts import Contact, Sighting, contacts_of, subscriber_hash
-from features.events import Event
+from features.events import Event, format_ms
 from features.pseudonyms import Pseudonymizer
 from features.segment_spec import SegmentParser
 from serving.consent import Consent
@@ -228,3 +228,26 @@ def test_a_suppression_table_from_before_consent_signals_is_migrated(tmp_path: P
     assert consent.why("u1", None) == "list: bounced" and consent.why("u2", None) == "unsubscribed: x"
     consent.observe([Event("i", "identify", "u2", None, 3, 3, kind="identify", traits={"email_consent": True})])
     assert consent.why("u2", None) is None and len(consent) == 1  # the migrated signal gives way to a newer one
+
+
+def test_traits_keep_their_latest_value_by_event_time_bounded_and_go_with_an_erasure(tmp_path: Path) -> None:
+    people = People(tmp_path, SCRUB, VaultKeys.load(tmp_path / "vault.key"))
+    parser = SegmentParser(SCRUB)
+
+    def identify(at: int, traits: dict, user: str = "u1") -> Event:
+        body = {"userId": user, "timestamp": format_ms(at), "traits": traits}
+        [event] = parser.parse_payload(body, received_ms=1_700_000_900_000, kind="identify").events
+        return event
+
+    t0 = 1_700_000_000_000
+    people.observe([identify(t0 + 2, {"plan": "gold", "email": "ann@example.com"})], [], lambda _: False)
+    people.observe([identify(t0 + 1, {"plan": "free", "age": 41})], [], lambda _: False)  # late: older
+    traits = people.export("u1")["traits"]
+    assert traits["plan"] == "gold" and traits["age"] == "41" and traits["email"] == SCRUB("ann@example.com")
+    many = {f"t{i}": i for i in range(300)}
+    people.observe([identify(t0 + 3, many)], [], lambda _: False)
+    assert len(people.traits.of("u1")) == 200 and people.traits.dropped == 103  # 3 names were kept already
+    people.observe([identify(t0, {"plan": "x"}, "u2")], [], lambda pid: pid == "u2")  # erased: not kept
+    assert people.traits.of("u2") == {}
+    people.erase("u1", [])
+    assert people.traits.of("u1") == {}

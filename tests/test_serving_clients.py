@@ -43,10 +43,14 @@ def profile(server: Server, user: str) -> dict:
     return r.json()
 
 
-def logged(server: Server, user: str) -> list[dict]:
+def export(server: Server, user: str) -> dict:
     r = httpx.get(f"{server.url}/v1/profiles/{user}/export", auth=WRITE, timeout=30)
     assert r.status_code == 200, r.text
-    return r.json()["events"]
+    return r.json()
+
+
+def logged(server: Server, user: str) -> list[dict]:
+    return export(server, user)["events"]
 
 
 @pytest.mark.parametrize("sdk", [segment, rudder], ids=["segment", "rudderstack"])
@@ -62,15 +66,18 @@ def test_the_official_python_sdks_round_trip(server: Server, sdk: object) -> Non
     client.track(user, "Product Added", {"product_id": "p1", "category": "shoes", "price": 12.5})
     client.page(user, "Shoes", "Catalog", {"url": "https://shop.example/shoes"})
     client.screen(user, "Home", "App")
-    client.group(user, "company-1", {"name": "ACME"})
+    client.group(user, "company-1", {"name": "ACME", "industry": "retail"})
     client.alias(f"{name}-previous", user)
     client.flush()
     assert errors == []
     kinds = sorted(e["type"] for e in logged(server, user))
     assert kinds == ["alias", "group", "identify", "page", "screen", "track", "track"]
-    features = profile(server, user)["features"]
-    assert any(v for k, v in features.items() if "cart" in k or "add_to_cart" in k)
-    text = json.dumps(logged(server, user)) + json.dumps(profile(server, user))
+    shown = profile(server, user)
+    assert any(v for k, v in shown["features"].items() if "cart" in k or "add_to_cart" in k)
+    traits = shown["traits"]  # identify's and group's, the email as its pseudonym
+    assert traits["plan"] == "gold" and traits["industry"] == "retail" and traits["email"].startswith("pii_")
+    assert export(server, user)["contact"]["email"] == f"{name}@example.com"  # sealed in the vault, for admins
+    text = json.dumps(logged(server, user)) + json.dumps(shown)
     assert f"{name}@example.com" not in text
 
 

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel, Field
 
 from features.events import to_payload
-from features.segment_spec import profile_key
 from serving.people import People
 from serving.routes.deps import Admin, EngineDep, ParserDep, ServiceDep
 from serving.routes.profiles import get_profile
@@ -35,7 +34,7 @@ async def export_profile(
     """Everything segflow holds about a user, for a data-subject access request:
     the profile, every logged event, deliveries, the vault's contact (the one
     place it is ever returned), consent, deletion requests."""
-    pid = profile_key(user_id, parser.pseudonymizer)
+    pid = parser.pseudonymizer.identifier(user_id)
     held = people.export(pid)
     events = service.log.recent(pid, EXPORT_EVENTS) if service.log is not None else []
     known = engine.store.get(pid) is not None

@@ -12,7 +12,6 @@ from fastapi import APIRouter, HTTPException, status
 
 from features.events import Event, format_ms
 from features.evidence import behind
-from features.segment_spec import profile_key
 from segments.config import SegmentConfig
 from segments.membership import Transition
 from segments.rules import Clause, Context
@@ -73,7 +72,7 @@ def _history(service: Service, pid: str) -> list[Event]:
 
 
 def _pid(engine: Engine, user_id: str, parser: ParserDep) -> str:
-    pid = profile_key(user_id, parser.pseudonymizer)
+    pid = parser.pseudonymizer.identifier(user_id)
     if engine.store.get(pid) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no profile for this user")
     return pid
@@ -81,8 +80,8 @@ def _pid(engine: Engine, user_id: str, parser: ParserDep) -> str:
 
 @router.get("/{user_id}", dependencies=[Reader], responses={401: {}, 403: {}, 404: {}})
 async def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, parser: ParserDep) -> dict[str, Any]:
-    """Features now, scores with their top contributions, cluster, segments
-    with reasons, and the user's latest deliveries to destinations with their status."""
+    """Features now, scores with their top contributions, cluster, the latest
+    traits (scrubbed), segments with reasons, and the user's latest deliveries to destinations with their status."""
     pid = _pid(engine, user_id, parser)
     vector = engine.vector(pid) or {}
     state = engine.users.get(pid)
@@ -114,6 +113,7 @@ async def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, pars
         "cluster": {"name": state.cluster, "description": scorers.cluster_description(state.cluster)}
         if state and state.cluster
         else None,
+        "traits": service.people.traits.of(pid) if service.people is not None else {},
         "segments": segments,
         "deliveries": service.ledger.recent_for(pid) if service.ledger is not None else [],
     }
@@ -159,7 +159,7 @@ async def get_membership(
 async def erase_profile(user_id: str, service: ServiceDep, parser: ParserDep) -> dict[str, Any]:
     """Erase a user: profile, logged events, pending labels, dedup keys, outbox, quarantine;
     later events of the user are accepted, counted and dropped."""
-    pid = profile_key(user_id, parser.pseudonymizer)
+    pid = parser.pseudonymizer.identifier(user_id)
     erased = service.erase(pid, wait=False)  # a snapshot without the user is written in the background
     deadline = time.monotonic() + ERASURE_WAIT_S
     while service.erasures_pending and time.monotonic() < deadline:
