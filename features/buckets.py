@@ -82,6 +82,28 @@ class Buckets:
             return 0.0
         return cum[-1][slot] - cum[j - 1][slot]
 
+    def merge(self, other: Buckets) -> None:
+        """Add another stream's buckets to these (a profile joining another).
+
+        >>> a, b = Buckets(1), Buckets(1)
+        >>> a.count(3); a.count(5); b.count(4); b.count(5)
+        >>> a.merge(b); a.keys, a.cum
+        ([3, 4, 5], [[1.0], [2.0], [4.0]])
+        """
+        if not other.keys:
+            return
+        values: dict[int, list[float]] = {}
+        for buckets in (self, other):
+            previous = [0.0] * self.width
+            for key, row in zip(buckets.keys, buckets.cum, strict=True):
+                held = values.setdefault(key, [0.0] * self.width)
+                for s in range(self.width):
+                    held[s] += row[s] - previous[s]
+                previous = row
+        self.keys, self.cum = [], []
+        for key in sorted(values):
+            self.add(key, values[key])
+
     def drop_before(self, kmin: int) -> None:
         """Forget buckets with key < kmin; totals of the rest are rebased."""
         j = bisect_left(self.keys, kmin)

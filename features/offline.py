@@ -53,6 +53,7 @@ from features.specs import (
     group_key,
     trait_text,
 )
+from features.stitching import Stitching
 from features.table import SESSION
 from features.values import number
 
@@ -121,11 +122,20 @@ class OfflineFeatures:
         self.features = features
         table = events if isinstance(events, pa.Table) else pa.Table.from_pandas(events, preserve_index=False)
         duplicate, late, (user_codes, user_names) = _accepted(table, features.lateness_ms)
+        self.stitching = Stitching.of(table, duplicate)
+        if self.stitching is not None:  # linked ids: late as the engine decides it, one profile per version
+            profiles = table.column("profile_id").to_numpy(zero_copy_only=False)
+            times = _column_ms(table.column("ts"))
+            late = self.stitching.late(profiles, times, duplicate, late, features.lateness_ms)
+            keep, virtual = self.stitching.expand(np.flatnonzero(~duplicate & ~late), profiles)
+            codes, user_names = _codes(pa.chunked_array([pa.array(virtual, pa.string())]))
+        else:
+            keep = np.flatnonzero(~duplicate & ~late)
+            codes = user_codes[keep]
+        self.applied = ~duplicate & ~late  # by table row: what the engine applies
         self.duplicates = int(duplicate.sum())
         self.late = int(late.sum())
-        keep = np.flatnonzero(~duplicate & ~late)
         self._user_codes = {u: i for i, u in enumerate(user_names)}
-        codes = user_codes[keep]
         ts = _column_ms(table.column("ts"))[keep]
         if len(ts) and (ts.min() < 0 or ts.max() >= _SHIFT - 1):
             raise ValueError("event times must lie between 1970 and 2109")
@@ -243,7 +253,14 @@ class OfflineFeatures:
                 raise ValueError(f"cutoffs need a {col!r} column (have {list(cutoffs.columns)})")
         at = _ms(cutoffs["at"].reset_index(drop=True))
         unknown = len(self._user_codes)
-        codes = cutoffs["profile_id"].map(self._user_codes).fillna(unknown).to_numpy(dtype=np.int64)
+        profiles = cutoffs["profile_id"].reset_index(drop=True)
+        if self.stitching is not None:  # a linked id reads the version of its group in force then
+            linked = np.flatnonzero(profiles.isin(self.stitching.ids).to_numpy())
+            if len(linked):
+                profiles = profiles.astype(object)
+                key_at = self.stitching.key_at
+                profiles.iloc[linked] = [key_at(profiles.iat[i], int(at[i])) for i in linked.tolist()]
+        codes = profiles.map(self._user_codes).fillna(unknown).to_numpy(dtype=np.int64)
         order = np.lexsort((at, codes))
         q = _Cutoffs(codes[order] * _SHIFT + at[order], at[order], codes[order] * _SHIFT)
         cache: dict[Spec, Array] = {}

@@ -358,6 +358,31 @@ class FeatureSet:
                         last[j] = (ts, str(value))
         return True
 
+    def merge(self, into: Profile, other: Profile) -> None:
+        """Join ``other``'s state into ``into``, as if ``into`` had seen both
+        profiles' events (an identity merge): window buckets add up, distinct
+        values and last-seen times keep the latest, a field's last value is
+        the later one (``into``'s at a tie)."""
+        for mine, theirs in zip(into.buckets, other.buckets, strict=True):
+            mine.merge(theirs)
+        into.newest = max(into.newest, other.newest)
+        into.late += other.late
+        for slot, ti in enumerate(self._distinct_ix):
+            seen, keep = into.distinct[slot], self.trackers[ti].keep_ms
+            for value, ts in other.distinct[slot].items():
+                if ts > seen.get(value, -1):
+                    seen[value] = ts
+            if len(seen) > DISTINCT_CAP // 2:
+                for v in [v for v, when in seen.items() if when <= into.newest - keep]:
+                    del seen[v]
+                for v in sorted(seen, key=seen.__getitem__)[: max(len(seen) - DISTINCT_CAP, 0)]:
+                    del seen[v]
+        into.last_ts = [max(a, b) for a, b in zip(into.last_ts, other.last_ts, strict=True)]
+        into.last_values = [
+            b if b is not None and (a is None or b[0] > a[0]) else a
+            for a, b in zip(into.last_values, other.last_values, strict=True)
+        ]
+
     # -- reads ---------------------------------------------------------------
 
     def read(self, profile: Profile, at_ms: int) -> dict[str, Value]:

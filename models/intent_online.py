@@ -154,6 +154,21 @@ class OnlineIntentModel:
             if sample[0] < at_ms <= sample[0] + self.horizon_ms:
                 sample[3][0] = True
 
+    def merge(self, source: str, target: str) -> None:
+        """``source``'s profile joined ``target``'s (identity): its pending
+        samples are the target's from now on, labelled by the target's purchases."""
+        moved = self._pending.pop(source, None)
+        self._last_sample.pop(source, None)
+        if not moved:
+            return
+        queue = self._pending.setdefault(target, [])
+        queue.extend(moved)
+        queue.sort(key=lambda sample: sample[0])
+        del queue[: max(len(queue) - self.max_pending_per_user, 0)]  # the oldest go first
+        for sample in moved:
+            self._seq += 1
+            heapq.heappush(self._deadlines, (sample[0] + self.horizon_ms, self._seq, target))
+
     def forget(self, user: str) -> None:
         """Drop a user's pending samples (erasure)."""
         self._pending.pop(user, None)

@@ -161,6 +161,18 @@ class Consent:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def copy(self, source: str, target: str) -> None:
+        """Give ``target`` the consent signals and list entries of ``source``'s
+        id (an identity merge): the latest signal of the two wins."""
+        with Transaction(self._db):
+            self._db.execute(
+                "INSERT INTO suppressions (subject, source, suppressed, reason, at_ms) SELECT ?, source, suppressed,"
+                " reason, at_ms FROM suppressions WHERE subject = ? AND true ON CONFLICT (subject, source) DO UPDATE"
+                " SET suppressed = excluded.suppressed, reason = excluded.reason, at_ms = excluded.at_ms"
+                " WHERE excluded.source = 'signal' AND excluded.at_ms > suppressions.at_ms",
+                ("profile:" + target, "profile:" + source),
+            )
+
     def erase(self, profile_id: str) -> int:
         with Transaction(self._db):
             return int(

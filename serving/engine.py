@@ -26,6 +26,14 @@ the timers cause go to the caller of :meth:`advance`.
 
 Several events of one user at the same instant are evaluated once, after the
 last, so no membership flaps within a millisecond.
+
+Identity (:mod:`features.identity`): an ``identify`` with an anonymous id and
+a user id, or an ``alias``, joins one profile into another at the call. The
+joining profile's state merges into the other's (the merged profile equals
+one that had seen both histories), its memberships exit there (cause
+``merge``), and the merged profile is evaluated once, with the call itself:
+a segment both were in is not entered again. Later events under any joined
+id go to the merged profile.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import orjson
 
 from features import codec
 from features.events import PURCHASE, Event
+from features.identity import IdentityGraph, Merge, event_link
 from features.online import FeatureSet, Profile
 from features.values import exact_json, from_exact_json
 from models.intent_online import OnlineIntentModel
@@ -68,6 +77,7 @@ class Outcome:
     suppressed: int = 0
     late: int = 0
     changes: list[Change] = field(default_factory=list)
+    merges: list[Merge] = field(default_factory=list)  # profiles joined into others (identity)
 
 
 @dataclass(slots=True)
@@ -122,6 +132,7 @@ class Engine:
         self.log = log
         self.dedup_ms = dedup_ms
         self.users: dict[str, UserState] = {}
+        self.identity = IdentityGraph()
         self.members_of: dict[str, set[str]] = {name: set() for name in config.segments}
         self.suppressed: set[str] = set()  # tombstones of erased users
         self._tombstone = tombstone or _unkeyed_tombstone
@@ -196,12 +207,16 @@ class Engine:
             return
         view = None
         if not isinstance(self.store, MemoryStore):  # an external store: one read and one write per batch
-            view = self._profiles = WriteBack(self.store, {e.profile_id for e in events})
+            view = self._profiles = WriteBack(self.store, {self.identity.resolve(e.profile_id) for e in events})
         try:
             n = len(events)
             for i, e in enumerate(events):
                 nxt = events[i + 1] if i + 1 < n else None
-                same_instant = nxt is not None and nxt.profile_id == e.profile_id and nxt.ts_ms == e.ts_ms
+                same_instant = (
+                    nxt is not None
+                    and nxt.ts_ms == e.ts_ms
+                    and self.identity.resolve(nxt.profile_id) == self.identity.resolve(e.profile_id)
+                )
                 if same_instant and ends is not None and ends[i]:
                     same_instant = False
                 self._apply(e, out, evaluate_now=not same_instant)
@@ -219,8 +234,12 @@ class Engine:
         if t > self.watermark:
             self._fire(t, inclusive=False, out=out)
             self.watermark = t
-        pid = event.profile_id
-        profile = self._profiles.get(pid)
+        link = event_link(event) if event.kind != "track" else None
+        merge = self.identity.link(*link, event.ts_ms) if link is not None else None
+        profile = self._merge(merge, t, out) if merge is not None else None
+        pid = self.identity.resolve(event.profile_id)
+        if profile is None:
+            profile = self._profiles.get(pid)
         if profile is None:
             profile = self.features.new_profile()
         self.stats.events += 1
@@ -228,6 +247,9 @@ class Engine:
         if not self.features.update(profile, event):
             self.stats.late += 1
             out.late += 1
+            if merge is not None:  # the merged profile is evaluated at the merge all the same
+                self._profiles.put(pid, profile)
+                self._evaluate(pid, profile, max(t, profile.newest), sample=False, out=out)
             return
         self._profiles.put(pid, profile)  # a no-op in memory; an external store keeps the change
         if event.type == PURCHASE:
@@ -235,6 +257,32 @@ class Engine:
             self.scorers.online.observe_purchase(pid, event.ts_ms)
         if evaluate_now:
             self._evaluate(pid, profile, max(t, profile.newest), sample=True, out=out)
+
+    def _merge(self, merge: Merge, t: int, out: Outcome) -> Profile | None:
+        """Join ``merge.source``'s profile into ``merge.target``'s at ``t``: the
+        state merged, the source's memberships exited, its timer and pending
+        samples moved. The merged profile (None: neither had one)."""
+        source, target = merge.source, merge.target
+        joining = self._profiles.get(source)
+        profile = self._profiles.get(target)
+        if joining is not None:
+            if profile is None:
+                profile = joining
+            else:
+                self.features.merge(profile, joining)
+            self._profiles.delete(source)
+        state = self.users.pop(source, None)
+        if state is not None:
+            for segment in list(state.members.entered):
+                self.members_of[segment].discard(source)
+                reason = Reason(self.config.config_id, f"merged into profile {target}", (("merged into", target),))
+                tr = Transition(segment, "exit", t, reason)
+                self.stats.transitions[(segment, "exit")] += 1
+                out.changes.append(Change(source, tr, "merge", state.scores, state.cluster))
+        self._due.pop(source, None)
+        self.scorers.online.merge(source, target)
+        out.merges.append(merge)
+        return profile
 
     def _remember(self, event: Event) -> None:
         """Keep a message id by its receive time (on either clock): the whole
@@ -369,6 +417,7 @@ class Engine:
                 for pid, p in (self.store.items() if profiles is None else profiles.items())
             },
             "users": {pid: _user_out(u) for pid, u in self.users.items()},
+            "identity": self.identity.to_state(),
             "seen": [[mid, t, pid] for mid, (t, pid) in self._seen.items()],
             "seen_order": [[t, mid] for t, mid in self._seen_order],
             "online": self.scorers.online.to_state(),
@@ -386,6 +435,7 @@ class Engine:
             raise ValueError("this state was saved under another config or feature set; rebuild from the log")
         self.store.put_many({pid: codec.from_body(body, self.features) for pid, body in state["profiles"].items()})
         self.users = {pid: _user_in(u) for pid, u in state["users"].items()}
+        self.identity = IdentityGraph.from_state(state.get("identity"))  # absent before identity
         self._seen = {mid: (t, pid) for mid, t, pid in state["seen"]}
         self._seen_order = deque((t, mid) for t, mid in state["seen_order"])
         self._received_mark = max((t for t, _ in self._seen_order), default=-1)
@@ -419,7 +469,14 @@ class Engine:
     # -- erasure ---------------------------------------------------------------
 
     def erase(self, pid: str) -> bool:
-        """Forget a user everywhere and drop the user's later events."""
+        """Forget a user everywhere, with every id linked to theirs, and drop
+        their later events under any of those ids."""
+        known = False
+        for linked in self.identity.erase(pid):
+            known = self._erase_one(linked) or known
+        return known
+
+    def _erase_one(self, pid: str) -> bool:
         known = self.store.delete(pid)
         state = self.users.pop(pid, None)
         known = known or state is not None

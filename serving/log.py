@@ -298,10 +298,13 @@ class EventLog:
         finally:
             db.close()
 
-    def recent(self, profile_id: str, limit: int = 1000) -> list[Event]:
-        """A user's latest logged events, newest first (evidence for reasons)."""
+    def recent(self, profile_id: str | Sequence[str], limit: int = 1000) -> list[Event]:
+        """A user's latest logged events, newest first (evidence for reasons):
+        under one id, or under each of several (a profile's linked ids)."""
+        ids = [profile_id] if isinstance(profile_id, str) else list(profile_id)
+        marks = ",".join("?" * len(ids))
         rows = self._db.execute(
-            "SELECT body FROM events WHERE profile_id = ? ORDER BY seq DESC LIMIT ?", (profile_id, limit)
+            f"SELECT body FROM events WHERE profile_id IN ({marks}) ORDER BY seq DESC LIMIT ?", (*ids, limit)
         )
         events = [decode_event(body) for (body,) in rows]
         events.sort(key=lambda e: -e.ts_ms)

@@ -30,7 +30,7 @@ import orjson
 from features.values import exact_json
 from segments.membership import Transition
 
-Cause = Literal["event", "time", "reload"]
+Cause = Literal["event", "time", "reload", "merge"]  # merge: an anonymous profile joined a known one
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

@@ -49,6 +49,14 @@ class People:
         self.consent.observe([e for e in Consent.signals(events) if not erased(e.profile_id)])
         self.traits.observe([e for e in events if e.traits and not erased(e.profile_id)])
 
+    def merge(self, source: str, target: str) -> None:
+        """An identity merge: ``target`` gets what ``source``'s id brought (a
+        contact, traits, consent), by time against its own; the source keeps
+        its rows (its exits may still need the contact) until erased with the user."""
+        self.vault.copy(source, target)
+        self.traits.copy(source, target)
+        self.consent.copy(source, target)
+
     def checkpoint(self) -> bool:
         return self.vault.checkpoint()
 

@@ -311,14 +311,16 @@ class Service:
         applied = self.engine.stats.events
         try:
             outcome = self.engine.ingest(events)
-            if outcome.changes:
-                self.changed()
-            return outcome
         except Exception:
             if self.engine.stats.events != applied:
                 log.error("applying or logging events failed: rebuilding the state from the snapshot and the log")
                 self.engine = self._recover()
             raise
+        for merge in outcome.merges:  # the person's contact, traits and consent go with the profile
+            self.people.merge(merge.source, merge.target)
+        if outcome.changes:
+            self.changed()
+        return outcome
 
     def advance(self, now_ms: int) -> list[Change]:
         """Move the event clock by hand: the timers due by ``now_ms`` fire; the
@@ -442,22 +444,25 @@ class Service:
         return self.engine is not None and self.pseudonymizer.tombstone(profile_id) in self.engine.suppressed
 
     def erase(self, profile_id: str, wait: bool = True) -> bool:
-        """Erasure: the user is gone from profiles, log (with a tombstone that
+        """Erasure, of the user and every id linked to theirs: gone from profiles, log (with a tombstone that
         drops later events, and outlives any snapshot), timers, dedup keys,
         pending labels, outbox and quarantine; then from the snapshots on disk:
         at once when ``wait``, else by a background snapshot that
         :attr:`erasures_pending` waits for."""
         assert self.engine is not None
+        ids = self.engine.identity.linked(profile_id)  # the user's every id goes: profiles, log rows, links
         known = self.engine.erase(profile_id)
         if self._erased_meanwhile is not None:  # a rebuild in progress replayed this user: it forgets too
-            self._erased_meanwhile.append(profile_id)
-        if self.quarantine is not None:
-            known = self.quarantine.erase(profile_id) > 0 or known
-        if self.ledger is not None:
-            self.ledger.erase(profile_id)
-        if self.people is not None:
-            platforms = [d.name for d in self.destinations.destinations if d.kind in PLATFORMS]
-            known = self.people.erase(profile_id, platforms) or known
+            self._erased_meanwhile.extend(ids)
+        platforms = [d.name for d in self.destinations.destinations if d.kind in PLATFORMS]
+        for pid in ids:
+            if self.quarantine is not None:
+                known = self.quarantine.erase(pid) > 0 or known
+            if self.ledger is not None:
+                self.ledger.erase(pid)
+            if self.people is not None:  # a deletion request for the user, and for a linked id with a contact
+                owed = platforms if pid == ids[0] or self.people.contacts([pid]) else []
+                known = self.people.erase(pid, owed) or known
         self._erasure_waits += 1
         self._wal_dirty = True
         if wait:

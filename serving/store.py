@@ -20,10 +20,12 @@ from features.online import FeatureSet, Profile
 
 
 class ProfileAccess(Protocol):
-    """What the engine's hot path needs: a profile by id, and putting it back."""
+    """What the engine's hot path needs: a profile by id, putting it back, and
+    dropping one (a profile that joined another)."""
 
     def get(self, profile_id: str) -> Profile | None: ...
     def put(self, profile_id: str, profile: Profile) -> None: ...
+    def delete(self, profile_id: str) -> bool: ...
 
 
 class StateStore(Protocol):
@@ -162,6 +164,11 @@ class WriteBack:
 
     def put(self, profile_id: str, profile: Profile) -> None:
         self._cache[profile_id] = self._written[profile_id] = profile
+
+    def delete(self, profile_id: str) -> bool:
+        self._cache[profile_id] = None
+        self._written.pop(profile_id, None)
+        return self.store.delete(profile_id)
 
     def flush(self) -> None:
         self.store.put_many(self._written)

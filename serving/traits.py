@@ -87,6 +87,18 @@ class Traits:
             log.debug("%d trait names over the per-profile limit of %d were not kept", self.dropped, MAX_TRAITS)
         return len(calls)
 
+    def copy(self, source: str, target: str) -> int:
+        """Give ``target`` the traits ``source`` holds, where they are newer than its own (an identity merge)."""
+        with Transaction(self._db):
+            return int(
+                self._db.execute(
+                    "INSERT INTO traits (profile, name, value, at_ms) SELECT ?, name, value, at_ms FROM traits"
+                    " WHERE profile = ? AND true ON CONFLICT (profile, name) DO UPDATE SET value = excluded.value,"
+                    " at_ms = excluded.at_ms WHERE excluded.at_ms > traits.at_ms",
+                    (target, source),
+                ).rowcount
+            )
+
     def of(self, profile_id: str) -> dict[str, str]:
         """The profile's traits, by name."""
         rows = self._db.execute(

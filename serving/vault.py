@@ -174,6 +174,16 @@ class Vault:
                 changed += 1
         return changed
 
+    def copy(self, source: str, target: str) -> bool:
+        """Give ``target`` the contact ``source`` holds, merged by time with its own
+        (an identity merge; the source keeps its row for the deliveries it still owes)."""
+        row = self._db.execute(
+            "SELECT key_id, nonce, sealed, at_ms FROM contacts WHERE profile_id = ?", (source,)
+        ).fetchone()
+        if row is None:
+            return False
+        return self.add([Sighting(target, self.unseal(source, row[0], row[1], row[2]), int(row[3]))]) > 0
+
     def get(self, profile_id: str) -> Contact | None:
         row = self._db.execute(
             "SELECT key_id, nonce, sealed FROM contacts WHERE profile_id = ?", (profile_id,)

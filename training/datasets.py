@@ -6,6 +6,13 @@ dominate and consecutive moments are not near-copies. Features come from the
 offline computation (nothing after the cutoff enters them); labels are
 purchase within the horizon after the cutoff; censored moments (horizon past
 the end of the data) are left out.
+
+Identity (:mod:`features.identity`) is point in time here too: a cutoff
+belongs to the profile its event's id belonged to then, so an anonymous
+visitor's moments before the merge are the anonymous profile's, with only
+its own events, and the known user's moments before the merge see none of
+them. A label is a purchase by the person, under any id linked by the end
+of the data (labels look ahead by definition; features never do).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from features.events import PRODUCT_VIEW, PURCHASE
 from features.offline import OfflineFeatures
 from features.online import FeatureSet
 from features.specs import DAY_MS
+from features.stitching import Stitching
 from training.labels import purchase_within
 
 MINUTE_MS = 60_000
@@ -47,9 +55,14 @@ class TrainingSet:
 
 
 def sample_cutoffs(
-    table: pa.Table, every_ms: int = 30 * MINUTE_MS, seed: int = 0, max_per_user: int | None = None
+    table: pa.Table,
+    every_ms: int = 30 * MINUTE_MS,
+    seed: int = 0,
+    max_per_user: int | None = None,
+    stitching: Stitching | None = None,
 ) -> pd.DataFrame:
-    """At most one cutoff per user per ``every_ms`` slot, at event times."""
+    """At most one cutoff per user per ``every_ms`` slot, at event times; the
+    user is the profile the event's id belonged to then (``stitching``: the table's links)."""
     frame = pd.DataFrame(
         {
             "profile_id": table.column("profile_id").to_numpy(zero_copy_only=False),
@@ -59,6 +72,12 @@ def sample_cutoffs(
         }
     )
     frame = frame[frame["type"] != "identify"]
+    if stitching is not None:
+        linked = frame["profile_id"].isin(stitching.ids)
+        frame.loc[linked, "profile_id"] = [
+            stitching.owner(p, int(t))
+            for p, t in zip(frame.loc[linked, "profile_id"], frame.loc[linked, "at"], strict=True)
+        ]
     frame["slot"] = frame["at"] // every_ms
     rng = np.random.default_rng(seed)
     frame["r"] = rng.random(len(frame))
@@ -78,29 +97,37 @@ def build(
     offline: OfflineFeatures | None = None,
 ) -> TrainingSet:
     """Features and purchase-within-horizon labels at sampled cutoffs."""
-    cutoffs = sample_cutoffs(table, every_ms, seed, max_per_user)
+    offline = offline or OfflineFeatures(features, table)
+    stitching = offline.stitching
+    cutoffs = sample_cutoffs(table, every_ms, seed, max_per_user, stitching)
     users = table.column("profile_id").to_numpy(zero_copy_only=False)
+    people = cutoffs["profile_id"].to_numpy()
+    if stitching is not None:  # labels: a purchase by the person, under any of their ids
+        person = np.vectorize(stitching.graph.resolve, otypes=[object])
+        users, people = person(users), person(people)
     ts = pc.cast(table.column("ts"), pa.int64()).to_numpy()
     is_buy = table.column("type").to_numpy(zero_copy_only=False) == PURCHASE
     end = int(ts.max()) if len(ts) else 0
     # labels at the cutoffs: append the cutoffs as probes to the events
     n = len(users)
-    all_users = np.concatenate([users, cutoffs["profile_id"].to_numpy()])
+    all_users = np.concatenate([users, people])
     all_ts = np.concatenate([ts, cutoffs["at"].to_numpy()])
     all_buy = np.concatenate([is_buy, np.zeros(len(cutoffs), dtype=bool)])
     label, known = purchase_within(all_users, all_ts, all_buy, horizon_ms=horizon_ms, end_ms=end)
     label, known = label[n:], known[n:]
     cutoffs = cutoffs.loc[known].reset_index(drop=True)
-    offline = offline or OfflineFeatures(features, table)
     X = offline.at(cutoffs[["profile_id", "at"]])
     return TrainingSet(X.reset_index(drop=True), label[known].astype(np.int8), cutoffs)
 
 
 def user_vectors(table: pa.Table, features: FeatureSet, offline: OfflineFeatures | None = None) -> pd.DataFrame:
-    """One vector per user at the end of the data (for clustering)."""
+    """One vector per user at the end of the data (for clustering); ids linked
+    to another's profile by then are that profile."""
     users = pd.unique(table.column("profile_id").to_numpy(zero_copy_only=False))
     end = int(pc.max(pc.cast(table.column("ts"), pa.int64())).as_py())
     offline = offline or OfflineFeatures(features, table)
+    if offline.stitching is not None:
+        users = pd.unique(np.array([offline.stitching.owner(u, end) for u in users], dtype=object))
     X = offline.at(pd.DataFrame({"profile_id": users, "at": end}), features)
     X.index = users
     return X

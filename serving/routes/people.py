@@ -33,19 +33,23 @@ async def export_profile(
 ) -> dict[str, Any]:
     """Everything segflow holds about a user, for a data-subject access request:
     the profile, every logged event, deliveries, the vault's contact (the one
-    place it is ever returned), consent, deletion requests."""
-    pid = parser.pseudonymizer.identifier(user_id)
+    place it is ever returned), consent, deletion requests; under every id
+    linked to the user's."""
+    pid = engine.identity.resolve(parser.pseudonymizer.identifier(user_id))
+    ids = engine.identity.linked(pid)
     held = people.export(pid)
-    events = service.log.recent(pid, EXPORT_EVENTS) if service.log is not None else []
+    events = service.log.recent(ids, EXPORT_EVENTS) if service.log is not None else []
     known = engine.store.get(pid) is not None
     if not known and not events and held["contact"] is None and not held["deletion_requests"]:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "segflow holds nothing about this user")
+    ledger = service.ledger
     return {
         "user": pid,
         "profile": await get_profile(user_id, engine, service, parser) if known else None,
         "events": [to_payload(e) for e in reversed(events)],
-        "deliveries": service.ledger.recent_for(pid, EXPORT_EVENTS) if service.ledger is not None else [],
+        "deliveries": [d for i in ids for d in ledger.recent_for(i, EXPORT_EVENTS)] if ledger is not None else [],
         **held,
+        "linked": {i: people.export(i) for i in ids[1:]},  # what each linked id brought (a contact, traits)
     }
 
 

@@ -67,12 +67,14 @@ def _behind(clause: Clause, history: list[Event], at_ms: int) -> list[Event]:
     return sorted(found.values(), key=lambda e: -e.ts_ms)[:3]
 
 
-def _history(service: Service, pid: str) -> list[Event]:
-    return service.log.recent(pid) if service.log is not None else []
+def _history(service: Service, engine: Engine, pid: str) -> list[Event]:
+    """The user's logged events, under every id linked to theirs."""
+    return service.log.recent(engine.identity.linked(pid)) if service.log is not None else []
 
 
 def _pid(engine: Engine, user_id: str, parser: ParserDep) -> str:
-    pid = parser.pseudonymizer.identifier(user_id)
+    """The profile a user id names (any id linked to it names it too)."""
+    pid = engine.identity.resolve(parser.pseudonymizer.identifier(user_id))
     if engine.store.get(pid) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no profile for this user")
     return pid
@@ -80,7 +82,8 @@ def _pid(engine: Engine, user_id: str, parser: ParserDep) -> str:
 
 @router.get("/{user_id}", dependencies=[Reader], responses={401: {}, 403: {}, 404: {}})
 async def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, parser: ParserDep) -> dict[str, Any]:
-    """Features now, scores with their top contributions, cluster, the latest
+    """The profile of a user id or of any id linked to it: its linked ids (as
+    kept: pseudonyms where personal), features now, scores with their top contributions, cluster, the latest
     traits (scrubbed), segments with reasons, and the user's latest deliveries to destinations with their status."""
     pid = _pid(engine, user_id, parser)
     vector = engine.vector(pid) or {}
@@ -88,7 +91,7 @@ async def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, pars
     scorers = engine.scorers
     segments = []
     if state is not None and state.members.entered:
-        history = _history(service, pid)  # the events behind the reasons: read only when there are some
+        history = _history(service, engine, pid)  # the events behind the reasons: read only when there are some
         for name, since in state.members.entered.items():
             last = state.last.get(name)
             segments.append(
@@ -101,6 +104,7 @@ async def get_profile(user_id: str, engine: EngineDep, service: ServiceDep, pars
     contributions = scorers.contributions(vector)
     return {
         "user": pid,
+        "ids": engine.identity.linked(pid),
         "evaluated_at": format_ms(state.evaluated_ms) if state and state.evaluated_ms >= 0 else None,
         "features": {k: plain(v) for k, v in vector.items()},
         "scores": {
@@ -138,7 +142,7 @@ async def get_membership(
     member = segment in members
     rule = seg.exit if (member and seg.exit is not None) else seg.rule
     last = state.last.get(segment) if state else None
-    history = _history(service, pid)
+    history = _history(service, engine, pid)
     now = max(engine.watermark, state.evaluated_ms if state else 0)
     return {
         "user": pid,
