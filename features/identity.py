@@ -43,6 +43,7 @@ from typing import Any
 
 from features.events import Event
 
+Link = tuple[str, str, int]  # (source, target, merge instant)
 PREVIOUS_ID = "previousId"  # where an alias event keeps the id it links (a trait, scrubbed like ids)
 
 
@@ -105,6 +106,10 @@ class IdentityGraph:
         root = self._root.get(pid, pid)
         return [root, *self._members.get(root, ())]
 
+    def accepts(self, source: str, target: str) -> bool:
+        """Whether linking ``source`` to ``target`` would join two profiles (not one already, not refused)."""
+        return source not in self._edges and self._root.get(source, source) != self._root.get(target, target)
+
     def link(self, source: str, target: str, at_ms: int) -> Merge | None:
         """Link ``source`` to ``target`` at ``at_ms``; the merge it makes (None: none, or refused)."""
         into = self._root.get(target, target)
@@ -157,7 +162,7 @@ class IdentityGraph:
         return graph
 
     @classmethod
-    def of(cls, links: Iterable[tuple[str, str, int]]) -> IdentityGraph:
+    def of(cls, links: Iterable[Link]) -> IdentityGraph:
         graph = cls()
         for source, target, at in links:
             graph.link(source, target, at)

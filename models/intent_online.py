@@ -159,6 +159,7 @@ class OnlineIntentModel:
         samples are the target's from now on, labelled by the target's purchases."""
         moved = self._pending.pop(source, None)
         self._last_sample.pop(source, None)
+        self._last_sample.pop(target, None)  # its queue's last sample may now be one of the moved
         if not moved:
             return
         queue = self._pending.setdefault(target, [])

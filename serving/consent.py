@@ -27,7 +27,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,17 +100,17 @@ class Consent:
             return self._email_subject(subscriber_hash(email))
         return "profile:" + self._scrub.identifier(who.strip())
 
-    def observe(self, events: Sequence[Event]) -> int:
-        """Record the consent signals among accepted events (the latest by event time wins); how many."""
+    def observe(self, events: Sequence[Event], owner: Callable[[str], str] = str) -> int:
+        """Record the consent signals among accepted events (the latest by event time wins),
+        for the profile each event's id belongs to (``owner``); how many."""
         rows = []
         for e in events:
+            subject = "profile:" + owner(e.profile_id)
             if e.kind == "track" and e.type == UNSUBSCRIBED:
-                rows.append(
-                    ("profile:" + e.profile_id, 1, f"unsubscribed: {UNSUBSCRIBED} at {format_ms(e.ts_ms)}", e.ts_ms)
-                )
+                rows.append((subject, 1, f"unsubscribed: {UNSUBSCRIBED} at {format_ms(e.ts_ms)}", e.ts_ms))
             elif e.traits and (found := consent_in(e.traits)) is not None:
                 name, given = found
-                rows.append(("profile:" + e.profile_id, 0 if given else 1, f"trait {name}: {str(given).lower()}"
+                rows.append((subject, 0 if given else 1, f"trait {name}: {str(given).lower()}"
                              f" at {format_ms(e.ts_ms)}", e.ts_ms))  # fmt: skip
         if rows:
             with Transaction(self._db):

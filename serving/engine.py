@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -63,6 +64,7 @@ from serving.outbox import Change
 from serving.scorers import Scorers
 from serving.store import MemoryStore, ProfileAccess, StateStore, WriteBack
 
+logger = logging.getLogger(__name__)
 Clock = Literal["event", "wall"]
 DAY_MS = 86_400_000
 RECENT_MS = 10 * 60_000  # message ids kept in memory when the log keeps the whole dedup window
@@ -78,6 +80,7 @@ class Outcome:
     late: int = 0
     changes: list[Change] = field(default_factory=list)
     merges: list[Merge] = field(default_factory=list)  # profiles joined into others (identity)
+    merged_by: list[str] = field(default_factory=list)  # the message id of each merge's linking call
 
 
 @dataclass(slots=True)
@@ -177,7 +180,13 @@ class Engine:
         self.stats.suppressed += out.suppressed
         self._apply_all(fresh, out)
         if self.log is not None and fresh:
-            self.seq = self.log.append(fresh, out.changes)
+            links: list[tuple[int, str, str, int]] = []
+            if out.merges:
+                at = {e.message_id: i for i, e in enumerate(fresh)}
+                links = [
+                    (at[mid], m.source, m.target, m.at_ms) for m, mid in zip(out.merges, out.merged_by, strict=True)
+                ]
+            self.seq = self.log.append(fresh, out.changes, links)
         return out
 
     def _after_fired(self, events: Sequence[Event]) -> Sequence[Event]:
@@ -212,14 +221,9 @@ class Engine:
             n = len(events)
             for i, e in enumerate(events):
                 nxt = events[i + 1] if i + 1 < n else None
-                same_instant = (
-                    nxt is not None
-                    and nxt.ts_ms == e.ts_ms
-                    and self.identity.resolve(nxt.profile_id) == self.identity.resolve(e.profile_id)
-                )
-                if same_instant and ends is not None and ends[i]:
-                    same_instant = False
-                self._apply(e, out, evaluate_now=not same_instant)
+                if nxt is not None and (nxt.ts_ms != e.ts_ms or (ends is not None and ends[i])):
+                    nxt = None
+                self._apply(e, out, nxt)
         finally:
             if view is not None:
                 self._profiles = self.store
@@ -228,16 +232,41 @@ class Engine:
     def _time_of(self, event: Event) -> int:
         return event.ts_ms if self.clock == "event" else event.received_ms
 
-    def _apply(self, event: Event, out: Outcome, evaluate_now: bool) -> None:
+    def _link_of(self, event: Event) -> tuple[str, str] | None:
+        """The link an event would make now (None: none; refused: an erased id, or one joined elsewhere)."""
+        link = event_link(event) if event.kind != "track" else None
+        if link is None or not self.identity.accepts(*link):
+            return None
+        if self.suppressed and any(self._tombstone(pid) in self.suppressed for pid in link):
+            return None
+        return link
+
+    def _apply(self, event: Event, out: Outcome, nxt: Event | None = None) -> None:
+        """Apply one event; ``nxt``: the request's next event when it is at the
+        same instant (this profile is then evaluated after it, if it is the
+        same profile's or will join it)."""
         t = self._time_of(event)
         self._remember(event)
         if t > self.watermark:
             self._fire(t, inclusive=False, out=out)
             self.watermark = t
         link = event_link(event) if event.kind != "track" else None
+        if link is not None and self._link_of(event) is None:
+            if not self.identity.accepts(*link) and self.identity.resolve(link[0]) != self.identity.resolve(link[1]):
+                self.identity.conflicts += 1
+                logger.info("an id already joined to another profile was linked elsewhere: the first link stands"
+                         " (%d such conflicts)", self.identity.conflicts)  # fmt: skip
+            link = None
         merge = self.identity.link(*link, event.ts_ms) if link is not None else None
-        profile = self._merge(merge, t, out) if merge is not None else None
+        profile = None
+        if merge is not None:
+            profile = self._merge(merge, t, out)
+            out.merged_by.append(event.message_id)
         pid = self.identity.resolve(event.profile_id)
+        evaluate_now = nxt is None or not (
+            self.identity.resolve(nxt.profile_id) == pid
+            or ((joins := self._link_of(nxt)) is not None and self.identity.resolve(joins[0]) == pid)
+        )
         if profile is None:
             profile = self._profiles.get(pid)
         if profile is None:
@@ -247,7 +276,7 @@ class Engine:
         if not self.features.update(profile, event):
             self.stats.late += 1
             out.late += 1
-            if merge is not None:  # the merged profile is evaluated at the merge all the same
+            if merge is not None and evaluate_now:  # the merged profile is evaluated at the merge all the same
                 self._profiles.put(pid, profile)
                 self._evaluate(pid, profile, max(t, profile.newest), sample=False, out=out)
             return
@@ -273,12 +302,16 @@ class Engine:
             self._profiles.delete(source)
         state = self.users.pop(source, None)
         if state is not None:
+            at = max(t, state.evaluated_ms)  # never before the profile's own last decision (a late link)
+            reason = Reason(self.config.config_id, "joined another profile (identity merge)", ())
             for segment in list(state.members.entered):
                 self.members_of[segment].discard(source)
-                reason = Reason(self.config.config_id, f"merged into profile {target}", (("merged into", target),))
-                tr = Transition(segment, "exit", t, reason)
+                before = state.last.get(segment)
+                nth = state.nth.get(segment, 0) + 1 if before is not None and before.at_ms == at else 0
                 self.stats.transitions[(segment, "exit")] += 1
-                out.changes.append(Change(source, tr, "merge", state.scores, state.cluster))
+                out.changes.append(
+                    Change(source, Transition(segment, "exit", at, reason), "merge", state.scores, state.cluster, nth)
+                )
         self._due.pop(source, None)
         self.scorers.online.merge(source, target)
         out.merges.append(merge)
@@ -454,7 +487,8 @@ class Engine:
         for pid, user in self.users.items():
             for name in user.members.entered:
                 self.members_of[name].add(pid)
-        for pid in [p for p in self.users if self._tombstone(p) in self.suppressed]:
+        erased = {p for p in (*self.users, *self.identity.ids()) if self._tombstone(p) in self.suppressed}
+        for pid in erased:
             self.erase(pid)  # erased after this state was saved: the log's tombstone holds
         self.reschedule()
 

@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_profile ON events (profile_id);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);
 CREATE TABLE IF NOT EXISTS suppressed (tombstone TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS links (  -- identity links, kept past trimming (replays remake those still logged)
+    seq INTEGER NOT NULL,  -- the linking event's position
+    source TEXT NOT NULL,  -- the id that joined
+    target TEXT NOT NULL,  -- the profile it joined
+    at_ms INTEGER NOT NULL  -- the merge instant
+);
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     seq INTEGER NOT NULL,  -- in force after the event at this position
@@ -178,9 +184,12 @@ class EventLog:
             self._db.executescript(f"BEGIN IMMEDIATE; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         self._db.executescript(_SCHEMA + _AFTER)
 
-    def append(self, events: Sequence[Event], changes: Sequence[Change] = ()) -> int:
-        """Write events, and the changes they caused, in one transaction; the
-        sequence number of the last event (0 if none ever)."""
+    def append(
+        self, events: Sequence[Event], changes: Sequence[Change] = (), links: Sequence[tuple[int, str, str, int]] = ()
+    ) -> int:
+        """Write events, the changes they caused and the identity links they
+        made (``(index among the events, source, target, instant)``), in one
+        transaction; the sequence number of the last event (0 if none ever)."""
         if events or changes:
             last = len(events) - 1
             rows = [
@@ -194,6 +203,12 @@ class EventLog:
                     rows,
                 )
                 self._db.executemany(outbox.INSERT, outbox.rows(changes, _now_ms()))
+                if links:  # the events' positions run on from the one before this append
+                    first = self.last_seq() - len(events) + 1
+                    self._db.executemany(
+                        "INSERT INTO links (seq, source, target, at_ms) VALUES (?, ?, ?, ?)",
+                        [(first + i, source, target, at) for i, source, target, at in links],
+                    )
         return self.last_seq()
 
     def add_changes(self, changes: Sequence[Change]) -> None:
@@ -279,6 +294,19 @@ class EventLog:
         with self._apart() as db:
             yield from _rows(db.execute("SELECT seq, body, batch_end FROM events ORDER BY seq"))
 
+    def links_beyond(self, apart: bool = False) -> list[tuple[str, str, int]]:
+        """The identity links whose event the log no longer holds (trimmed),
+        oldest first: what a rebuild from the log starts from (``apart``:
+        through a connection of its own, from another thread)."""
+        sql = (
+            "SELECT source, target, at_ms FROM links WHERE NOT EXISTS"
+            " (SELECT 1 FROM events WHERE events.seq = links.seq) ORDER BY seq"
+        )
+        if not apart:
+            return [(s, t, int(at)) for s, t, at in self._db.execute(sql)]
+        with self._apart() as db:
+            return [(s, t, int(at)) for s, t, at in db.execute(sql)]
+
     def suppressed_apart(self) -> set[str]:
         """:meth:`suppressed` through a read-only connection of its own (from another thread)."""
         with self._apart() as db:
@@ -334,6 +362,7 @@ class EventLog:
         with self._transaction():
             n = self._db.execute("DELETE FROM events WHERE profile_id = ?", (profile_id,)).rowcount
             n += self._db.execute("DELETE FROM outbox WHERE profile_id = ?", (profile_id,)).rowcount
+            self._db.execute("DELETE FROM links WHERE source = ? OR target = ?", (profile_id, profile_id))
             self._db.execute("INSERT OR IGNORE INTO suppressed (tombstone) VALUES (?)", (tombstone,))
         return n
 

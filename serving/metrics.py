@@ -102,6 +102,12 @@ class _EngineCollector(Collector):
             sizes.add_metric([segment], n)
         yield sizes
         yield GaugeMetricFamily("segflow_profiles", "Profiles held", value=len(engine.users))
+        yield GaugeMetricFamily("segflow_identity_links", "Ids joined to another profile", value=len(engine.identity))
+        yield CounterMetricFamily(
+            "segflow_identity_conflicts",
+            "Links refused: the id had joined another profile first",
+            value=engine.identity.conflicts,
+        )
         yield GaugeMetricFamily(
             "segflow_online_drift",
             "1 when ADWIN has flagged drift in the online loss",

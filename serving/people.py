@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +40,22 @@ class People:
         self.traits.close()
         self.vault.close()
 
-    def observe(self, events: Sequence[Event], sightings: Sequence[Sighting], erased: Callable[[str], bool]) -> None:
+    def observe(
+        self,
+        events: Sequence[Event],
+        sightings: Sequence[Sighting],
+        erased: Callable[[str], bool],
+        owner: Callable[[str], str] = str,
+    ) -> None:
         """A request's accepted events and the contacts they gave, but nothing of an
         erased user (before the events are logged: a failed request leaves at most a
-        contact or a suppression that the client sends again)."""
-        kept = [s for s in sightings if not erased(s.profile_id)]
+        contact or a suppression that the client sends again). ``owner``: the profile
+        an id belongs to (an anonymous id joined to a user's: the user's)."""
+        kept = [replace(s, profile_id=owner(s.profile_id)) for s in sightings if not erased(s.profile_id)]
         if kept:
             self.vault.add(kept)
-        self.consent.observe([e for e in Consent.signals(events) if not erased(e.profile_id)])
-        self.traits.observe([e for e in events if e.traits and not erased(e.profile_id)])
+        self.consent.observe([e for e in Consent.signals(events) if not erased(e.profile_id)], owner)
+        self.traits.observe([e for e in events if e.traits and not erased(e.profile_id)], owner)
 
     def merge(self, source: str, target: str) -> None:
         """An identity merge: ``target`` gets what ``source``'s id brought (a

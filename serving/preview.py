@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from features.events import Event, format_ms
+from features.identity import IdentityGraph, Link
 from segments.config import SegmentConfig, as_dict
 from serving.engine import DAY_MS, Engine
 from serving.outbox import Change
@@ -66,8 +67,11 @@ class Preview:
         }
 
 
-def _run(config: SegmentConfig, scorers: Scorers, events: Sequence[Event], end_ms: int) -> list[Change]:
+def _run(
+    config: SegmentConfig, scorers: Scorers, events: Sequence[Event], end_ms: int, links: Sequence[Link]
+) -> list[Change]:
     engine = Engine(config, build_features(config, scorers), scorers, clock="event")
+    engine.identity = IdentityGraph.of(links)
     changes: list[Change] = []
     for i in range(0, len(events), 1000):
         changes += engine.ingest(events[i : i + 1000]).changes
@@ -75,10 +79,15 @@ def _run(config: SegmentConfig, scorers: Scorers, events: Sequence[Event], end_m
     return changes
 
 
-def preview(old: SegmentConfig, new: SegmentConfig, events: Sequence[Event], scorers: Scorers) -> Preview:
-    """What would change if ``new`` replaced ``old``, over ``events`` (in arrival order)."""
+def preview(
+    old: SegmentConfig, new: SegmentConfig, events: Sequence[Event], scorers: Scorers, links: Sequence[Link] = ()
+) -> Preview:
+    """What would change if ``new`` replaced ``old``, over ``events`` (in arrival order), the identity
+    ``links`` made before them in force (``(source, target, instant)``: those the log was trimmed of)."""
     end = max((e.ts_ms for e in events), default=0) + 1
-    runs = {side: _run(config, copy.deepcopy(scorers), events, end) for side, config in (("old", old), ("new", new))}
+    runs = {
+        side: _run(config, copy.deepcopy(scorers), events, end, links) for side, config in (("old", old), ("new", new))
+    }
     old_rules, new_rules = as_dict(old)["segments"], as_dict(new)["segments"]
     start = min((e.ts_ms for e in events), default=0) // DAY_MS * DAY_MS
     tuned = {k for k in {*old.thresholds, *new.thresholds} if old.thresholds.get(k) != new.thresholds.get(k)}

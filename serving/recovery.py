@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from features.events import Event
+from features.identity import IdentityGraph
 from segments.config import SegmentConfig
 from segments.membership import Reason, Transition
 from serving.engine import Engine
@@ -120,6 +121,7 @@ class Replay:
         config, scorers = self.regime(record)
         engine = self.new_engine(config, scorers)
         engine.suppressed = self.log.suppressed()
+        engine.identity = IdentityGraph.of(self.log.links_beyond())  # links older than what the log keeps
         end = record.seq if record is not None else upto
         replay_into(engine, self.log.read(0, end), 0)
         if record is not None:

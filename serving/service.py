@@ -26,6 +26,7 @@ from typing import Any
 
 from features.contacts import Sighting
 from features.events import Event
+from features.identity import IdentityGraph
 from features.online import FeatureSet
 from features.pseudonyms import Pseudonymizer, load_key
 from features.segment_spec import SegmentParser
@@ -307,7 +308,7 @@ class Service:
         fails, the state is rebuilt from the snapshot and the log (so what the
         log holds is applied exactly once) before the error goes on."""
         assert self.engine is not None and self.people is not None
-        self.people.observe(events, sightings, self.is_erased)
+        self.people.observe(events, sightings, self.is_erased, self.engine.identity.resolve)
         applied = self.engine.stats.events
         try:
             outcome = self.engine.ingest(events)
@@ -507,6 +508,7 @@ class Service:
             engine = self._new_engine(config, scorers, self.generation + 1)
             # the whole log, and the last position, in one read transaction of its own
             engine.suppressed = self.log.suppressed_apart()  # this thread must not use the live connection
+            engine.identity = IdentityGraph.of(self.log.links_beyond(apart=True))  # links older than the log
             carried: set[str] = set()  # the property names the stored events carry, seen on the way
             upto = replay_into(engine, _noting(self.log.read_apart_all(), carried), 0)[1]
         except BaseException:

@@ -26,7 +26,7 @@ client cannot grow a profile without bound.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from features.events import Event
@@ -57,15 +57,17 @@ class Traits:
     def close(self) -> None:
         self._db.close()
 
-    def observe(self, events: Sequence[Event]) -> int:
-        """Keep the traits of the ``identify`` and ``group`` calls among accepted events; how many calls."""
+    def observe(self, events: Sequence[Event], owner: Callable[[str], str] = str) -> int:
+        """Keep the traits of the ``identify`` and ``group`` calls among accepted
+        events, for the profile each event's id belongs to (``owner``); how many calls."""
         calls = [e for e in events if e.kind in TRAIT_KINDS and e.traits]
         if not calls:
             return 0
         db = self._db
         with Transaction(db):
             for e in calls:
-                names = {n for (n,) in db.execute("SELECT name FROM traits WHERE profile = ?", (e.profile_id,))}
+                pid = owner(e.profile_id)
+                names = {n for (n,) in db.execute("SELECT name FROM traits WHERE profile = ?", (pid,))}
                 rows = []
                 for name, value in e.traits.items():
                     if isinstance(value, dict | list) or len(name) > MAX_NAME_CHARS:
@@ -76,7 +78,7 @@ class Traits:
                             continue
                         names.add(name)
                     text = trait_text(value)
-                    rows.append((e.profile_id, name, None if text is None else text[:MAX_TEXT_CHARS], e.ts_ms))
+                    rows.append((pid, name, None if text is None else text[:MAX_TEXT_CHARS], e.ts_ms))
                 db.executemany(
                     "INSERT INTO traits (profile, name, value, at_ms) VALUES (?, ?, ?, ?)"
                     " ON CONFLICT (profile, name) DO UPDATE SET value = excluded.value, at_ms = excluded.at_ms"
@@ -88,16 +90,25 @@ class Traits:
         return len(calls)
 
     def copy(self, source: str, target: str) -> int:
-        """Give ``target`` the traits ``source`` holds, where they are newer than its own (an identity merge)."""
-        with Transaction(self._db):
-            return int(
-                self._db.execute(
-                    "INSERT INTO traits (profile, name, value, at_ms) SELECT ?, name, value, at_ms FROM traits"
-                    " WHERE profile = ? AND true ON CONFLICT (profile, name) DO UPDATE SET value = excluded.value,"
-                    " at_ms = excluded.at_ms WHERE excluded.at_ms > traits.at_ms",
-                    (target, source),
-                ).rowcount
+        """Give ``target`` the traits ``source`` holds where they are newer than
+        its own (an identity merge), within the limit of names; how many."""
+        db = self._db
+        with Transaction(db):
+            held = {n for (n,) in db.execute("SELECT name FROM traits WHERE profile = ?", (target,))}
+            rows = []
+            for name, value, at_ms in db.execute("SELECT name, value, at_ms FROM traits WHERE profile = ?", (source,)):
+                if name not in held:
+                    if len(held) >= MAX_TRAITS:
+                        self.dropped += 1
+                        continue
+                    held.add(name)
+                rows.append((target, name, value, at_ms))
+            db.executemany(
+                "INSERT INTO traits (profile, name, value, at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (profile, name)"
+                " DO UPDATE SET value = excluded.value, at_ms = excluded.at_ms WHERE excluded.at_ms > traits.at_ms",
+                rows,
             )
+        return len(rows)
 
     def of(self, profile_id: str) -> dict[str, str]:
         """The profile's traits, by name."""

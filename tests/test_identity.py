@@ -13,12 +13,14 @@ answers the merged profile by any of its ids.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,7 +38,7 @@ from serving.scorers import Scorers
 from serving.service import Service
 from serving.settings import Settings
 from tests.servers import READ, WRITE, Server
-from tests.test_features_parity import assert_same
+from tests.test_features_parity import assert_same, same
 from training.datasets import build
 
 MIN = 60_000
@@ -134,6 +136,36 @@ def test_online_profiles_equal_the_offline_features_over_the_merged_history(
             assert_same(engine.features, online, got.iloc[i], f"profile {pid} at {t}")
 
 
+def _vectors(engine: Engine) -> dict[str, dict]:
+    return {pid: engine.features.read(p, engine.watermark) for pid, p in sorted(engine.store.items())}
+
+
+@given(histories(), st.lists(st.integers(1, 6), min_size=1, max_size=12), st.integers(0, 40))
+@settings(max_examples=60, deadline=None)
+def test_batches_and_a_restore_from_a_snapshot_leave_the_same_profiles_and_links(
+    events: list[Event], sizes: list[int], cut: int
+) -> None:
+    one_by_one = new_engine()
+    for e in events:
+        one_by_one.ingest([e])
+    batched, i, saved = new_engine(), 0, False
+    for n in itertools.cycle(sizes):
+        if i >= len(events):
+            break
+        if i >= cut and not saved:  # the state saved and restored into a fresh engine, mid-stream
+            restored = new_engine()
+            restored.restore_state(orjson.loads(orjson.dumps(batched.export_state())))
+            batched, saved = restored, True
+        batched.ingest(events[i : i + n])
+        i += n
+    assert batched.identity.to_state() == one_by_one.identity.to_state()
+    mine, theirs = _vectors(batched), _vectors(one_by_one)
+    assert mine.keys() == theirs.keys()
+    for pid in mine:
+        for name in batched.features.names:
+            assert same(mine[pid][name], theirs[pid][name]), (pid, name)
+
+
 def test_lateness_after_a_merge_is_judged_against_the_merged_profile_online_and_offline() -> None:
     h = 60 * MIN
     events = [
@@ -225,19 +257,57 @@ def test_erasing_a_user_removes_every_linked_id_profile_log_rows_and_links(tmp_p
     events, merge = _history()
     events.append(Event("idf2", "identify", "u1", "a2", merge + 1, merge + 1, kind="identify"))
     events.insert(0, _track("a2-view", "a2", None, "product_view", BASE + MIN))
+    events.append(Event("idf3", "identify", "u9", "a1", merge + 2, merge + 2, kind="identify"))  # refused: a1 is u1's
     service = _service(tmp_path)
     service.ingest(events)
     engine, log = service.engine, service.log
     assert engine is not None and log is not None
     assert engine.identity.linked("a2") == ["u1", "a1", "a2"] and engine.store.get("a1") is None
+    assert engine.identity.conflicts == 1
     assert service.erase("a2")  # by any of the user's ids
     assert engine.identity.linked("u1") == ["u1"] and not engine.identity
     assert [log.count(pid) for pid in ("u1", "a1", "a2")] == [0, 0, 0]
     assert all(engine.store.get(pid) is None and pid not in engine.users for pid in ("u1", "a1", "a2"))
     assert service.ingest([_track("again", "a1", None, "product_view", merge + 2 * 60 * MIN)]).suppressed == 1
+    relink = Event("idf4", "identify", "u8", "a1", merge + 3, merge + 3, kind="identify")
+    service.ingest([relink])  # the user's event is taken, the erased id is not linked again
+    assert engine.identity.resolve("a1") == "a1"
     service.close()
-    again = _service(tmp_path)  # and after a restart, from the snapshot and the log
-    assert again.engine is not None and not again.engine.identity and again.engine.store.get("u1") is None
+    for name in ("", "no snapshot"):  # after a restart, from the snapshot and the log, then from the log alone
+        if name:
+            snapshots = list(tmp_path.glob("snapshot*.bin"))
+            assert snapshots
+            for snapshot in snapshots:
+                snapshot.unlink()
+        again = _service(tmp_path)
+        assert again.engine is not None and not again.engine.identity and again.engine.store.get("u1") is None
+        again.close()
+
+
+def test_links_outlive_the_log_trimming_and_the_person_follows_the_link(tmp_path: Path) -> None:
+    events, merge = _history()
+    service = _service(tmp_path)
+    service.ingest(events)
+    assert service.log is not None and service.people is not None
+    # after the merge, an unsubscribe and a trait under the anonymous id are the user's
+    after = merge + 60 * 60 * MIN
+    service.ingest([
+        Event("un", "Email Unsubscribed", None, "a1", after, after, name="Email Unsubscribed"),
+        Event("tr", "identify", None, "a1", after + 1, after + 1, kind="identify", traits={"plan": "gold"}),
+    ])  # fmt: skip
+    assert service.people.suppressed("u1") is not None and service.people.traits.of("u1")["plan"] == "gold"
+    service.save_snapshot()
+    service.log.trim(after + 2, service.log.last_seq())  # every event goes: the links stay
+    assert service.log.count() == 0 and service.log.links_beyond() == [("a1", "u1", merge)]
+    service.close()
+    snapshots = list(tmp_path.glob("snapshot*.bin"))
+    assert snapshots
+    for snapshot in snapshots:
+        snapshot.unlink()
+    again = _service(tmp_path)  # rebuilt from the log alone
+    assert again.engine is not None and again.engine.identity.resolve("a1") == "u1"
+    again.ingest([_track("later", "a1", None, "product_view", after + 5)])
+    assert again.engine.store.get("a1") is None and again.engine.store.get("u1") is not None
     again.close()
 
 

@@ -61,7 +61,7 @@ async def preview_change(body: PreviewRequest, service: ServiceDep) -> dict[str,
     old, scorers, log = engine.config, copy.deepcopy(engine.scorers), service.log
 
     def run() -> dict[str, Any]:
-        return preview(old, new, log.read_apart(), scorers).as_dict(body.limit)
+        return preview(old, new, log.read_apart(), scorers, log.links_beyond(apart=True)).as_dict(body.limit)
 
     return await run_in_threadpool(run)
 
