@@ -56,7 +56,9 @@ def main() -> None:
     for x, y in zip(xs, test.y[: len(xs)], strict=True):
         online.pipeline_.learn_one(x, bool(y))
     predict = best_of(2, lambda: [online.predict_vector(r) for r in rows])
-    emit("training", "online_predict_per_s", len(xs) / predict, "predictions/s", path="from the feature vector")
+    river_predict = best_of(2, lambda: [online.pipeline_.predict_proba_one(x) for x in xs])
+    emit("training", "online_predict_per_s", len(xs) / predict, "predictions/s", path="from the feature vector",
+         river_predict_proba_one_per_s=round(len(xs) / river_predict))  # fmt: skip
     labels = [bool(y) for y in test.y[: len(xs)]]
     parts = river_fast.default_parts(online.pipeline_)
     assert parts is not None

@@ -433,12 +433,13 @@ def segments_preview(
     limit: Annotated[int, typer.Option(help="transitions listed per segment with --json")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Replay history under both configs: who would enter and leave, when, and sizes by day."""
-    from models.intent_online import OnlineIntentModel
+    """Replay history under both configs: who would enter and leave, when, and sizes by day,
+    scored by the registered champion models (as the service scores; the online one frozen)."""
     from segments.config import ConfigError
     from serving.preview import preview
     from serving.regime import intent_feature_names, load_config
-    from serving.scorers import Scorers
+    from serving.scorers import load_scorers
+    from serving.settings import Settings
 
     try:
         old, new = load_config(against), load_config(config)
@@ -447,11 +448,15 @@ def segments_preview(
     if not events.exists():
         raise _usage(f"{events} does not exist")
     history = sorted(table_to_events(read_table(events)), key=lambda e: e.received_ms)
-    result = preview(old, new, history, Scorers(OnlineIntentModel(), intent_feature_names()))
+    settings = Settings()
+    scorers = load_scorers(intent_feature_names(), settings.model_alias, settings.tracking_uri)
+    scorers.use_intent(settings.intent)
+    result = preview(old, new, history, scorers)
     if as_json:
         out.print_json(json.dumps(result.as_dict(limit)))
         return
-    title = f"preview over {result.events:,} events: {result.old_config} -> {result.new_config}"
+    models = ", ".join(f"{k} {v}" for k, v in result.models.items())
+    title = f"preview over {result.events:,} events: {result.old_config} -> {result.new_config} ({models})"
     table = Table("segment", "status", "size now", "size new", "would enter", "would leave", title=title)
     for seg in result.segments:
         d = seg.as_dict(0)

@@ -114,13 +114,15 @@ class OnlineIntentModel:
         parts = river_fast.default_parts(self.pipeline_)
         return None if parts is None else river_fast.logit(parts, items)
 
+    frozen = False  # True: scores only, learns nothing (a preview, a backtest)
+
     def score(self, user: str, vector: Mapping[str, object], at_ms: int, sample: bool = True) -> float:
         """Score one moment; maybe keep it as a pending sample for later learning."""
         self.advance(at_ms)
         p = self.predict_vector(vector)
         if not 0.0 <= p <= 1.0:  # NaN: a broken state must not break every score after it
             p = 0.0
-        if sample:
+        if sample and not self.frozen:
             self._sample(user, at_ms, vector, p)
         return p
 
@@ -181,6 +183,8 @@ class OnlineIntentModel:
 
     def advance(self, now_ms: int) -> None:
         """Learn every sample whose horizon has passed, with its label."""
+        if self.frozen:
+            return
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] < now_ms:
             due, _, user = heapq.heappop(deadlines)

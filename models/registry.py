@@ -9,6 +9,7 @@ probability, not a class label; the cluster pyfunc returns cluster ids.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import tempfile
@@ -32,6 +33,8 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def configure(tracking_uri: str | None = None) -> str:
+    for name in ("alembic", "mlflow.store.db.utils"):  # a new store's dozens of migration lines: not news
+        logging.getLogger(name).setLevel(logging.WARNING)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

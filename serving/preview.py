@@ -57,12 +57,15 @@ class Preview:
     new_config: str
     events: int
     segments: list[SegmentPreview]
+    models: dict[str, str] = field(default_factory=dict)  # registered name -> version, and the intent mode
 
     def as_dict(self, limit: int = 100) -> dict[str, Any]:
         return {
             "old_config": self.old_config,
             "new_config": self.new_config,
             "events": self.events,
+            "models": self.models,
+            "online_model": "frozen: scores as registered, learns nothing during the preview",
             "segments": [s.as_dict(limit) for s in self.segments],
         }
 
@@ -70,6 +73,7 @@ class Preview:
 def _run(
     config: SegmentConfig, scorers: Scorers, events: Sequence[Event], end_ms: int, links: Sequence[Link]
 ) -> list[Change]:
+    scorers.online.frozen = True  # both sides score with the same model: it learns nothing meanwhile
     engine = Engine(config, build_features(config, scorers), scorers, clock="event")
     engine.identity = IdentityGraph.of(links)
     changes: list[Change] = []
@@ -114,7 +118,7 @@ def preview(
         seg.size_old = seg.daily[-1][1] if seg.daily else 0
         seg.size_new = seg.daily[-1][2] if seg.daily else 0
         out.append(seg)
-    return Preview(old.config_id, new.config_id, len(events), out)
+    return Preview(old.config_id, new.config_id, len(events), out, dict(scorers.versions))
 
 
 def _thresholds(config: SegmentConfig, name: str) -> set[str]:

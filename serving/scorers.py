@@ -1,9 +1,19 @@
 """The models the engine scores with, loaded from the MLflow registry by alias.
 
 Every event gets the online intent score (and, when a batch model is
-registered, the batch score and the cluster). ``intent`` is the batch score
-when there is one, else the online one. With nothing registered the engine
-starts with a fresh online model and says so.
+registered, the batch score and the cluster). ``intent``, the primary score
+rules read, is chosen in settings (``intent``): ``auto`` (the
+batch score when there is a batch model, else the online one), ``batch``,
+``online``, or ``blend:W`` (W times the batch score plus 1 − W times the
+online one); without a batch model it is the online score. With nothing
+registered the engine starts with a fresh online model and says so.
+
+>>> from models.intent_online import OnlineIntentModel
+>>> s = Scorers(OnlineIntentModel(), ())
+>>> s.use_intent("blend:0.25"); s.versions["intent"], s.primary(0.8, 0.4)
+('blend:0.25', 0.5)
+>>> s.use_intent("online"); s.primary(0.8, 0.4)
+0.4
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from models.intent_batch import BatchIntentModel
 from models.intent_online import OnlineIntentModel
 
 log = logging.getLogger("segflow.scorers")
+INTENT = "intent"  # the key of the intent mode among the versions a log record keeps
 
 
 @dataclass
@@ -28,7 +39,22 @@ class Scorers:
     intent_features: tuple[str, ...]
     batch: BatchIntentModel | None = None
     clusters: ClusterModel | None = None
-    versions: dict[str, str] = field(default_factory=dict)  # registered name -> version, or "fresh"
+    versions: dict[str, str] = field(default_factory=dict)  # registered name -> version, or "fresh"; the intent mode
+    intent: str = "auto"
+
+    def use_intent(self, mode: str) -> None:
+        """Make ``intent`` this way (recorded beside the model versions, so a replay makes it the same way)."""
+        self.intent = mode
+        self.versions[INTENT] = mode
+
+    def primary(self, batch: float | None, online: float) -> float:
+        """The ``intent`` score from the batch score (None: no batch model) and the online one."""
+        if batch is None or self.intent == "online":
+            return online
+        if self.intent.startswith("blend:"):
+            weight = float(self.intent.removeprefix("blend:"))
+            return weight * batch + (1.0 - weight) * online
+        return batch
 
     def scores(self, user: str, vector: Mapping[str, Any], at_ms: int, sample: bool) -> dict[str, float]:
         """Scores of one moment; ``sample`` lets the online model keep it to learn from later."""
@@ -37,7 +63,7 @@ class Scorers:
         if self.batch is None:
             return {"intent_online": online, "intent": online}
         batch = self.batch.score_one(vector)
-        return {"intent_online": online, "intent_batch": batch, "intent": batch}
+        return {"intent_online": online, "intent_batch": batch, "intent": self.primary(batch, online)}
 
     def cluster(self, vector: Mapping[str, Any]) -> str | None:
         if self.clusters is None:
@@ -75,6 +101,13 @@ class Scorers:
     @property
     def fresh(self) -> bool:
         return self.versions.get(registry.INTENT_ONLINE) == "fresh"
+
+    @property
+    def intent_source(self) -> str:
+        """What ``intent`` is made of here: batch, online or blend."""
+        if self.batch is None or self.intent == "online":
+            return "online"
+        return "blend" if self.intent.startswith("blend:") else "batch"
 
 
 def cluster_name(index: int) -> str:

@@ -43,7 +43,7 @@ from serving.people import People
 from serving.quarantine import Quarantine
 from serving.recovery import ADVANCE, Replay, net_changes, replay_into
 from serving.regime import build_features, intent_feature_names, load_config, loads_config, longest_window_ms
-from serving.scorers import Scorers, load_scorers
+from serving.scorers import INTENT, Scorers, load_scorers
 from serving.settings import Settings
 from serving.store import MemoryStore, StateStore, open_store
 from serving.vault import VaultKeys
@@ -148,12 +148,15 @@ class Service:
         """A fresh copy of the models in force: as given, or as registered
         (read from the registry once a start or a reload, not at each use)."""
         if self._given_scorers is not None:
-            return copy.deepcopy(self._given_scorers)
-        if self._registered is None:
-            self._registered = load_scorers(
-                intent_feature_names(), self.settings.model_alias, self.settings.tracking_uri
-            )
-        return copy.deepcopy(self._registered)
+            scorers = copy.deepcopy(self._given_scorers)
+        else:
+            if self._registered is None:
+                self._registered = load_scorers(
+                    intent_feature_names(), self.settings.model_alias, self.settings.tracking_uri
+                )
+            scorers = copy.deepcopy(self._registered)
+        scorers.use_intent(self.settings.intent)
+        return scorers
 
     def _notes(self, scorers: Scorers) -> list[str]:
         notes = []
@@ -161,6 +164,8 @@ class Service:
             notes.append("no online intent model registered: started a fresh one (run `segflow train --register`)")
         if scorers.batch is None:
             notes.append("no batch intent model registered: intent is the online score")
+        elif scorers.intent == "online":
+            notes.append("intent is the online score (settings: intent), though a batch model is registered")
         if scorers.clusters is None:
             notes.append("no cluster model registered: cluster rules never hold")
         return notes
@@ -225,6 +230,7 @@ class Service:
                 log.warning(
                     "the recorded models %s cannot be loaded (%s): using the registered ones", record.models, exc
                 )
+        scorers.use_intent(record.models.get(INTENT, "auto"))  # as it was made then (auto: before the setting)
         return config, scorers
 
     def _replayer(self, generation: int | None = None) -> Replay:
@@ -375,8 +381,10 @@ class Service:
         assert self.engine is not None
         if self.settings.clock == "wall":
             # what is due before now: an event received in this millisecond is applied before its timers fire
-            for change in self._fire_due(now_ms - 1):
-                self.due_lag_ms.append(now_ms - change.transition.at_ms)
+            fired = self._fire_due(now_ms - 1)
+            emitted = time.time_ns() // 1_000_000  # the lag ends when the change is in the outbox
+            for change in fired:
+                self.due_lag_ms.append(emitted - change.transition.at_ms)
         self._snapshot_done(self._writer.poll())
         self._checkpoint()
         if self._erasure_waits and not self._writer.busy:

@@ -24,6 +24,8 @@ from pydantic_settings import (
 from features.pseudonyms import segflow_home
 from serving.keys import ensure_keys_file
 
+INTENT_MODES = r"^(auto|batch|online|blend:(0(\.\d+)?|1(\.0*)?))$"  # how ``intent`` is made
+
 YAML_FILE = Path("config/segflow.yaml")
 
 
@@ -55,6 +57,7 @@ class Settings(BaseSettings):
     quarantine_max: int = Field(default=100_000, ge=1)  # rejected events kept (oldest dropped first)
     tracking_uri: str | None = None
     model_alias: str = "champion"
+    intent: str = Field(default="auto", pattern=INTENT_MODES)  # the primary score: auto, batch, online, blend:W
     snapshot_every_s: float = Field(default=300.0, gt=0)
     retention_days: int = Field(default=30, ge=1)
     dedup_hours: float = Field(default=24.0, gt=0)

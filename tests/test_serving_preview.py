@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -66,7 +67,8 @@ def test_same_config_changes_nothing() -> None:
     assert all(s.status == "same" and not s.only_new and not s.only_old for s in result.segments)
 
 
-def test_cli_preview_prints_json(tmp_path: Path) -> None:
+def test_cli_preview_prints_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # nothing registered there
     (tmp_path / "old.yaml").write_text(OLD)
     (tmp_path / "new.yaml").write_text(NEW)
     write_table(events_to_table(EVENTS), tmp_path / "events.parquet")
@@ -74,7 +76,9 @@ def test_cli_preview_prints_json(tmp_path: Path) -> None:
             "--events", str(tmp_path / "events.parquet"), "--json"]  # fmt: skip
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
-    carters = next(s for s in json.loads(done.output)["segments"] if s["segment"] == "carters")
+    shown = json.loads(done.stdout)  # MLflow logs a new store's migrations on stderr
+    assert shown["models"] == {"segflow-intent-online": "fresh", "intent": "auto"} and "frozen" in shown["online_model"]
+    carters = next(s for s in shown["segments"] if s["segment"] == "carters")
     assert (carters["would_enter"], carters["would_leave"], carters["size_new"]) == (2, 2, 0)
     bad = CliRunner().invoke(app, [*args[:3], str(tmp_path / "missing.yaml"), *args[4:]])
     assert bad.exit_code == 2

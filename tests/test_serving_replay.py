@@ -182,3 +182,50 @@ def test_a_replay_of_the_log_derives_exactly_the_live_changes_across_a_reload_an
         assert rebuilt.engine is not None and "viewers" in rebuilt.engine.config.segments
     finally:
         rebuilt.close()
+
+
+def test_intent_is_made_as_settings_say_and_a_replay_makes_it_as_it_was(
+    tmp_path: Path, champions: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEGFLOW_PII_KEY", "00" * 32)
+    segments = tmp_path / "segments.yaml"
+    segments.write_text(RULES_A)
+    state = tmp_path / "state"
+
+    def start(intent: str) -> Service:
+        settings = Settings(
+            state_dir=state, clock="event", segments=segments, tracking_uri=champions, intent=intent,
+            admin_keys=[SecretStr("replay-admin")], read_keys=[SecretStr("replay-read")],
+        )  # fmt: skip
+        return Service(settings).start()
+
+    def ingest(service: Service, first: int) -> dict[str, float]:
+        t = 1_790_000_000_000 + first * 60_000
+        assert service.parser is not None
+        events = [
+            service.parser.event(
+                {"type": "track", "event": kind, "userId": "u1", "messageId": f"i{first + i}",
+                 "timestamp": format_ms(t + i * 1000), "properties": {"price": 40.0, "category": "shoes"}},
+                received_ms=t + i * 1000,
+            )
+            for i, kind in enumerate(KINDS)
+        ]  # fmt: skip
+        service.ingest(events)
+        assert service.engine is not None
+        return service.engine.users["u1"].scores
+
+    blended = start("blend:0.25")
+    scores = ingest(blended, 0)
+    assert scores["intent"] == pytest.approx(0.25 * scores["intent_batch"] + 0.75 * scores["intent_online"])
+    assert blended.engine is not None and blended.engine.scorers.intent_source == "blend"
+    blended.close()
+    online = start("online")  # a changed setting is a model swap the log records
+    scores = ingest(online, 100)
+    assert scores["intent"] == scores["intent_online"] != scores["intent_batch"]
+    assert online.log is not None and [r.models.get("intent") for r in online.log.records()][-2:] == [
+        "blend:0.25",
+        "online",
+    ]
+    audit = online.audit()  # the whole log again: each part scored as it was then
+    assert audit.divergent == 0 and audit.checked > 0
+    online.close()

@@ -35,6 +35,7 @@ async def readyz(service: ServiceDep) -> Any:
         "ready": r.ready,
         "notes": r.notes,
         "models": engine.scorers.versions if engine else {},
+        "intent": {"mode": engine.scorers.intent, "source": engine.scorers.intent_source} if engine else None,
         "config_id": engine.config.config_id if engine else None,
         "clock": service.settings.clock,
         "durability": service.settings.durability,
