@@ -125,9 +125,9 @@ def last_received(state: Path) -> int:
         db.close()
 
 
-def in_process(state: Path, segments: Path, uri: str) -> Service:
+def in_process(state: Path, segments: Path, uri: str, clock: str = "wall", intent: str = "auto") -> Service:
     settings = Settings(
-        state_dir=state, clock="wall", segments=segments, tracking_uri=uri,
+        state_dir=state, clock=clock, segments=segments, tracking_uri=uri, intent=intent,
         admin_keys=[SecretStr("replay-admin")], read_keys=[SecretStr("replay-read")],
     )  # fmt: skip
     return Service(settings).start()
@@ -193,11 +193,7 @@ def test_intent_is_made_as_settings_say_and_a_replay_makes_it_as_it_was(
     state = tmp_path / "state"
 
     def start(intent: str) -> Service:
-        settings = Settings(
-            state_dir=state, clock="event", segments=segments, tracking_uri=champions, intent=intent,
-            admin_keys=[SecretStr("replay-admin")], read_keys=[SecretStr("replay-read")],
-        )  # fmt: skip
-        return Service(settings).start()
+        return in_process(state, segments, champions, clock="event", intent=intent)
 
     def ingest(service: Service, first: int) -> dict[str, float]:
         t = 1_790_000_000_000 + first * 60_000
