@@ -22,7 +22,9 @@ import yaml
 
 from features.events import CANONICAL_TYPES
 from features.specs import Spec, parse_duration
-from segments.rules import Fn, Rule, RuleError, compile_rule
+from segments.closures import Fn
+from segments.grammar import RuleError
+from segments.rules import Rule, compile_rule
 
 
 class ConfigError(ValueError):

@@ -18,8 +18,8 @@ from typing import Any
 
 from features.online import FeatureSet, Profile
 from features.specs import Recency, Spec
+from segments.closures import Context
 from segments.config import SegmentConfig
-from segments.rules import Context
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,15 +33,12 @@ from __future__ import annotations
 
 import difflib
 import math
-import operator
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import Token, Tree
 
 from features.events import SEGMENT_NAMES
 from features.specs import (
@@ -58,75 +55,30 @@ from features.specs import (
     WindowSum,
     parse_duration,
 )
+from segments.closures import (
+    FROM_FEATURES,
+    FROM_SCORES,
+    FROM_THRESHOLDS,
+    OPS,
+    Context,
+    Fn,
+    all_of,
+    any_of,
+    at_least,
+    compare_known,
+    feature_vs_constant,
+    never_is_infinite,
+    pair,
+    trait_number,
+)
+from segments.grammar import RuleError, parse
 
 SCORES = ("intent", "intent_online", "intent_batch")
-FEATURES, SCORES_, THRESHOLDS = range(3)  # where a rule reads a value
-
-GRAMMAR = r"""
-?start: expr
-?expr: or_expr
-?or_expr: and_expr (_OR and_expr)*
-?and_expr: not_expr (_AND not_expr)*
-?not_expr: _NOT not_expr -> not_
-         | comparison
-?comparison: operand (COMP operand)?
-         | operand _IN "(" literal ("," literal)* ")" -> in_
-?operand: literal
-        | call
-        | dotted
-        | "(" expr ")"
-call: NAME "(" [expr ("," expr)*] ")"
-dotted: NAME ("." NAME)*
-?literal: DURATION -> duration
-        | NUMBER -> number
-        | STRING -> string
-        | _TRUE -> true
-        | _FALSE -> false
-DURATION.2: /\d+(ms|s|m|h|d|w)\b/
-COMP: "==" | "!=" | ">=" | "<=" | ">" | "<"
-_OR.2: /or\b/
-_AND.2: /and\b/
-_NOT.2: /not\b/
-_IN.2: /in\b/
-_TRUE.2: /true\b/
-_FALSE.2: /false\b/
-NAME: /[A-Za-z_][A-Za-z0-9_]*/
-STRING: /"[^"\n]*"/ | /'[^'\n]*'/
-%import common.NUMBER
-%import common.WS
-%ignore WS
-"""
-
-_PARSER = Lark(GRAMMAR, parser="lalr", propagate_positions=True)
 
 
 MAX_RULE_CHARS = 10_000
 MAX_WINDOW = timedelta(days=366)
 MAX_DEPTH = 64  # nesting of a rule; evaluation recurses as deep
-
-
-class RuleError(ValueError):
-    """A rule that cannot be loaded, with where and why."""
-
-    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
-        self.line, self.column, self.problem = line, column, message
-        where = f"{line}:{column}: " if line is not None else ""
-        super().__init__(f"{where}{message}")
-
-
-@dataclass(slots=True)
-class Context:
-    """What a rule reads: features, scores, cluster, current memberships,
-    thresholds."""
-
-    features: Mapping[str, Any]
-    scores: Mapping[str, float] = field(default_factory=dict)
-    cluster: str | None = None
-    segments: frozenset[str] | set[str] = frozenset()
-    thresholds: Mapping[str, float] = field(default_factory=dict)
-
-
-Fn = Callable[[Context], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +184,9 @@ class _Compiler:
             raise self.fail(node, f"unexpected {node!s}")
         kind = node.data
         if kind == "or_expr":
-            return "bool", _any([self.boolean(c) for c in node.children])
+            return "bool", any_of([self.boolean(c) for c in node.children])
         if kind == "and_expr":
-            return "bool", _all([self.boolean(c) for c in node.children])
+            return "bool", all_of([self.boolean(c) for c in node.children])
         if kind == "not_":
             inner = self.boolean(node.children[0])
             return "bool", lambda ctx: not inner(ctx)
@@ -288,14 +240,14 @@ class _Compiler:
                 raise self.fail(node, f"unknown threshold {key!r}{_close(key, sorted(self.threshold_names))}")
             self.thresholds.add(key)
             fn: Fn = lambda ctx: ctx.thresholds[key]  # noqa: E731
-            self.readers[fn] = (THRESHOLDS, key, False)
+            self.readers[fn] = (FROM_THRESHOLDS, key, False)
             return "number", fn
         if len(parts) != 1:
             raise self.fail(node, f"unknown name {'.'.join(parts)!r}")
         name = parts[0]
         if name in SCORES:
             fn = lambda ctx: ctx.scores.get(name, math.nan)  # noqa: E731
-            self.readers[fn] = (SCORES_, name, False)
+            self.readers[fn] = (FROM_SCORES, name, False)
             return "number", fn
         if name == "cluster":
             return "string", lambda ctx: ctx.cluster
@@ -306,7 +258,7 @@ class _Compiler:
                 if spec not in self.specs:
                     self.specs.append(spec)  # so next_due sees its window edges
             fn = lambda ctx: ctx.features.get(name, math.nan)  # noqa: E731
-            self.readers[fn] = (FEATURES, name, False)
+            self.readers[fn] = (FROM_FEATURES, name, False)
             return "number", fn
         known = [*self.known_features, *SCORES, "cluster", "thresholds"]
         raise self.fail(node, f"unknown name {name!r}{_close(name, known)}")
@@ -329,20 +281,20 @@ class _Compiler:
             raise self.fail(node, f"cannot compare a {lk} with a {rk}: {self.source(node)!r}")
         if lk in ("bool", "string") and op not in ("==", "!="):
             raise self.fail(node, f"{op} needs numbers: {self.source(node)!r}")
-        compare = _OPS[op]
+        compare = OPS[op]
         fn: Fn
         if op != "!=" and isinstance(right, Tree) and right.data in ("number", "duration", "string"):
             # against a constant: NaN compares False by itself, None is checked here
             c = rf(None)  # type: ignore[arg-type]
             read = self.readers.get(lf)
-            if read is not None and read[0] == FEATURES:  # a feature against a constant: one closure, no calls inside
-                fn = _feature_vs_constant(read[1], read[2], op, c)
+            if read is not None and read[0] == FROM_FEATURES:  # a feature against a constant: one closure
+                fn = feature_vs_constant(read[1], read[2], op, c)
             else:
                 fn = lambda ctx: (a := lf(ctx)) is not None and compare(a, c)  # noqa: E731
         elif (left_read := self.readers.get(lf)) is not None and (right_read := self.readers.get(rf)) is not None:
-            fn = _pair(left_read, right_read, compare)  # as since(purchase) > since(add_to_cart)
+            fn = pair(left_read, right_read, compare)  # as since(purchase) > since(add_to_cart)
         else:
-            fn = lambda ctx: _compare(compare, lf(ctx), rf(ctx))  # noqa: E731
+            fn = lambda ctx: compare_known(compare, lf(ctx), rf(ctx))  # noqa: E731
         shows_left = isinstance(left, Tree) and left.data in ("call", "dotted")
         self.clauses.append(Clause(self.source(node), lf if shows_left else fn, reads))
         return fn
@@ -357,8 +309,8 @@ class _Compiler:
                 node, f'compare a trait with a constant, as in trait("plan") == "gold": {self.source(node)!r}'
             )
         if right.data == "number":
-            c, compare = float(str(right.children[0])), _OPS[op]
-            return lambda ctx: (v := _trait_number(lf(ctx))) is not None and compare(v, c)
+            c, compare = float(str(right.children[0])), OPS[op]
+            return lambda ctx: (v := trait_number(lf(ctx))) is not None and compare(v, c)
         if op not in ("==", "!="):
             raise self.fail(node, f"{op} needs numbers: {self.source(node)!r}")
         text = str(self.literal(right)) if right.data == "string" else right.data  # true, false
@@ -471,8 +423,8 @@ class _Compiler:
             spec = Recency(event, where)
             seconds = self.feature(spec)
             # never is longer ago than any duration: since(purchase) > 48h holds for a user who never bought
-            fn: Fn = lambda ctx: _never_is_infinite(seconds(ctx))  # noqa: E731
-            self.readers[fn] = (FEATURES, spec.name, True)
+            fn: Fn = lambda ctx: never_is_infinite(seconds(ctx))  # noqa: E731
+            self.readers[fn] = (FROM_FEATURES, spec.name, True)
             return "number", fn
         if name == "not_followed":
             return "bool", self.not_followed(node, args)
@@ -486,7 +438,7 @@ class _Compiler:
             conds = [self.boolean(a) for a in args[1:]]
             if not 0 < n <= len(conds):
                 raise self.fail(node, f"at_least({n}, ...) with {len(conds)} conditions can never hold")
-            return "bool", _at_least(n, conds)
+            return "bool", at_least(n, conds)
         if name == "in_segment":
             if len(args) != 1 or not isinstance(args[0], Tree) or args[0].data != "string":
                 raise self.fail(node, 'in_segment takes one segment name in quotes: in_segment("buyers")')
@@ -528,7 +480,7 @@ class _Compiler:
             self.specs.append(spec)
         name = spec.name
         fn: Fn = lambda ctx: ctx.features.get(name, math.nan)  # noqa: E731
-        self.readers[fn] = (FEATURES, name, False)
+        self.readers[fn] = (FROM_FEATURES, name, False)
         return fn
 
     def bare(self, node: Any, what: str) -> str:
@@ -585,182 +537,6 @@ class _Compiler:
             if node.data in ("true", "false"):
                 return node.data == "true"
         raise self.fail(node, f"expected a literal value, got {self.source(node)!r}")
-
-
-def _never_is_infinite(value: Any) -> float:
-    return math.inf if value is None or value != value else value
-
-
-def _compare(op: Callable[[Any, Any], bool], a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return False
-    if isinstance(a, float) and math.isnan(a):
-        return False
-    return op(a, b)
-
-
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    ">=": operator.ge,
-    "<=": operator.le,
-    ">": operator.gt,
-    "<": operator.lt,
-}
-
-
-def _trait_number(value: object) -> float | None:
-    """A trait's text as a number, if it is a finite one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _feature_vs_constant(name: str, recency: bool, op: str, c: Any) -> Fn:
-    """``feature OP c`` as one closure: missing or NaN compares false, a
-    recency that never happened is infinitely long ago."""
-    nan = math.nan
-    if recency:  # a value is never None or NaN here: those are infinite
-        if op == ">=":
-            return lambda ctx: (a := ctx.features.get(name, nan)) is None or a != a or a >= c
-        if op == ">":
-            return lambda ctx: (a := ctx.features.get(name, nan)) is None or a != a or a > c
-        if op == "<=":
-            return lambda ctx: (a := ctx.features.get(name, nan)) is not None and a == a and a <= c
-        if op == "<":
-            return lambda ctx: (a := ctx.features.get(name, nan)) is not None and a == a and a < c
-        compare = _OPS[op]
-        return lambda ctx: compare(_never_is_infinite(ctx.features.get(name, nan)), c)
-    if op == ">=":
-        return lambda ctx: (a := ctx.features.get(name, nan)) is not None and a >= c
-    if op == ">":
-        return lambda ctx: (a := ctx.features.get(name, nan)) is not None and a > c
-    if op == "<=":
-        return lambda ctx: (a := ctx.features.get(name, nan)) is not None and a <= c
-    if op == "<":
-        return lambda ctx: (a := ctx.features.get(name, nan)) is not None and a < c
-    compare = _OPS[op]
-    return lambda ctx: (a := ctx.features.get(name, nan)) is not None and compare(a, c)
-
-
-def _pair(left: tuple[int, str, bool], right: tuple[int, str, bool], compare: Callable[[Any, Any], bool]) -> Fn:
-    """``a OP b`` of two read values (features, scores, thresholds) as one
-    closure, with :func:`_compare`'s rules: missing or NaN compares false; a
-    recency that never happened is infinitely long ago."""
-    (a_from, a, a_recency), (b_from, b, b_recency) = left, right
-    nan = math.nan
-    if a_from == FEATURES and b_from == FEATURES:  # the common case, as since(purchase) > since(add_to_cart)
-
-        def features(ctx: Context) -> bool:
-            values = ctx.features
-            return _compared(values.get(a, nan), a_recency, values.get(b, nan), b_recency, compare)
-
-        return features
-    return lambda ctx: _compared(_read(ctx, a_from, a), a_recency, _read(ctx, b_from, b), b_recency, compare)
-
-
-def _read(ctx: Context, where: int, name: str) -> Any:
-    if where == FEATURES:
-        return ctx.features.get(name, math.nan)
-    if where == SCORES_:
-        return ctx.scores.get(name, math.nan)
-    return ctx.thresholds[name]
-
-
-def _compared(x: Any, x_recency: bool, y: Any, y_recency: bool, compare: Callable[[Any, Any], bool]) -> bool:
-    if x_recency and (x is None or x != x):
-        x = math.inf
-    if y_recency and (y is None or y != y):
-        y = math.inf
-    if x is None or y is None or (isinstance(x, float) and x != x):
-        return False
-    return compare(x, y)
-
-
-def _at_least(n: int, conds: list[Fn]) -> Fn:
-    """At least ``n`` of the conditions hold (stops counting once it knows)."""
-    total = len(conds)
-
-    def fn(ctx: Context) -> bool:
-        held = 0
-        for i, cond in enumerate(conds):
-            if cond(ctx):
-                held += 1
-                if held >= n:
-                    return True
-            elif held + total - i - 1 < n:
-                return False
-        return False
-
-    return fn
-
-
-def _all(parts: list[Fn]) -> Fn:
-    return _decided_by(parts, every=True)
-
-
-def _any(parts: list[Fn]) -> Fn:
-    return _decided_by(parts, every=False)
-
-
-def _decided_by(parts: list[Fn], every: bool) -> Fn:
-    """``and`` (``every``) or ``or`` over parts, stopping at the first that decides."""
-    if len(parts) == 2:
-        a, b = parts
-        if every:
-            return lambda ctx: bool(a(ctx) and b(ctx))
-        return lambda ctx: bool(a(ctx) or b(ctx))
-    decided = not every
-
-    def fn(ctx: Context) -> bool:
-        for part in parts:  # a plain loop: all()/any() over a generator cost more per rule
-            if (not part(ctx)) is every:  # and: a part that fails; or: a part that holds
-                return decided
-        return every
-
-    return fn
-
-
-def _bare_name_hint(text: str) -> str:
-    """A hint when a rule names a Segment event without quotes
-    (``count(Product Viewed, 1h)``): the longest such name, whole words only.
-
-    >>> print(_bare_name_hint("count(Product Added to Wishlist, 1h) >= 1"))
-    : write an event name in quotes, "Product Added to Wishlist" (or its type, wishlist_add)
-    """
-    unquoted = re.sub(r'"[^"]*"', '""', text)
-    found = [n for n in SEGMENT_NAMES if " " in n and re.search(rf"(?<![\w]){re.escape(n)}(?![\w])", unquoted)]
-    if not found:
-        return ""
-    name = max(found, key=len)
-    return f': write an event name in quotes, "{name}" (or its type, {SEGMENT_NAMES[name]})'
-
-
-def parse(text: str) -> Tree:
-    try:
-        return _PARSER.parse(text)
-    except UnexpectedCharacters as exc:
-        char = text[exc.pos_in_stream] if exc.pos_in_stream is not None else "?"
-        raise RuleError(f"unexpected character {char!r}", exc.line, exc.column) from None
-    except UnexpectedEOF:
-        line = text.count("\n") + 1
-        raise RuleError(
-            "the rule ends too early (an operand or ')' is missing)", line, len(text.rsplit("\n", 1)[-1]) + 1
-        ) from None
-    except UnexpectedToken as exc:
-        token = exc.token
-        if token.type == "$END":
-            line = text.count("\n") + 1
-            raise RuleError(
-                "the rule ends too early (an operand or ')' is missing)", line, len(text.rsplit("\n", 1)[-1]) + 1
-            ) from None
-        raise RuleError(f"unexpected {token!s}{_bare_name_hint(text)}", token.line, token.column) from None
-    except UnexpectedInput as exc:  # pragma: no cover - lark's other errors
-        raise RuleError(str(exc), getattr(exc, "line", None), getattr(exc, "column", None)) from None
 
 
 def compile_rule(

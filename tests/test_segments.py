@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 
 from features.defaults import DEFAULT_SPECS
 from features.events import Event
+from segments.closures import Context
 from segments.config import ConfigError, SegmentConfig, load, loads
-from segments.rules import Context, RuleError, compile_rule
+from segments.grammar import RuleError
+from segments.rules import compile_rule
 from segments.timeline import feature_set_for, fold
 
 ROOT = Path(__file__).resolve().parent.parent

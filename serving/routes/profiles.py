@@ -12,9 +12,10 @@ from fastapi import APIRouter, HTTPException, status
 
 from features.events import Event, format_ms
 from features.evidence import behind
+from segments.closures import Context
 from segments.config import SegmentConfig
 from segments.membership import Transition
-from segments.rules import Clause, Context
+from segments.rules import Clause
 from serving.engine import Engine
 from serving.routes.deps import Admin, EngineDep, ParserDep, Reader, ServiceDep
 from serving.service import Service
