@@ -72,6 +72,7 @@ from segments.closures import (
     trait_number,
 )
 from segments.grammar import RuleError, parse
+from segments.wakeups import Wakeups
 
 SCORES = ("intent", "intent_online", "intent_batch")
 
@@ -147,10 +148,7 @@ class _Compiler:
         self.segments: set[str] = set()
         self.thresholds: set[str] = set()
         self.durations: list[float] = []
-        self.edges: list[tuple[Spec, int]] = []
-        self.loose: list[Spec] = []
-        self.compared: set[Spec] = set()  # recency specs some comparison accounted for
-        self.levels: list[tuple[Spec, int]] = []  # window counts compared with a constant
+        self.wakeups = Wakeups()  # when time alone can flip what this rule compares
         self.depth = 0
         # closures that only read one value: fn -> (features, scores or thresholds; its name; a recency,
         # where never is infinitely long ago)
@@ -270,8 +268,7 @@ class _Compiler:
         mid = len(self.read)
         rk, rf = self.value(right)
         reads = tuple(self.read[mark:])
-        self.recency_edges(left, right, str(op), self.read[mark:mid], self.read[mid:])
-        self.count_level(left, right, str(op), self.read[mark:mid], self.read[mid:])
+        self.wakeups.comparison(left, right, str(op), self.read[mark:mid], self.read[mid:])
         op = str(op)
         if lk == "trait" or rk == "trait":
             holds = self.trait_comparison(node, lk, lf, op, right)
@@ -318,36 +315,6 @@ class _Compiler:
             return lambda ctx: lf(ctx) == text
         return lambda ctx: isinstance(v := lf(ctx), str) and v != text  # a missing trait compares false
 
-    def recency_edges(self, left: Any, right: Any, op: str, lreads: list[Spec], rreads: list[Spec]) -> None:
-        """When time alone flips ``since(x) OP constant``: ``>=`` and ``<`` at
-        the threshold, ``>`` and ``<=`` a millisecond after; two ``since`` compared
-        with each other never flip with time (both grow alike)."""
-        self.compared.update(r for r in [*lreads, *rreads] if isinstance(r, Recency))
-        lrec = _since_of(left, lreads)
-        rrec = _since_of(right, rreads)
-        if lrec is not None and rrec is not None:
-            return
-        const = right if lrec is not None else left
-        spec = lrec or rrec
-        if spec is None:
-            self.loose.extend(r for r in [*lreads, *rreads] if isinstance(r, Recency))
-            return
-        if not (isinstance(const, Tree) and const.data in ("number", "duration")):
-            self.loose.append(spec)
-            return
-        text = str(const.children[0])
-        try:
-            seconds = float(text) if const.data == "number" else parse_duration(text).total_seconds()
-        except (ValueError, OverflowError):
-            seconds = math.inf
-        if not math.isfinite(seconds):
-            return  # compared with infinity: time never flips it
-        at = math.ceil(seconds * 1000)
-        if rrec is not None:  # constant OP since(x): mirror the operator
-            op = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}.get(op, op)
-        offsets = {">=": (at,), "<": (at,), ">": (at + 1,), "<=": (at + 1,)}.get(op, (at, at + 1))
-        self.edges.extend((spec, o) for o in offsets)
-
     def not_followed(self, node: Tree, args: list[Any]) -> Fn:
         """``not_followed(first, then, within[, filters on first])``: the user's
         last ``first`` is at least ``within`` old and no ``then`` came after
@@ -363,8 +330,7 @@ class _Compiler:
         self.feature(b)
         seconds = within.total_seconds()
         self.durations.append(seconds)
-        self.compared.update((a, b))
-        self.edges.append((a, math.ceil(seconds * 1000)))
+        self.wakeups.sequence(a, b, seconds)
 
         name_a, name_b, nan, inf = a.name, b.name, math.nan, math.inf
 
@@ -377,24 +343,6 @@ class _Compiler:
             return sb is None or sb != sb or sb > sa
 
         return holds
-
-    def count_level(self, left: Any, right: Any, op: str, lreads: list[Spec], rreads: list[Spec]) -> None:
-        """``count(...) OP c`` only flips by time when the count falls to a
-        level: at or below ``ceil(c) - 1`` for ``>=`` and ``<``, at or below
-        ``floor(c)`` for ``>`` and ``<=``. Counts only fall as time passes."""
-        if len(lreads) == 1 and not rreads and isinstance(lreads[0], WindowCount):
-            spec, const = lreads[0], right
-        elif len(rreads) == 1 and not lreads and isinstance(rreads[0], WindowCount):
-            spec, const = rreads[0], left
-            op = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}.get(op, op)
-        else:
-            return
-        if not (isinstance(const, Tree) and const.data == "number") or op not in (">=", "<", ">", "<="):
-            return
-        c = float(str(const.children[0]))
-        if not math.isfinite(c):
-            return  # left to the window's edges: harmless, and nobody compares a count with infinity
-        self.levels.append((spec, math.ceil(c) - 1 if op in (">=", "<") else math.floor(c)))
 
     def membership(self, node: Tree) -> Fn:
         left, *options = node.children
@@ -559,29 +507,8 @@ def compile_rule(
     except RecursionError:
         raise RuleError("the rule is nested too deeply", 1, 1) from None
     clauses = compiler.clauses or [Clause(text.strip(), fn)]
-    unaccounted = [r for r in compiler.read if isinstance(r, Recency) and r not in compiler.compared]
-    loose = list(dict.fromkeys([*compiler.loose, *unaccounted]))
-    # a count read anywhere else than in such a comparison wakes at every window edge
-    reads: list[Spec] = [r for r in compiler.read if isinstance(r, WindowCount)]
-    leveled = [spec for spec, _ in compiler.levels]
-    levels = [(spec, lv) for spec, lv in compiler.levels if reads.count(spec) == leveled.count(spec)]
+    edges, loose, levels = compiler.wakeups.result(compiler.read)
     return Rule(
-        text,
-        fn,
-        compiler.specs,
-        clauses,
-        compiler.segments,
-        compiler.thresholds,
-        compiler.durations,
-        list(dict.fromkeys(compiler.edges)),
-        loose,
-        list(dict.fromkeys(levels)),
-    )
-
-
-def _since_of(node: Any, reads: list[Spec]) -> Recency | None:
-    """The recency spec when ``node`` is exactly a ``since(...)`` call."""
-    if isinstance(node, Tree) and node.data == "call" and str(node.children[0]) == "since" and len(reads) == 1:
-        spec = reads[0]
-        return spec if isinstance(spec, Recency) else None
-    return None
+        text, fn, compiler.specs, clauses, compiler.segments, compiler.thresholds, compiler.durations,
+        edges, loose, levels,
+    )  # fmt: skip
