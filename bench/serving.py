@@ -79,48 +79,40 @@ def main() -> None:
             log.append(batch)
         parts["log"] = time.perf_counter() - t
         log.close()
+        # the other parts in one pass, as the engine runs them: each event's profile, vector,
+        # scores, cluster and memberships as they stand then, each part timed on its own
         fs = build_features(config, with_models)
-        profiles: dict = {}
-        t = time.perf_counter()
-        for e in events:
-            p = profiles.get(e.profile_id)
-            if p is None:
-                p = profiles[e.profile_id] = fs.new_profile()
-            fs.update(p, e)
-        parts["features"] = time.perf_counter() - t
-        vectors = []
-        t = time.perf_counter()
-        for e in events:
-            vectors.append(fs.read(profiles[e.profile_id], e.ts_ms))
-        parts["read"] = time.perf_counter() - t
         scorers = copy.deepcopy(with_models)
-        t = time.perf_counter()
-        scores = [scorers.scores(e.profile_id, v, e.ts_ms, True) for e, v in zip(events, vectors, strict=True)]
-        parts["scores"] = time.perf_counter() - t
-        t = time.perf_counter()
-        clusters = [scorers.cluster(v) for v in vectors]
-        parts["cluster"] = time.perf_counter() - t
-        # the rules on each user's memberships as they stand at the event (entered, exited, kept)
+        profiles: dict = {}
         members: dict[str, Memberships] = {}
-        seen: list[Memberships] = []
-        t = time.perf_counter()
-        for e, v, s, c in zip(events, vectors, scores, clusters, strict=True):
-            now, _ = evaluate(config, v, s, c, members.get(e.profile_id) or Memberships(), e.ts_ms)
-            members[e.profile_id] = now
-            seen.append(now)
-        parts["rules"] = time.perf_counter() - t
-        # next_due on the profile and memberships as they stand at each event (the updates untimed)
-        profiles = {}
-        due_s = 0.0
-        for e, m in zip(events, seen, strict=True):
-            p = profiles.get(e.profile_id)
+        clock = time.perf_counter
+        spent = dict.fromkeys(("features", "read", "scores", "cluster", "rules", "next_due"), 0.0)
+        for e in events:
+            pid = e.profile_id
+            t0 = clock()
+            p = profiles.get(pid)
             if p is None:
-                p = profiles[e.profile_id] = fs.new_profile()
+                p = profiles[pid] = fs.new_profile()
             fs.update(p, e)
-            t = time.perf_counter()
-            next_due(config, fs, p, m, e.ts_ms)
-            due_s += time.perf_counter() - t
-        parts["next_due"] = due_s
+            t1 = clock()
+            vector = fs.read(p, e.ts_ms)
+            t2 = clock()
+            scores = scorers.scores(pid, vector, e.ts_ms, True)
+            t3 = clock()
+            cluster = scorers.cluster(vector)
+            t4 = clock()
+            now, _ = evaluate(config, vector, scores, cluster, members.get(pid) or Memberships(), e.ts_ms)
+            members[pid] = now
+            t5 = clock()
+            next_due(config, fs, p, now, e.ts_ms)
+            t6 = clock()
+            spent["features"] += t1 - t0
+            spent["read"] += t2 - t1
+            spent["scores"] += t3 - t2
+            spent["cluster"] += t4 - t3
+            spent["rules"] += t5 - t4
+            spent["next_due"] += t6 - t5
+        parts.update(spent)
     gc.unfreeze()
     n = len(events)
     emit("serving", "engine_events_per_s", n / engine_s, "events/s", ">= 15k", events=n, transitions=evaluations,
@@ -137,15 +129,15 @@ def main() -> None:
 
     recompute(config)
     freshness(config, events)
-    preview_rate(config, events)
+    preview_rate(config, events, with_models)
 
 
-def preview_rate(config: SegmentConfig, events: list[Event]) -> None:
+def preview_rate(config: SegmentConfig, events: list[Event], scorers: Scorers) -> None:
     """History replayed by a preview (two configs, so each event twice)."""
     text = (ROOT / "config/segments.yaml").read_text().replace("likely_buyer: 0.35", "likely_buyer: 0.25")
     new = loads_config(text)
     start = time.perf_counter()
-    preview(config, new, events, Scorers(OnlineIntentModel(), intent_feature_names()))
+    preview(config, new, events, scorers)  # the trained models, as a real preview scores
     emit("serving", "preview_events_per_s", len(events) / (time.perf_counter() - start), "events/s", ">= 50000",
          events=len(events))  # fmt: skip
 

@@ -14,11 +14,15 @@ registered the engine starts with a fresh online model and says so.
 ('blend:0.25', 0.5)
 >>> s.use_intent("online"); s.primary(0.8, 0.4)
 0.4
+>>> s.use_intent("blend:2")
+Traceback (most recent call last):
+ValueError: intent 'blend:2': a blend's weight is a number from 0 to 1 (blend:0.3)
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,19 +45,30 @@ class Scorers:
     clusters: ClusterModel | None = None
     versions: dict[str, str] = field(default_factory=dict)  # registered name -> version, or "fresh"; the intent mode
     intent: str = "auto"
+    _blend: float | None = None  # the batch score's weight under blend:W
 
     def use_intent(self, mode: str) -> None:
-        """Make ``intent`` this way (recorded beside the model versions, so a replay makes it the same way)."""
-        self.intent = mode
+        """Make ``intent`` this way (recorded beside the model versions, so a
+        replay makes it the same way); ValueError names a mode that is not one."""
+        blend = None
+        if mode.startswith("blend:"):
+            try:
+                blend = float(mode.removeprefix("blend:"))
+            except ValueError:
+                blend = math.nan
+            if not 0.0 <= blend <= 1.0:
+                raise ValueError(f"intent {mode!r}: a blend's weight is a number from 0 to 1 (blend:0.3)")
+        elif mode not in ("auto", "batch", "online"):
+            raise ValueError(f"intent {mode!r} is not one of auto, batch, online, blend:W")
+        self.intent, self._blend = mode, blend
         self.versions[INTENT] = mode
 
     def primary(self, batch: float | None, online: float) -> float:
         """The ``intent`` score from the batch score (None: no batch model) and the online one."""
         if batch is None or self.intent == "online":
             return online
-        if self.intent.startswith("blend:"):
-            weight = float(self.intent.removeprefix("blend:"))
-            return weight * batch + (1.0 - weight) * online
+        if self._blend is not None:
+            return self._blend * batch + (1.0 - self._blend) * online
         return batch
 
     def scores(self, user: str, vector: Mapping[str, Any], at_ms: int, sample: bool) -> dict[str, float]:

@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,9 +144,10 @@ class Service:
             log.warning(note)
         return self
 
-    def _scorers(self) -> Scorers:
-        """A fresh copy of the models in force: as given, or as registered
-        (read from the registry once a start or a reload, not at each use)."""
+    def fresh_scorers(self) -> Scorers:
+        """A fresh copy of the models in force, as loaded (nothing learned
+        live): as given, or as registered (read from the registry once a
+        start or a reload, not at each use); ``intent`` made as settings say."""
         if self._given_scorers is not None:
             scorers = copy.deepcopy(self._given_scorers)
         else:
@@ -163,7 +164,7 @@ class Service:
         if scorers.fresh:
             notes.append("no online intent model registered: started a fresh one (run `segflow train --register`)")
         if scorers.batch is None:
-            notes.append("no batch intent model registered: intent is the online score")
+            notes.append(f"no batch intent model registered: intent ({scorers.intent}) is the online score")
         elif scorers.intent == "online":
             notes.append("intent is the online score (settings: intent), though a batch model is registered")
         if scorers.clusters is None:
@@ -213,15 +214,16 @@ class Service:
         """The config and models a log record put in force (None: those configured now).
         A recorded config this segflow cannot read, or models the registry no
         longer has, mean those configured now, with a warning."""
-        scorers = self._scorers()
+        scorers = self.fresh_scorers()
         if record is None:
             return load_config(self.settings.segments), scorers
+        scorers.use_intent(record.models.get(INTENT, "auto"))  # as it was made then (auto: before the setting)
         try:
             config = loads_config(record.config, f"the config recorded at log position {record.seq}")
         except Exception as exc:
             log.warning("the recorded config %s cannot be read (%s): using the configured one", record.config_id, exc)
             return load_config(self.settings.segments), scorers
-        if self._given_scorers is None and record.models != scorers.versions:
+        if self._given_scorers is None and _models(record.models) != _models(scorers.versions):
             try:
                 scorers = load_scorers(
                     intent_feature_names(), self.settings.model_alias, self.settings.tracking_uri, record.models
@@ -230,7 +232,7 @@ class Service:
                 log.warning(
                     "the recorded models %s cannot be loaded (%s): using the registered ones", record.models, exc
                 )
-        scorers.use_intent(record.models.get(INTENT, "auto"))  # as it was made then (auto: before the setting)
+            scorers.use_intent(record.models.get(INTENT, "auto"))
         return config, scorers
 
     def _replayer(self, generation: int | None = None) -> Replay:
@@ -499,7 +501,7 @@ class Service:
         config = loads_config(text, str(self.settings.segments))
         if reread:
             self._registered = None  # the registry again: a model may have been promoted
-        scorers = self._scorers()
+        scorers = self.fresh_scorers()
         old = self.engine
         digest = build_features(config, scorers).digest
         if config.config_id == old.config.config_id and digest == old.features.digest:
@@ -607,3 +609,8 @@ class Rebuild:
     engine: Engine | None
     upto: int
     warnings: list[str] = field(default_factory=list)  # properties the rules read that nothing declares or carries
+
+
+def _models(versions: Mapping[str, str]) -> dict[str, str]:
+    """The model versions of a record or of the scorers, without the intent mode beside them."""
+    return {name: version for name, version in versions.items() if name != INTENT}

@@ -216,6 +216,7 @@ def test_intent_is_made_as_settings_say_and_a_replay_makes_it_as_it_was(
     assert blended.engine is not None and blended.engine.scorers.intent_source == "blend"
     blended.close()
     online = start("online")  # a changed setting is a model swap the log records
+    assert online.divergent == 0  # its recovery replayed the blended stretch as it was scored
     scores = ingest(online, 100)
     assert scores["intent"] == scores["intent_online"] != scores["intent_batch"]
     assert online.log is not None and [r.models.get("intent") for r in online.log.records()][-2:] == [

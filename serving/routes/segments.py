@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -58,7 +57,7 @@ async def preview_change(body: PreviewRequest, service: ServiceDep) -> dict[str,
         new = loads_config(body.config, "preview.yaml")
     except ConfigError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, exc.problems) from None
-    old, scorers, log = engine.config, copy.deepcopy(engine.scorers), service.log
+    old, scorers, log = engine.config, service.fresh_scorers(), service.log  # the models as loaded, not as learned live
 
     def run() -> dict[str, Any]:
         return preview(old, new, log.read_apart(), scorers, log.links_beyond(apart=True)).as_dict(body.limit)
