@@ -232,12 +232,13 @@ class Engine:
     def _time_of(self, event: Event) -> int:
         return event.ts_ms if self.clock == "event" else event.received_ms
 
+    def _erased(self, link: tuple[str, str]) -> bool:
+        return bool(self.suppressed) and any(self._tombstone(pid) in self.suppressed for pid in link)
+
     def _link_of(self, event: Event) -> tuple[str, str] | None:
         """The link an event would make now (None: none; refused: an erased id, or one joined elsewhere)."""
         link = event_link(event) if event.kind != "track" else None
-        if link is None or not self.identity.accepts(*link):
-            return None
-        if self.suppressed and any(self._tombstone(pid) in self.suppressed for pid in link):
+        if link is None or not self.identity.accepts(*link) or self._erased(link):
             return None
         return link
 
@@ -251,13 +252,13 @@ class Engine:
             self._fire(t, inclusive=False, out=out)
             self.watermark = t
         link = event_link(event) if event.kind != "track" else None
-        if link is not None and self._link_of(event) is None:
-            if not self.identity.accepts(*link) and self.identity.resolve(link[0]) != self.identity.resolve(link[1]):
-                self.identity.conflicts += 1
+        merge = None
+        if link is not None and not (self.identity.accepts(*link) and self._erased(link)):  # erased: never again
+            conflicts = self.identity.conflicts
+            merge = self.identity.link(*link, event.ts_ms)  # None: one profile already, or refused (counted)
+            if self.identity.conflicts != conflicts:
                 logger.info("an id already joined to another profile was linked elsewhere: the first link stands"
-                         " (%d such conflicts)", self.identity.conflicts)  # fmt: skip
-            link = None
-        merge = self.identity.link(*link, event.ts_ms) if link is not None else None
+                            " (%d such conflicts)", self.identity.conflicts)  # fmt: skip
         profile = None
         if merge is not None:
             profile = self._merge(merge, t, out)

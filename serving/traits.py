@@ -72,11 +72,8 @@ class Traits:
                 for name, value in e.traits.items():
                     if isinstance(value, dict | list) or len(name) > MAX_NAME_CHARS:
                         continue
-                    if name not in names:
-                        if len(names) >= MAX_TRAITS:
-                            self.dropped += 1
-                            continue
-                        names.add(name)
+                    if not self._room(names, name):
+                        continue
                     text = trait_text(value)
                     rows.append((pid, name, None if text is None else text[:MAX_TEXT_CHARS], e.ts_ms))
                 db.executemany(
@@ -89,6 +86,17 @@ class Traits:
             log.debug("%d trait names over the per-profile limit of %d were not kept", self.dropped, MAX_TRAITS)
         return len(calls)
 
+    def _room(self, held: set[str], name: str) -> bool:
+        """Whether a profile holding ``held`` keeps ``name`` (then added to ``held``);
+        a new name past the limit is counted, not kept."""
+        if name in held:
+            return True
+        if len(held) >= MAX_TRAITS:
+            self.dropped += 1
+            return False
+        held.add(name)
+        return True
+
     def copy(self, source: str, target: str) -> int:
         """Give ``target`` the traits ``source`` holds where they are newer than
         its own (an identity merge), within the limit of names; how many."""
@@ -97,11 +105,8 @@ class Traits:
             held = {n for (n,) in db.execute("SELECT name FROM traits WHERE profile = ?", (target,))}
             rows = []
             for name, value, at_ms in db.execute("SELECT name, value, at_ms FROM traits WHERE profile = ?", (source,)):
-                if name not in held:
-                    if len(held) >= MAX_TRAITS:
-                        self.dropped += 1
-                        continue
-                    held.add(name)
+                if not self._room(held, name):
+                    continue
                 rows.append((target, name, value, at_ms))
             db.executemany(
                 "INSERT INTO traits (profile, name, value, at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (profile, name)"

@@ -133,13 +133,19 @@ def in_process(state: Path, segments: Path, uri: str, clock: str = "wall", inten
     return Service(settings).start()
 
 
-def test_a_replay_of_the_log_derives_exactly_the_live_changes_across_a_reload_and_a_kill(
-    tmp_path: Path, champions: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def rules_a(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A config of RULES_A and a state directory to run it in (with a fixed pseudonymization key)."""
     monkeypatch.setenv("SEGFLOW_PII_KEY", "00" * 32)
     segments = tmp_path / "segments.yaml"
     segments.write_text(RULES_A)
-    state = tmp_path / "state"
+    return segments, tmp_path / "state"
+
+
+def test_a_replay_of_the_log_derives_exactly_the_live_changes_across_a_reload_and_a_kill(
+    tmp_path: Path, champions: str, rules_a: tuple[Path, Path]
+) -> None:
+    segments, state = rules_a
     server = Server(state, clock="wall", segments=segments, tracking_uri=champions).start()
     rng = random.Random(7)
     try:
@@ -185,12 +191,9 @@ def test_a_replay_of_the_log_derives_exactly_the_live_changes_across_a_reload_an
 
 
 def test_intent_is_made_as_settings_say_and_a_replay_makes_it_as_it_was(
-    tmp_path: Path, champions: str, monkeypatch: pytest.MonkeyPatch
+    champions: str, rules_a: tuple[Path, Path]
 ) -> None:
-    monkeypatch.setenv("SEGFLOW_PII_KEY", "00" * 32)
-    segments = tmp_path / "segments.yaml"
-    segments.write_text(RULES_A)
-    state = tmp_path / "state"
+    segments, state = rules_a
 
     def start(intent: str) -> Service:
         return in_process(state, segments, champions, clock="event", intent=intent)
