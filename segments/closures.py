@@ -1,6 +1,8 @@
-"""What a compiled rule runs: the context it reads and the closures it is
-built from (comparisons with their missing-value rules, ``and``/``or`` that
-stop at the first part that decides, ``at_least``)."""
+"""A rule's per-profile execution: the context it reads, and the closures
+:func:`lower` builds from the IR (comparisons with their missing-value rules,
+``and``/``or`` that stop at the first part that decides, ``at_least``),
+specialised where a shape is common (a feature against a constant, two
+values read by name)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-FROM_FEATURES, FROM_SCORES, FROM_THRESHOLDS = range(3)  # where a rule reads a value
+from segments.ir import (
+    FROM_FEATURES,
+    FROM_SCORES,
+    All,
+    Any_,
+    AtLeast,
+    ClusterRead,
+    Compare,
+    Const,
+    InSegment,
+    Node,
+    Not,
+    NotFollowed,
+    OneOf,
+    Read,
+    TraitCompare,
+    TraitRead,
+)
 
 
 @dataclass(slots=True)
@@ -164,3 +183,91 @@ def _decided_by(parts: list[Fn], every: bool) -> Fn:
         return every
 
     return fn
+
+
+def lower(node: Node) -> Fn:
+    """The closure that evaluates ``node`` on one context."""
+    if isinstance(node, Const):
+        value = node.value
+        return lambda ctx: value
+    if isinstance(node, Read):
+        return _reader(node)
+    if isinstance(node, TraitRead):
+        name, nan = node.spec.name, math.nan
+        return lambda ctx: ctx.features.get(name, nan)
+    if isinstance(node, ClusterRead):
+        return lambda ctx: ctx.cluster
+    if isinstance(node, Compare):
+        return _comparison(node)
+    if isinstance(node, TraitCompare):
+        return _trait_comparison(node)
+    if isinstance(node, OneOf):
+        of, wanted = lower(node.value), {o.value for o in node.options}
+        return lambda ctx: of(ctx) in wanted
+    if isinstance(node, Not):
+        inner = lower(node.part)
+        return lambda ctx: not inner(ctx)
+    if isinstance(node, All):
+        return all_of([lower(p) for p in node.parts])
+    if isinstance(node, Any_):
+        return any_of([lower(p) for p in node.parts])
+    if isinstance(node, AtLeast):
+        return at_least(node.n, [lower(p) for p in node.parts])
+    if isinstance(node, InSegment):
+        segment = node.name
+        return lambda ctx: segment in ctx.segments
+    return _not_followed(node)
+
+
+def _reader(node: Read) -> Fn:
+    name, nan = node.name, math.nan
+    if node.source == FROM_FEATURES:
+        if node.recency:
+            return lambda ctx: never_is_infinite(ctx.features.get(name, nan))
+        return lambda ctx: ctx.features.get(name, nan)
+    if node.source == FROM_SCORES:
+        return lambda ctx: ctx.scores.get(name, nan)
+    return lambda ctx: ctx.thresholds[name]
+
+
+def _comparison(node: Compare) -> Fn:
+    left, op, right = node.left, node.op, node.right
+    compare = OPS[op]
+    if op != "!=" and isinstance(right, Const) and right.kind != "bool":
+        c = right.value  # against a constant: NaN compares False by itself, None is checked here
+        if isinstance(left, Read) and left.source == FROM_FEATURES:  # a feature against a constant: one closure
+            return feature_vs_constant(left.name, left.recency, op, c)
+        lf = lower(left)
+        return lambda ctx: (a := lf(ctx)) is not None and compare(a, c)
+    if isinstance(left, Read) and isinstance(right, Read):  # as since(purchase) > since(add_to_cart)
+        return pair((left.source, left.name, left.recency), (right.source, right.name, right.recency), compare)
+    lf, rf = lower(left), lower(right)
+    return lambda ctx: compare_known(compare, lf(ctx), rf(ctx))
+
+
+def _trait_comparison(node: TraitCompare) -> Fn:
+    """Text with a string or ``true``/``false``; a number with a number (a
+    trait that is not one compares false); a missing trait compares false."""
+    lf = lower(node.trait)
+    if node.value.kind == "number":
+        c, compare = node.value.value, OPS[node.op]
+        return lambda ctx: (v := trait_number(lf(ctx))) is not None and compare(v, c)
+    text = str(node.value.value) if node.value.kind == "string" else ("true" if node.value.value else "false")
+    if node.op == "==":
+        return lambda ctx: lf(ctx) == text
+    return lambda ctx: isinstance(v := lf(ctx), str) and v != text
+
+
+def _not_followed(node: NotFollowed) -> Fn:
+    """On exactly at the deadline after the last ``first``; only a new event turns it off."""
+    name_a, name_b, seconds, nan, inf = node.first.name, node.then.name, node.seconds, math.nan, math.inf
+
+    def holds(ctx: Context) -> bool:
+        features = ctx.features
+        sa = features.get(name_a, nan)
+        if sa is None or sa != sa or sa == inf or sa < seconds:  # never (infinitely long ago), or too recent
+            return False
+        sb = features.get(name_b, nan)
+        return sb is None or sb != sb or sb > sa
+
+    return holds
