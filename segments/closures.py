@@ -84,6 +84,9 @@ def feature_vs_constant(name: str, recency: bool, op: str, c: Any) -> Fn:
     """``feature OP c`` as one closure: missing or NaN compares false, a
     recency that never happened is infinitely long ago."""
     nan = math.nan
+    if recency and not (isinstance(c, float) and math.isfinite(c)):
+        compare = OPS[op]  # against infinity: never (infinitely long ago) compares as infinity does
+        return lambda ctx: compare(never_is_infinite(ctx.features.get(name, nan)), c)
     if recency:  # a value is never None or NaN here: those are infinite
         if op == ">=":
             return lambda ctx: (a := ctx.features.get(name, nan)) is None or a != a or a >= c
