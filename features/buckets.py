@@ -10,8 +10,8 @@ within the lateness updates the totals from its bucket on.
 >>> b.add(5, (1.0, 10.0)); b.add(7, (1.0, 2.5)); b.add(6, (1.0, 1.0))
 >>> b.keys, b.total(6, 0), b.total(6, 1), b.total(8, 0)
 ([5, 6, 7], 2.0, 3.5, 0.0)
->>> b.drop_before(7); b.keys, b.total(0, 1)
-([7], 2.5)
+>>> b.drop_before(7); b.keys, b.total(7, 1)
+([6, 7], 2.5)
 """
 
 from __future__ import annotations
@@ -105,10 +105,12 @@ class Buckets:
             self.add(key, values[key])
 
     def drop_before(self, kmin: int) -> None:
-        """Forget buckets with key < kmin; totals of the rest are rebased."""
+        """Forget buckets with key < kmin but the last of them, whose totals
+        the rest's are read against: totals are never rebased, so a window's
+        total is the same subtraction of the same running sums however often
+        buckets were dropped (as the offline computation makes it)."""
         j = bisect_left(self.keys, kmin)
-        if j == 0:
+        if j <= 1:
             return
-        base = self.cum[j - 1]
-        del self.keys[:j]
-        self.cum = [[v - b for v, b in zip(row, base, strict=True)] for row in self.cum[j:]]
+        del self.keys[: j - 1]
+        del self.cum[: j - 1]

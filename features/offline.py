@@ -133,9 +133,11 @@ class OfflineFeatures:
             keep = np.flatnonzero(~duplicate & ~late)
             codes = user_codes[keep]
         self.applied = ~duplicate & ~late  # by table row: what the engine applies
+        self.duplicate = duplicate  # by table row: a repeated messageId the engine drops
         self.duplicates = int(duplicate.sum())
         self.late = int(late.sum())
         self._user_codes = {u: i for i, u in enumerate(user_names)}
+        self._user_names = np.array(user_names, dtype=object)
         ts = _column_ms(table.column("ts"))[keep]
         if len(ts) and (ts.min() < 0 or ts.max() >= _SHIFT - 1):
             raise ValueError("event times must lie between 1970 and 2109")
@@ -231,6 +233,13 @@ class OfflineFeatures:
                 mask = mask & self._where(where)
             self._masks[key] = mask
         return mask
+
+    def times(self, event: str, where: Predicate | None = None) -> tuple[Array, Array[np.int64]]:
+        """When each applied event of a stream happened (``event`` a type,
+        ``any``, or the cart's adds and removes): profile ids and times, in
+        (user, time) order."""
+        mask = self._mask(event, where)
+        return self._user_names[self._keys[mask] // _SHIFT], self._ts[mask]
 
     def _where(self, where: Predicate) -> Array[np.bool_]:
         values = self._field(where.field)
@@ -334,8 +343,7 @@ class OfflineFeatures:
                 return hi - lo
             values = self._values(spec.prop)[mask]
             present = ~np.isnan(values)
-            sums = np.concatenate(([0.0], np.cumsum(np.where(present, values, 0.0))))
-            total = sums[hi] - sums[lo]
+            total = self._total(mask, q, np.where(present, values, 0.0), lo, hi)
             if isinstance(spec, WindowSum):
                 return total
             counts = np.concatenate(([0], np.cumsum(present)))
@@ -362,6 +370,19 @@ class OfflineFeatures:
             trig = np.sin if spec.part == "sin" else np.cos
             return trig(2 * np.pi * hour / 24.0)
         raise TypeError(f"not a feature spec: {spec!r}")
+
+    def _total(
+        self, mask: Array[np.bool_], q: _Cutoffs, values: Array[np.float64], lo: Array, hi: Array
+    ) -> Array[np.float64]:
+        """The sum of the masked events' values in ``[lo, hi)``, as the online
+        buckets make it: running sums of each user's values, added one by one
+        in order, the one before the window subtracted from the last in it."""
+        first, _ = self._range(mask, q, None)  # each cutoff's user's first event of the stream
+        run = _running_sums(values, self._keys[mask] // _SHIFT)
+        if not len(run):
+            return np.zeros(len(hi))
+        last = np.where(hi > first, run[np.maximum(hi - 1, 0)], 0.0)
+        return np.where(lo > first, last - run[np.maximum(lo - 1, 0)], last)
 
     def _since(self, mask: Array[np.bool_], q: _Cutoffs) -> tuple[Array[np.float64], Array[np.int64]]:
         """Seconds since the last masked event at or before each cutoff (NaN
@@ -415,8 +436,7 @@ class OfflineFeatures:
         qty = self._numbers("quantity")[mask]
         value = price * np.where(np.isnan(qty), 1.0, qty)
         signed = np.where(types == ADD_TO_CART, value, -value)
-        sums = np.concatenate(([0.0], np.cumsum(signed)))
-        return np.maximum(0.0, sums[hi] - sums[lo])
+        return np.maximum(0.0, self._total(mask, q, signed, lo, hi))
 
     def _last_value(self, field: str, q: _Cutoffs) -> Array:
         cached = q.last_of.get(field)
@@ -449,6 +469,25 @@ class OfflineFeatures:
             weekday[rows] = ((local // 86_400_000) + 3) % 7  # 1970-01-01 was a Thursday
         q.clock = (hour, weekday)
         return q.clock
+
+
+def _running_sums(values: Array[np.float64], users: Array[np.int64]) -> Array[np.float64]:
+    """Each user's running sum at each of its values (sorted by user), added
+    one at a time in order, bit for bit as a loop would: one vector step per
+    position within a user, so the work is the values' count."""
+    out = np.array(values, dtype=np.float64)
+    n = len(out)
+    if n < 2:
+        return out
+    start = np.ones(n, dtype=bool)
+    start[1:] = users[1:] != users[:-1]
+    rank = np.arange(n) - np.maximum.accumulate(np.where(start, np.arange(n), 0))
+    order = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[order], np.arange(int(rank.max()) + 2))
+    for r in range(1, len(bounds) - 1):
+        at = order[bounds[r] : bounds[r + 1]]
+        out[at] = out[at - 1] + out[at]
+    return out
 
 
 def _as_text(values: Array) -> Array:

@@ -294,7 +294,8 @@ class FeatureSet:
                         values[1 + 2 * j] = 1.0
                         values[2 + 2 * j] = v
                 buckets.add(k, values)
-            if buckets.keys[0] * r + prune_after <= newest:  # prune now and then, not on every event
+            keys = buckets.keys
+            if len(keys) > 1 and keys[1] * r + prune_after <= newest:  # prune now and then, not on every event
                 buckets.drop_before((newest - keep) // r + 1)
 
         return op

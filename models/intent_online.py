@@ -29,6 +29,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from river import compose, drift, linear_model, optim, preprocessing
 
 from models import river_fast, river_state
@@ -113,6 +115,20 @@ class OnlineIntentModel:
         """The default pipeline's log-odds of River feature items (None for other pipelines)."""
         parts = river_fast.default_parts(self.pipeline_)
         return None if parts is None else river_fast.logit(parts, items)
+
+    def predict_columns(self, columns: Mapping[str, NDArray[Any]], n: int) -> NDArray[np.float64]:
+        """:meth:`predict_vector` of ``n`` vectors given as columns (in the
+        vector's order), learning nothing; a score that is not a probability is 0."""
+        parts = river_fast.default_parts(self.pipeline_)
+        if parts is None:
+            names = list(columns)
+            rows = (dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True))
+            p = np.fromiter((self.predict_vector(v) for v in rows), dtype=np.float64, count=n)
+        else:
+            z = river_fast.logits(parts, columns, self.categorical, n)
+            with np.errstate(over="ignore"):
+                p = np.where(z < -30, 0.0, np.where(z > 30, 1.0, 1.0 / (1.0 + np.exp(-z))))
+        return np.where((p >= 0.0) & (p <= 1.0), p, 0.0)
 
     frozen = False  # True: scores only, learns nothing (a preview, a backtest)
 

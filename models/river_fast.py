@@ -20,7 +20,11 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from river import compose, linear_model, optim
+
+from models.vectors import NEVER, feature_kind, signed_log1p
 
 
 def default_parts(pipeline: compose.Pipeline) -> tuple[Any, Any, linear_model.LogisticRegression] | None:
@@ -62,6 +66,42 @@ def logit(parts: tuple[Any, Any, linear_model.LogisticRegression], items: Iterab
             var = variances.get(name, 0.0)
             if var:
                 z += weights.get(name, 0.0) * ((value - means.get(name, 0.0)) / var**0.5)
+    return z
+
+
+def logits(
+    parts: tuple[Any, Any, linear_model.LogisticRegression],
+    columns: Mapping[str, NDArray[Any]],
+    categorical: tuple[str, ...],
+    n: int,
+) -> NDArray[np.float64]:
+    """:func:`logit` of many vectors at once, given as columns (in the vector's
+    order): the same terms added in the same order per row, so each row's
+    log-odds is the scalar one's up to the rounding of ``log1p``."""
+    _, scaler, lr = parts
+    weights, means, variances = lr._weights, scaler.means, scaler.vars
+
+    def term(name: str, values: NDArray[np.float64] | float) -> NDArray[np.float64] | float:
+        var = variances.get(name, 0.0)
+        if not var:
+            return 0.0
+        return weights.get(name, 0.0) * ((values - means.get(name, 0.0)) / var**0.5)
+
+    z = np.full(n, lr.intercept, dtype=np.float64)
+    for name, raw in columns.items():
+        kind = feature_kind(name, categorical)
+        if kind == "categorical":
+            z += np.array([0.0 if v is None else weights.get(f"{name}_{v}", 0.0) for v in raw], dtype=np.float64)
+            continue
+        x = np.asarray(raw, dtype=np.float64)
+        missing = ~np.isfinite(x)
+        value = term(name, signed_log1p(np.where(missing, 0.0, x)))
+        flagged = name + "_missing"
+        z += np.where(missing, term(flagged, 1.0), value)  # the first item: the value, or the missing flag
+        if kind == "recency":
+            z += np.where(missing, term(name, NEVER), term(flagged, 0.0))
+        elif kind != "plain":
+            z += np.where(missing, 0.0, term(flagged, 0.0))
     return z
 
 

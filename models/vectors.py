@@ -64,6 +64,12 @@ def _kinds(categorical: tuple[str, ...]) -> dict[str, int]:
     return kinds
 
 
+def feature_kind(name: str, categorical: Sequence[str]) -> str:
+    """How River features treat a vector's feature: ``categorical``, ``recency``
+    (never is long ago), ``mean`` (with a missing flag) or ``plain``."""
+    return ("plain", "categorical", "recency", "mean")[_kind(name, categorical)]
+
+
 def _kind(name: str, categorical: Sequence[str]) -> int:
     if name in categorical:
         return _CATEGORICAL

@@ -27,6 +27,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
 from features.specs import Spec
 from models import registry
 from models.clusters import ClusterModel
@@ -79,6 +83,30 @@ class Scorers:
             return {"intent_online": online, "intent": online}
         batch = self.batch.score_one(vector)
         return {"intent_online": online, "intent_batch": batch, "intent": self.primary(batch, online)}
+
+    def score_columns(self, vectors: pd.DataFrame) -> tuple[dict[str, NDArray[np.float64]], NDArray[Any] | None]:
+        """Scores and cluster names of many vectors at once (a row each), as
+        :meth:`scores` and :meth:`cluster` give them one at a time; the online
+        model learns nothing."""
+        n = len(vectors)
+        online = self.online.predict_columns({name: vectors[name].to_numpy() for name in self.intent_features}, n)
+        scores = {"intent_online": online}
+        if self.batch is None:
+            scores["intent"] = online
+        else:
+            batch = self.batch.predict_proba(vectors) if n else np.zeros(0)
+            scores["intent_batch"] = batch
+            if self.intent == "online":
+                scores["intent"] = online
+            elif self._blend is not None:
+                scores["intent"] = self._blend * batch + (1.0 - self._blend) * online
+            else:
+                scores["intent"] = batch
+        if self.clusters is None:
+            return scores, None
+        assigned = self.clusters.predict(vectors) if n else np.zeros(0, dtype=np.int64)
+        names = np.array([cluster_name(i) for i in range(int(assigned.max(initial=-1)) + 1)], dtype=object)
+        return scores, names[assigned]
 
     def cluster(self, vector: Mapping[str, Any]) -> str | None:
         if self.clusters is None:

@@ -1,0 +1,312 @@
+"""A config's transitions over stored history, decided on the offline path.
+
+What the engine would decide replaying the events on the event clock with
+frozen models, computed over columns instead of one event at a time:
+
+1. Which events apply: duplicates and events later than the allowed
+   lateness are dropped as the engine drops them (:mod:`features.offline`).
+2. Rows: each applied event's arrival (several of one user at one instant,
+   one after another, are evaluated once, after the last, as the engine
+   does), and every instant time alone can flip a rule: a window's exit
+   (each event's own), a recency edge after each event, a sequence's
+   deadline. Features at each row come from the offline computation; scores
+   from the models as given, vectorized at arrivals and kept until the
+   user's next event, as the engine keeps them between its timers.
+3. Rules as columns, then the stateful pass (:mod:`segments.sweep`).
+
+Some users' histories make the engine's answer depend on the order of
+arrival in ways a point-in-time row cannot see: ids joined by identity,
+events that arrive after the clock moved past them, two events of one user
+at one instant with another user's between. Those users, and every user
+when the config reads a value time changes between wake-ups
+(:func:`segments.sweep.unsupported`), are replayed through the engine
+itself, which sees the same clock as the full replay would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from numpy.typing import NDArray as Array
+
+from features.events import Event
+from features.identity import IdentityGraph, Link
+from features.offline import OfflineFeatures
+from features.online import CART, FeatureSet
+from features.specs import (
+    CartValue,
+    Predicate,
+    Ratio,
+    Recency,
+    Spec,
+    WindowCount,
+    WindowDistinct,
+    WindowMean,
+    WindowSum,
+)
+from features.stitching import table_links
+from features.table import events_to_table, table_to_events
+from segments.columns import Columns
+from segments.config import SegmentConfig
+from segments.sweep import sweep, unsupported
+from serving.engine import Engine
+from serving.outbox import Change
+from serving.regime import build_features
+from serving.scorers import Scorers
+
+Decided = tuple[str, str, str, int]  # (user, segment, kind, at_ms)
+
+
+@dataclass
+class Backtest:
+    """A config's transitions over history: in the engine's order per user."""
+
+    transitions: list[Decided]
+    rows: int = 0  # evaluated on the offline path
+    replayed: int = 0  # events replayed through the engine
+    why_replayed: dict[str, int] = field(default_factory=dict)  # reason -> users
+
+
+def backtest(
+    config: SegmentConfig,
+    scorers: Scorers,
+    events: Sequence[Event] | pa.Table,
+    end_ms: int,
+    links: Sequence[Link] = (),
+) -> Backtest:
+    """Transitions of ``config`` over ``events`` (in arrival order, or their
+    table) up to ``end_ms``, with ``links`` made before them in force; the
+    online model scores as given and learns nothing."""
+    table = events if isinstance(events, pa.Table) else events_to_table(events)
+    features = build_features(config, scorers)
+    offline = OfflineFeatures(features, table)
+    arrivals = _Arrivals.of(table, offline, links)
+    why = unsupported(config)
+    replay = np.ones(len(arrivals.ids), dtype=bool) if why is not None else arrivals.replay
+    out = Backtest([], why_replayed={why: len(set(arrivals.ids))} if why else arrivals.why)
+    if not replay.all():
+        out.transitions, out.rows = _offline(config, scorers, features, offline, arrivals, ~replay, end_ms)
+    if replay.any():
+        out.transitions += _replayed(config, scorers, table, arrivals, replay, end_ms, links)
+        out.replayed = int(replay.sum())
+    return out
+
+
+@dataclass
+class _Arrivals:
+    """The events that reach the engine (duplicates dropped), in arrival order."""
+
+    rows: Array[np.int64]  # table rows
+    ids: Array  # profile ids
+    ts: Array[np.int64]
+    applied: Array[np.bool_]  # not later than the allowed lateness
+    evaluated: Array[np.bool_]  # not followed at once by the same profile at the same instant
+    replay: Array[np.bool_]  # the user's history needs the engine
+    why: dict[str, int]
+
+    @classmethod
+    def of(cls, table: pa.Table, offline: OfflineFeatures, links: Sequence[Link]) -> _Arrivals:
+        duplicate = offline.duplicate
+        rows = np.flatnonzero(~duplicate)
+        ids = table.column("profile_id").to_numpy(zero_copy_only=False)[rows]
+        ts = table.column("ts").cast(pa.int64()).to_numpy()[rows]
+        applied = offline.applied[rows]
+        same_next = np.zeros(len(rows), dtype=bool)
+        same_next[:-1] = (ids[:-1] == ids[1:]) & (ts[:-1] == ts[1:])
+        before = np.maximum.accumulate(np.concatenate(([-(2**62)], ts[:-1])))  # the clock when each arrives
+        reasons = {
+            "identity": set(_linked(table, duplicate, links)),
+            "arrived after the clock passed it": set(ids[ts < before].tolist()),
+            "two events at one instant with another user's between": set(_split_instants(ids, ts).tolist()),
+        }
+        replay = np.zeros(len(rows), dtype=bool)
+        taken: set[str] = set()
+        why = {}
+        for reason, users in reasons.items():
+            users -= taken
+            if users:
+                why[reason] = len(users)
+                taken |= users
+        if taken:
+            replay = pd.Series(ids).isin(taken).to_numpy()
+        return cls(rows, ids, ts, applied, ~same_next, replay, why)
+
+
+def _linked(table: pa.Table, duplicate: Array[np.bool_], links: Sequence[Link]) -> list[str]:
+    found = [(s, t) for _, s, t, _ in table_links(table, duplicate)] + [(s, t) for s, t, _ in links]
+    return [pid for pair in found for pid in pair]
+
+
+def _split_instants(ids: Array, ts: Array[np.int64]) -> Array:
+    """Users with two events at one instant that are not next to each other in arrival."""
+    frame = pd.DataFrame({"id": ids, "ts": ts, "i": np.arange(len(ids))})
+    twice = frame[frame.duplicated(["id", "ts"], keep=False)]
+    if twice.empty:
+        return np.array([], dtype=object)
+    gaps = twice.groupby(["id", "ts"])["i"].agg(lambda i: i.max() - i.min() + 1 != len(i))
+    return np.unique(gaps[gaps].index.get_level_values("id").to_numpy())
+
+
+def _offline(
+    config: SegmentConfig,
+    scorers: Scorers,
+    features: FeatureSet,
+    offline: OfflineFeatures,
+    arrivals: _Arrivals,
+    keep: Array[np.bool_],
+    end_ms: int,
+) -> tuple[list[Decided], int]:
+    """The users not replayed, decided over rows."""
+    at_event = keep & arrivals.applied & arrivals.evaluated
+    ids, ts = arrivals.ids[at_event], arrivals.ts[at_event]
+    cutoffs = pd.DataFrame({"profile_id": ids, "at": ts})
+    vectors = offline.at(cutoffs)
+    scores, cluster = scorers.score_columns(vectors)
+    wakes = _wakes(config, offline, set(arrivals.ids[keep].tolist()), cutoffs, end_ms)
+    rules = _rule_features(config, features)
+    woken = offline.at(wakes, rules) if len(wakes) else pd.DataFrame(columns=list(rules.names))
+    # every row: arrivals first, then the wakes; ordered by user, time, arrival
+    users, codes = pd.factorize(pd.concat([cutoffs["profile_id"], wakes["profile_id"]], ignore_index=True))
+    at = np.concatenate([ts, wakes["at"].to_numpy(dtype=np.int64)])
+    n_events = len(ts)
+    order = np.lexsort((np.arange(len(at)), at, users))
+    users, at = users[order], at[order]
+    event_row = order < n_events
+    source = np.where(event_row, order, -1)  # the arrival whose scores hold: the user's last
+    source = pd.Series(source).where(event_row).groupby(users).ffill().to_numpy()
+    valid = ~np.isnan(source)
+    source = np.where(valid, source, 0).astype(np.int64)
+    both = {name: (vectors[name].to_numpy(), woken[name].to_numpy()) for name in rules.names}
+    columns = {name: np.concatenate(parts)[order] for name, parts in both.items()}
+    rows = Columns(
+        len(at),
+        columns,
+        {k: np.where(valid, v[source], math.nan) for k, v in scores.items()},
+        None if cluster is None else np.where(valid, cluster[source], np.array(None, dtype=object)),
+    )
+    flips = sweep(config, users, at, rows, end_ms)
+    names = np.asarray(codes, dtype=object)
+    return [(names[f.user], f.segment, f.kind, f.at_ms) for f in flips], len(at)
+
+
+def _rule_features(config: SegmentConfig, features: FeatureSet) -> FeatureSet:
+    """The features the rules read, as a feature set with the service's lateness."""
+    specs: dict[Spec, None] = {}
+    for seg in config.segments.values():
+        for rule in (seg.rule, seg.exit):
+            if rule is not None:
+                specs.update(dict.fromkeys(rule.specs))
+    names = set(features.names)
+    missing = [s.name for s in specs if s.name not in names]
+    if missing:
+        raise ValueError(f"the feature set lacks what the rules read: {missing}")
+    return FeatureSet(list(specs), lateness=timedelta(milliseconds=features.lateness_ms))
+
+
+def _wakes(
+    config: SegmentConfig, offline: OfflineFeatures, users: set[str], arrivals: pd.DataFrame, end_ms: int
+) -> pd.DataFrame:
+    """Every instant after an event where time alone may flip a rule of
+    ``users``: window exits, recency edges and deadlines (a superset of the
+    engine's wake-ups; an instant with a row of its own is left out)."""
+    found: list[pd.DataFrame] = []
+    for spec, offsets in _time_edges(config).items():
+        event, where = _stream(spec)
+        ids, ts = offline.times(event, where)
+        for offset in offsets:
+            instants = _exit(spec, ts) if offset is None else ts + offset
+            found.append(pd.DataFrame({"profile_id": ids, "at": instants}))
+    if not found:
+        return pd.DataFrame({"profile_id": pd.Series([], dtype=object), "at": pd.Series([], dtype=np.int64)})
+    wakes = pd.concat(found, ignore_index=True)
+    wakes = wakes[(wakes["at"] <= end_ms) & wakes["profile_id"].isin(users)].drop_duplicates()
+    taken = pd.MultiIndex.from_frame(arrivals[["profile_id", "at"]])
+    wakes = wakes[~pd.MultiIndex.from_frame(wakes).isin(taken)]
+    return wakes.reset_index(drop=True)
+
+
+def _time_edges(config: SegmentConfig) -> dict[Spec, set[int | None]]:
+    """Specs with their offsets after each event (None: the window's exit)."""
+    edges: dict[Spec, set[int | None]] = {}
+    for seg in config.segments.values():
+        for rule in (seg.rule, seg.exit):
+            if rule is None:
+                continue
+            for spec in rule.specs:
+                for inner in _windows(spec):
+                    edges.setdefault(inner, set()).add(None)
+            for spec, offset in rule.edges:
+                edges.setdefault(spec, set()).add(offset)
+    return edges
+
+
+def _windows(spec: Spec) -> list[Spec]:
+    if isinstance(spec, Ratio):
+        return _windows(spec.numerator) + _windows(spec.denominator)
+    return [spec] if isinstance(spec, WindowCount | WindowSum | WindowMean | WindowDistinct | CartValue) else []
+
+
+def _stream(spec: Spec) -> tuple[str, Predicate | None]:
+    if isinstance(spec, CartValue):
+        return CART, None
+    assert isinstance(spec, WindowCount | WindowSum | WindowMean | WindowDistinct | Recency)
+    return spec.event, spec.where
+
+
+def _exit(spec: Spec, ts: Array[np.int64]) -> Array[np.int64]:
+    """When each event leaves the spec's window (its bucket's end plus the window)."""
+    if isinstance(spec, WindowDistinct):
+        return ts + spec.within_ms
+    assert isinstance(spec, WindowCount | WindowSum | WindowMean | CartValue)
+    r = spec.resolution_ms
+    w = spec.within_ms if not isinstance(spec, CartValue) else int(spec.within.total_seconds() * 1000)
+    return -(-ts // r) * r + w
+
+
+def _replayed(
+    config: SegmentConfig,
+    scorers: Scorers,
+    table: pa.Table,
+    arrivals: _Arrivals,
+    replay: Array[np.bool_],
+    end_ms: int,
+    links: Sequence[Link],
+) -> list[Decided]:
+    """The users replayed through the engine, on the clock the whole replay
+    would have: before each of their events, the timers fire that the
+    events of others arriving before it would have fired."""
+    engine = Engine(config, build_features(config, scorers), scorers, clock="event")
+    engine.identity = IdentityGraph.of(links)
+    picked = np.flatnonzero(replay)
+    events = list(_events(table, arrivals.rows[picked]))
+    clock = np.maximum.accumulate(arrivals.ts)
+    before = np.concatenate(([-(2**62)], clock[:-1]))[picked]  # the clock when each arrives
+    # its request ends with it when the next arrival is somebody else's
+    ends = [bool(k + 1 >= len(replay) or not replay[k + 1]) for k in picked.tolist()]
+    out: list[Decided] = []
+    run: list[Event] = []
+    run_ends: list[bool | None] = []
+    for e, now, end in zip(events, before.tolist(), ends, strict=True):
+        if now - 1 > engine.watermark:
+            out += _decided(engine.replay(run, ends=run_ends))
+            run, run_ends = [], []
+            out += _decided(engine.advance(now - 1))
+        run.append(e)
+        run_ends.append(end)
+    out += _decided(engine.replay(run, ends=run_ends))
+    out += _decided(engine.advance(end_ms))
+    return out
+
+
+def _events(table: pa.Table, rows: Array[np.int64]) -> list[Event]:
+    return list(table_to_events(table.take(pa.array(rows))))
+
+
+def _decided(changes: Sequence[Change]) -> list[Decided]:
+    return [(c.profile_id, c.transition.segment, c.transition.kind, c.transition.at_ms) for c in changes]
