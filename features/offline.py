@@ -241,6 +241,24 @@ class OfflineFeatures:
         mask = self._mask(event, where)
         return self._user_names[self._keys[mask] // _SHIFT], self._ts[mask]
 
+    def recurrences(self, spec: WindowDistinct) -> tuple[Array, Array[np.int64], Array[np.int64]]:
+        """For each applied event of a distinct count's stream with a value:
+        its profile id, its time, and when the user's same value comes next
+        (the largest int64 if never), in (user, time) order."""
+        mask = self._mask(spec.event, spec.where)
+        raw = self._field(cast(str, spec.prop))[mask]
+        keep = np.flatnonzero(pd.notna(raw))
+        users = (self._keys[mask] // _SHIFT)[keep]
+        ts = self._ts[mask][keep]
+        codes = pd.factorize(_as_text(raw[keep]))[0]
+        order = np.lexsort((np.arange(len(keep)), codes, users))  # by user, value, then time
+        nxt = np.full(len(keep), np.iinfo(np.int64).max, dtype=np.int64)
+        if len(keep) > 1:
+            a, b = order[:-1], order[1:]
+            same = (users[a] == users[b]) & (codes[a] == codes[b])
+            nxt[a[same]] = ts[b[same]]
+        return self._user_names[users], ts, nxt
+
     def _where(self, where: Predicate) -> Array[np.bool_]:
         values = self._field(where.field)
         wanted = (where.value,) if isinstance(where, Eq) else where.values

@@ -124,13 +124,13 @@ def next_due(
     return None if due == math.inf else int(due)
 
 
-_Plan = tuple[
+WakePlan = tuple[
     tuple[tuple[str, int], ...],
     tuple[Spec, ...],
     tuple[tuple[Spec, int], ...],
     tuple[tuple[Spec, tuple[int, ...]], ...],
 ]
-_plans: dict[str, _Plan] = {}
+_wake_plans: dict[str, WakePlan] = {}
 
 
 _Bound = tuple[
@@ -147,7 +147,7 @@ def _bound(config: SegmentConfig, features: FeatureSet) -> _Bound:
     per_config = _bounds.setdefault(features, {})
     bound = per_config.get(config.config_id)
     if bound is None:
-        dwell, windows, levels, recencies = _plan(config)
+        dwell, windows, levels, recencies = wake_plan(config)
         bound = per_config[config.config_id] = (
             dwell,
             tuple((features.drop_function(spec), level) for spec, level in levels),
@@ -157,12 +157,13 @@ def _bound(config: SegmentConfig, features: FeatureSet) -> _Bound:
     return bound
 
 
-def _plan(config: SegmentConfig) -> _Plan:
+def wake_plan(config: SegmentConfig) -> WakePlan:
     """What ``next_due`` looks at for a config, worked out once: dwell times,
-    windowed specs, and recency specs with the offsets after their last event
+    windowed specs (woken at each window exit), window counts with the level
+    they are woken at, and recency specs with the offsets after their last event
     at which a comparison flips (every duration of the rule, both edges, where
     the rule compares one in a way not worked out)."""
-    plan = _plans.get(config.config_id)
+    plan = _wake_plans.get(config.config_id)
     if plan is not None:
         return plan
     dwell = tuple((name, seg.min_dwell_ms) for name, seg in config.segments.items() if seg.min_dwell_ms)
@@ -186,5 +187,5 @@ def _plan(config: SegmentConfig) -> _Plan:
                     t = math.ceil(seconds * 1000)
                     recencies.setdefault(spec, set()).update((t, t + 1))
     plan = (dwell, tuple(windows), tuple(levels), tuple((s, tuple(sorted(o))) for s, o in recencies.items()))
-    _plans[config.config_id] = plan
+    _wake_plans[config.config_id] = plan
     return plan

@@ -56,7 +56,8 @@ def unsupported(config: SegmentConfig) -> str | None:
     """Why the pass cannot decide this config exactly (None: it can): a rule
     reads a value time changes between wake-ups (hour of day, a ratio of
     other kinds), compares a recency in a way whose flips are not worked
-    out, or a group holds a segment with an exit rule or a dwell."""
+    out, or a group holds, or a rule refers to, a segment with an exit rule
+    or a dwell (its membership changes at any evaluation)."""
     for name, seg in config.segments.items():
         for rule in (seg.rule, seg.exit):
             if rule is None:
@@ -66,11 +67,15 @@ def unsupported(config: SegmentConfig) -> str | None:
             for spec in rule.specs:
                 if not _stepwise(spec):
                     return f"{name}: {spec.name} changes with time between wake-ups"
+    stateful = {name for name, seg in config.segments.items() if seg.exit is not None or seg.min_dwell_ms}
     for group in config.groups:
         for name in group.segments:
-            seg = config.segments[name]
-            if seg.exit is not None or seg.min_dwell_ms:
+            if name in stateful:
                 return f"group {group.name}: {name} has an exit rule or a dwell"
+    for name, seg in config.segments.items():
+        for rule in (seg.rule, seg.exit):
+            if rule is not None and rule.segments & stateful:
+                return f"{name}: refers to a segment with an exit rule or a dwell"
     return None
 
 
@@ -86,11 +91,9 @@ def sweep(config: SegmentConfig, users: Array[np.int64], at: Array[np.int64], ro
     up to ``end_ms``."""
     first = np.ones(len(users), dtype=bool)
     first[1:] = users[1:] != users[:-1]  # a user's first row
-    last = np.ones(len(users), dtype=bool)
-    last[:-1] = users[:-1] != users[1:]
     holding: dict[str, Array[np.bool_]] = {}  # before groups: what in_segment reads
     final: dict[str, Array[np.bool_]] = {}
-    flips: list[Flip] = []
+    stateful: list[tuple[str, list[bool], list[bool], int]] = []
     view = Columns(rows.n, rows.features, rows.scores, rows.cluster, holding, config.thresholds)
     for name, seg in config.segments.items():
         assert seg.rule.tree is not None
@@ -98,19 +101,21 @@ def sweep(config: SegmentConfig, users: Array[np.int64], at: Array[np.int64], ro
         if seg.exit is None and not seg.min_dwell_ms:
             holding[name] = final[name] = rule
             continue
-        leave = None
+        stay = ~rule  # what ends a membership once the dwell is over
         if seg.exit is not None:
             assert seg.exit.tree is not None
-            leave = evaluate(seg.exit.tree, view)
-        holding[name], stateful = _hysteresis(name, users, at, first, last, rule, leave, seg.min_dwell_ms, end_ms)
-        flips += stateful
+            stay = evaluate(seg.exit.tree, view)
+        stateful.append((name, rule.tolist(), stay.tolist(), seg.min_dwell_ms))
     for group in config.groups:  # (of segments without state: see unsupported)
         taken = np.zeros(rows.n, dtype=bool)
         for name in group.segments:
             final[name] = holding[name] & ~taken
             taken |= holding[name]
+    flips: list[Flip] = []
     for name, member in final.items():
         flips += _changes(name, users, at, first, member)
+    if stateful:
+        flips += _Hysteresis(stateful, users.tolist(), at.tolist(), end_ms).run()
     rank = {name: i for i, name in enumerate(config.segments)}
     flips.sort(key=lambda f: (f.user, f.at_ms, f.order, rank[f.segment]))
     return flips
@@ -128,44 +133,59 @@ def _changes(
     return [Flip(int(users[i]), int(at[i]), name, "enter" if member[i] else "exit", float(i)) for i in changed.tolist()]
 
 
-def _hysteresis(
-    name: str,
-    users: Array[np.int64],
-    at: Array[np.int64],
-    first: Array[np.bool_],
-    last: Array[np.bool_],
-    rule: Array[np.bool_],
-    leave: Array[np.bool_] | None,
-    dwell_ms: int,
-    end_ms: int,
-) -> tuple[Array[np.bool_], list[Flip]]:
-    """A segment with an exit rule or a dwell, row by row: once in, it holds
-    until its dwell has passed and its exit rule holds (no exit rule: until
-    its rule fails). A dwell that ends before the user's next row (or by
-    ``end_ms``) is decided at its end with the row's values. Memberships
-    after each row, and every transition."""
-    held = np.zeros(len(users), dtype=bool)
-    flips: list[Flip] = []
-    inside, since = False, 0
-    stay = ~rule if leave is None else leave  # what ends a membership once the dwell is over
-    rule_l, stay_l, at_l, users_l = rule.tolist(), stay.tolist(), at.tolist(), users.tolist()
-    first_l, last_l = first.tolist(), last.tolist()
-    for i in range(len(users_l)):
-        t = at_l[i]
-        if first_l[i]:
-            inside = False
-        if inside:
-            if not (dwell_ms and t < since + dwell_ms) and stay_l[i]:
-                inside = False
-                flips.append(Flip(users_l[i], t, name, "exit", i))
-        elif rule_l[i]:
-            inside, since = True, t
-            flips.append(Flip(users_l[i], t, name, "enter", i))
-        held[i] = inside
-        if inside and dwell_ms:  # a dwell ending before the next row is decided at its end, with this row's values
-            due = since + dwell_ms
-            nxt = end_ms + 1 if last_l[i] else at_l[i + 1]
-            if t < due < nxt and due <= end_ms and stay_l[i]:
-                inside = False
-                flips.append(Flip(users_l[i], due, name, "exit", i + 0.5))
-    return held, flips
+class _Hysteresis:
+    """The segments with an exit rule or a dwell, user by user, row by row:
+    once in, a segment holds until its dwell has passed and its exit rule
+    holds (no exit rule: until its rule fails). A dwell's end is a moment
+    all of them are evaluated at, as the engine's timer wakes the profile
+    then, with the values of the row before (they change only at rows)."""
+
+    def __init__(
+        self, segments: list[tuple[str, list[bool], list[bool], int]], users: list[int], at: list[int], end_ms: int
+    ) -> None:
+        self.segments, self.users, self.at, self.end_ms = segments, users, at, end_ms
+        self.inside = [False] * len(segments)
+        self.since = [0] * len(segments)
+        self.flips: list[Flip] = []
+        self.now = 0  # the user's last evaluation
+
+    def run(self) -> list[Flip]:
+        users, at = self.users, self.at
+        n = len(users)
+        for i in range(n):
+            if i == 0 or users[i] != users[i - 1]:
+                self.inside = [False] * len(self.segments)
+            else:
+                self._dwells(i - 1, at[i], inclusive=False)
+            self._evaluate(i, at[i], i)
+            if i + 1 == n or users[i + 1] != users[i]:
+                self._dwells(i, self.end_ms, inclusive=True)
+        return self.flips
+
+    def _dwells(self, row: int, limit: int, inclusive: bool) -> None:
+        """Evaluate at each dwell's end before ``limit`` (or at it), with ``row``'s values."""
+        while True:
+            now = self.now
+            due = min(
+                (
+                    t
+                    for k, seg in enumerate(self.segments)
+                    if self.inside[k] and seg[3] and (t := self.since[k] + seg[3]) > now
+                ),
+                default=None,
+            )
+            if due is None or due > limit or (due == limit and not inclusive):
+                return
+            self._evaluate(row, due, row + 0.5)
+
+    def _evaluate(self, row: int, t: int, order: float) -> None:
+        user = self.users[row]
+        for k, (name, rule, stay, dwell_ms) in enumerate(self.segments):
+            if self.inside[k]:
+                if not (dwell_ms and t < self.since[k] + dwell_ms) and stay[row]:
+                    self.inside[k] = False
+                    self.flips.append(Flip(user, t, name, "exit", order))
+            elif rule[row]:
+                self.inside[k], self.since[k] = True, t
+                self.flips.append(Flip(user, t, name, "enter", order))
+        self.now = t

@@ -54,6 +54,7 @@ from features.stitching import table_links
 from features.table import events_to_table, table_to_events
 from segments.columns import Columns
 from segments.config import SegmentConfig
+from segments.membership import wake_plan
 from segments.sweep import sweep, unsupported
 from serving.engine import Engine
 from serving.outbox import Change
@@ -212,38 +213,60 @@ def _rule_features(config: SegmentConfig, features: FeatureSet) -> FeatureSet:
 def _wakes(
     config: SegmentConfig, offline: OfflineFeatures, users: set[str], arrivals: pd.DataFrame, end_ms: int
 ) -> pd.DataFrame:
-    """Every instant after an event where time alone may flip a rule of
-    ``users``: window exits, recency edges and deadlines (a superset of the
-    engine's wake-ups; an instant with a row of its own is left out)."""
-    found: list[pd.DataFrame] = []
-    for spec, offsets in _time_edges(config).items():
-        event, where = _stream(spec)
-        ids, ts = offline.times(event, where)
+    """Every instant the engine's timers wake one of ``users`` at, with no
+    event of theirs then (:func:`segments.membership.next_due`, worked out
+    over the whole history): each window exit, each count's fall to the
+    level its rule compares with, each recency edge after a stream's last
+    event so far, each distinct value's exit unless it recurs first. Dwell
+    ends are the sweep's."""
+    _, windows, levels, recencies = wake_plan(config)
+    found: list[tuple[Array, Array[np.int64]]] = []
+    for spec in {inner: None for outer in windows for inner in _windows(outer)}:
+        if isinstance(spec, WindowDistinct):
+            ids, ts, nxt = offline.recurrences(spec)
+            due = ts + spec.within_ms
+            found.append((ids[nxt >= due], due[nxt >= due]))
+        else:
+            ids, ts = offline.times(*_stream(spec))
+            found.append((ids, _exit(spec, ts)))
+    for spec, level in levels:
+        ids, ts = offline.times(*_stream(spec))
+        found.append(_falls(ids, ts, _exit(spec, ts), level))
+    for spec, offsets in recencies:
+        ids, ts = offline.times(*_stream(spec))
+        nxt = np.full(len(ts), np.iinfo(np.int64).max, dtype=np.int64)
+        same = ids[1:] == ids[:-1]
+        nxt[:-1][same] = ts[1:][same]
         for offset in offsets:
-            instants = _exit(spec, ts) if offset is None else ts + offset
-            found.append(pd.DataFrame({"profile_id": ids, "at": instants}))
-    if not found:
-        return pd.DataFrame({"profile_id": pd.Series([], dtype=object), "at": pd.Series([], dtype=np.int64)})
-    wakes = pd.concat(found, ignore_index=True)
+            due = ts + offset
+            found.append((ids[due < nxt], due[due < nxt]))  # the last event's edge, as the engine keeps it
+    wakes = pd.DataFrame(
+        {
+            "profile_id": np.concatenate([ids for ids, _ in found]) if found else np.array([], dtype=object),
+            "at": np.concatenate([at for _, at in found]) if found else np.array([], dtype=np.int64),
+        }
+    )
     wakes = wakes[(wakes["at"] <= end_ms) & wakes["profile_id"].isin(users)].drop_duplicates()
     taken = pd.MultiIndex.from_frame(arrivals[["profile_id", "at"]])
-    wakes = wakes[~pd.MultiIndex.from_frame(wakes).isin(taken)]
+    wakes = wakes[~pd.MultiIndex.from_frame(wakes).isin(taken)]  # an event then: evaluated with it
     return wakes.reset_index(drop=True)
 
 
-def _time_edges(config: SegmentConfig) -> dict[Spec, set[int | None]]:
-    """Specs with their offsets after each event (None: the window's exit)."""
-    edges: dict[Spec, set[int | None]] = {}
-    for seg in config.segments.values():
-        for rule in (seg.rule, seg.exit):
-            if rule is None:
-                continue
-            for spec in rule.specs:
-                for inner in _windows(spec):
-                    edges.setdefault(inner, set()).add(None)
-            for spec, offset in rule.edges:
-                edges.setdefault(spec, set()).add(offset)
-    return edges
+def _falls(ids: Array, ts: Array[np.int64], exits: Array[np.int64], level: int) -> tuple[Array, Array[np.int64]]:
+    """When each user's count in the window falls to ``level``, after each of
+    their events, unless their next event comes first: the exit of the
+    event ``level`` places before (the counts of later exits stay)."""
+    n = len(ts)
+    start = np.ones(n, dtype=bool)
+    start[1:] = ids[1:] != ids[:-1]
+    first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
+    back = np.arange(n) - level
+    ok = (back >= first) & (level >= 0)
+    due = np.where(ok, exits[np.maximum(back, 0)], 0)
+    nxt = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    nxt[:-1][~start[1:]] = ts[1:][~start[1:]]
+    keep = ok & (due > ts) & (due < nxt)
+    return ids[keep], due[keep]
 
 
 def _windows(spec: Spec) -> list[Spec]:
@@ -261,8 +284,6 @@ def _stream(spec: Spec) -> tuple[str, Predicate | None]:
 
 def _exit(spec: Spec, ts: Array[np.int64]) -> Array[np.int64]:
     """When each event leaves the spec's window (its bucket's end plus the window)."""
-    if isinstance(spec, WindowDistinct):
-        return ts + spec.within_ms
     assert isinstance(spec, WindowCount | WindowSum | WindowMean | CartValue)
     r = spec.resolution_ms
     w = spec.within_ms if not isinstance(spec, CartValue) else int(spec.within.total_seconds() * 1000)
@@ -292,13 +313,15 @@ def _replayed(
     out: list[Decided] = []
     run: list[Event] = []
     run_ends: list[bool | None] = []
+    pending = engine.watermark  # the engine's clock once the run so far is applied
     for e, now, end in zip(events, before.tolist(), ends, strict=True):
-        if now - 1 > engine.watermark:
+        if now - 1 > pending:
             out += _decided(engine.replay(run, ends=run_ends))
             run, run_ends = [], []
             out += _decided(engine.advance(now - 1))
         run.append(e)
         run_ends.append(end)
+        pending = max(engine.watermark, pending, e.ts_ms)
     out += _decided(engine.replay(run, ends=run_ends))
     out += _decided(engine.advance(end_ms))
     return out

@@ -1,10 +1,11 @@
 """Preview a config change over stored history before anything is saved.
 
-The same events are replayed on the event clock through two engines, one per
-config, each starting from its own copy of the same models; then the clocks
-move to the end so due exits and deadlines fire. What differs is reported per
-segment: who would enter or leave under the new config that did not under the
-old (with when), the final sizes, and each day's size under both.
+Each config's transitions over the same events are decided on the offline
+path (:mod:`serving.backtest`: the engine's answer, computed over columns),
+with the same frozen models; timers due by the end of the history fire.
+What differs is reported per segment: who would enter or leave under the new
+config that did not under the old (with when), the final sizes, and each
+day's size under both.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from features.events import Event, format_ms
-from features.identity import IdentityGraph, Link
+from features.identity import Link
+from features.table import events_to_table
 from segments.config import SegmentConfig, as_dict
-from serving.engine import DAY_MS, Engine
-from serving.outbox import Change
-from serving.regime import build_features
+from serving.backtest import Backtest, Decided, backtest
+from serving.engine import DAY_MS
 from serving.scorers import Scorers
 
 
@@ -58,6 +61,8 @@ class Preview:
     events: int
     segments: list[SegmentPreview]
     models: dict[str, str] = field(default_factory=dict)  # registered name -> version, and the intent mode
+    replayed: int = 0  # events whose users were replayed through the engine (the rest: over columns)
+    why_replayed: dict[str, int] = field(default_factory=dict)  # reason -> users
 
     def as_dict(self, limit: int = 100) -> dict[str, Any]:
         return {
@@ -66,21 +71,14 @@ class Preview:
             "events": self.events,
             "models": self.models,
             "online_model": "frozen: scores as registered, learns nothing during the preview",
+            "replayed_through_engine": {"events": self.replayed, "users_by_reason": self.why_replayed},
             "segments": [s.as_dict(limit) for s in self.segments],
         }
 
 
-def _run(
-    config: SegmentConfig, scorers: Scorers, events: Sequence[Event], end_ms: int, links: Sequence[Link]
-) -> list[Change]:
+def _run(config: SegmentConfig, scorers: Scorers, events: pa.Table, end_ms: int, links: Sequence[Link]) -> Backtest:
     scorers.online.frozen = True  # both sides score with the same model: it learns nothing meanwhile
-    engine = Engine(config, build_features(config, scorers), scorers, clock="event")
-    engine.identity = IdentityGraph.of(links)
-    changes: list[Change] = []
-    for i in range(0, len(events), 1000):
-        changes += engine.ingest(events[i : i + 1000]).changes
-    changes += engine.advance(end_ms)
-    return changes
+    return backtest(config, scorers, events, end_ms, links)
 
 
 def preview(
@@ -89,9 +87,11 @@ def preview(
     """What would change if ``new`` replaced ``old``, over ``events`` (in arrival order), the identity
     ``links`` made before them in force (``(source, target, instant)``: those the log was trimmed of)."""
     end = max((e.ts_ms for e in events), default=0) + 1
-    runs = {
-        side: _run(config, copy.deepcopy(scorers), events, end, links) for side, config in (("old", old), ("new", new))
+    table = events_to_table(events)
+    done = {
+        side: _run(config, copy.deepcopy(scorers), table, end, links) for side, config in (("old", old), ("new", new))
     }
+    runs = {side: run.transitions for side, run in done.items()}
     old_rules, new_rules = as_dict(old)["segments"], as_dict(new)["segments"]
     start = min((e.ts_ms for e in events), default=0) // DAY_MS * DAY_MS
     tuned = {k for k in {*old.thresholds, *new.thresholds} if old.thresholds.get(k) != new.thresholds.get(k)}
@@ -118,7 +118,9 @@ def preview(
         seg.size_old = seg.daily[-1][1] if seg.daily else 0
         seg.size_new = seg.daily[-1][2] if seg.daily else 0
         out.append(seg)
-    return Preview(old.config_id, new.config_id, len(events), out, dict(scorers.versions))
+    replayed = max(run.replayed for run in done.values())
+    why = {reason: n for run in done.values() for reason, n in run.why_replayed.items()}
+    return Preview(old.config_id, new.config_id, len(events), out, dict(scorers.versions), replayed, why)
 
 
 def _thresholds(config: SegmentConfig, name: str) -> set[str]:
@@ -126,8 +128,8 @@ def _thresholds(config: SegmentConfig, name: str) -> set[str]:
     return set(seg.rule.thresholds) | (set(seg.exit.thresholds) if seg.exit is not None else set())
 
 
-def _transitions(changes: list[Change], segment: str) -> set[tuple[str, str, int]]:
-    return {(c.profile_id, c.transition.kind, c.transition.at_ms) for c in changes if c.transition.segment == segment}
+def _transitions(decided: list[Decided], segment: str) -> set[tuple[str, str, int]]:
+    return {(user, kind, at) for user, name, kind, at in decided if name == segment}
 
 
 def _daily_sizes(transitions: set[tuple[str, str, int]], start: int, end: int) -> list[tuple[int, int]]:
