@@ -24,7 +24,7 @@ from cli import admin, demo, destinations, serve
 from features.pseudonyms import Pseudonymizer, load_key
 from features.segment_spec import SegmentParser
 from features.specs import Spec
-from features.table import read_table, table_to_events, write_table
+from features.table import read_table, write_table
 from training.importers import ColumnMapping, ImportReport, import_segment_jsonl, import_table, import_taobao
 from training.summary import Summary, summarize
 from training.synthetic import generate as generate_history
@@ -435,6 +435,8 @@ def segments_preview(
 ) -> None:
     """Replay history under both configs: who would enter and leave, when, and sizes by day,
     scored by the registered champion models (as the service scores; the online one frozen)."""
+    import pyarrow.compute as pc
+
     from segments.config import ConfigError
     from serving.preview import preview
     from serving.regime import intent_feature_names, load_config
@@ -447,7 +449,8 @@ def segments_preview(
         raise _usage(str(exc)) from None
     if not events.exists():
         raise _usage(f"{events} does not exist")
-    history = sorted(table_to_events(read_table(events)), key=lambda e: e.received_ms)
+    stored = read_table(events)
+    history = stored.take(pc.sort_indices(stored, [("received_at", "ascending")]))  # in arrival order (stable)
     settings = Settings()
     scorers = load_scorers(intent_feature_names(), settings.model_alias, settings.tracking_uri)
     scorers.use_intent(settings.intent)

@@ -148,7 +148,20 @@ class BatchIntentModel:
 
     def predict_raw(self, X: pd.DataFrame) -> NDArray[np.float64]:
         self._check()
-        return np.asarray(self.booster_.predict(self._frame(X), num_iteration=self.best_iteration_))
+        return np.asarray(self.booster_.predict(self._matrix(X), num_iteration=self.best_iteration_))
+
+    def _matrix(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        """The booster's numeric input: categories as their codes (NaN when
+        missing or unseen), as LightGBM turns a categorical frame into one."""
+        out = np.empty((len(X), len(self.features_in_)), dtype=np.float64, order="F")
+        for j, name in enumerate(self.features_in_):
+            cats = self.categories_.get(name)
+            if cats is None:
+                out[:, j] = X[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                codes = pd.Categorical(X[name].astype(object), categories=cats).codes
+                out[:, j] = np.where(codes < 0, np.nan, codes)
+        return out
 
     def predict_proba(self, X: pd.DataFrame) -> NDArray[np.float64]:
         """Calibrated probability of a purchase within the horizon, per row."""

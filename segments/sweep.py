@@ -40,16 +40,16 @@ from segments.config import SegmentConfig
 _STEPWISE = (WindowCount, WindowSum, WindowMean, WindowDistinct, CartValue, Recency, LastValue)
 
 
-@dataclass(frozen=True, slots=True)
-class Flip:
-    """One transition: the row's user, when, which segment, enter or exit, and
-    its place among the user's evaluations (a row's index; between two rows for a dwell's end)."""
+@dataclass(frozen=True)
+class Flips:
+    """Transitions as columns, in the engine's order (by user, time,
+    evaluation, then the config's segment order): each one's user (the rows'
+    code), instant, segment (its place in the config) and whether it enters."""
 
-    user: int
-    at_ms: int
-    segment: str
-    kind: str
-    order: float
+    users: Array[np.int64]
+    at: Array[np.int64]
+    segments: Array[np.int64]
+    enter: Array[np.bool_]
 
 
 def unsupported(config: SegmentConfig) -> str | None:
@@ -85,16 +85,15 @@ def _stepwise(spec: Spec) -> bool:
     return isinstance(spec, _STEPWISE)
 
 
-def sweep(config: SegmentConfig, users: Array[np.int64], at: Array[np.int64], rows: Columns, end_ms: int) -> list[Flip]:
-    """Every transition over the rows, in the order the engine makes them
-    (by user, time, evaluation, then the config's segment order); dwells end
-    up to ``end_ms``."""
+def sweep(config: SegmentConfig, users: Array[np.int64], at: Array[np.int64], rows: Columns, end_ms: int) -> Flips:
+    """Every transition over the rows; dwells end up to ``end_ms``."""
     first = np.ones(len(users), dtype=bool)
     first[1:] = users[1:] != users[:-1]  # a user's first row
     holding: dict[str, Array[np.bool_]] = {}  # before groups: what in_segment reads
     final: dict[str, Array[np.bool_]] = {}
-    stateful: list[tuple[str, list[bool], list[bool], int]] = []
+    stateful: list[tuple[int, Array[np.bool_], Array[np.bool_], int]] = []
     view = Columns(rows.n, rows.features, rows.scores, rows.cluster, holding, config.thresholds)
+    rank = {name: i for i, name in enumerate(config.segments)}
     for name, seg in config.segments.items():
         assert seg.rule.tree is not None
         rule = evaluate(seg.rule.tree, view)
@@ -105,32 +104,35 @@ def sweep(config: SegmentConfig, users: Array[np.int64], at: Array[np.int64], ro
         if seg.exit is not None:
             assert seg.exit.tree is not None
             stay = evaluate(seg.exit.tree, view)
-        stateful.append((name, rule.tolist(), stay.tolist(), seg.min_dwell_ms))
+        stateful.append((rank[name], rule, stay, seg.min_dwell_ms))
     for group in config.groups:  # (of segments without state: see unsupported)
         taken = np.zeros(rows.n, dtype=bool)
         for name in group.segments:
             final[name] = holding[name] & ~taken
             taken |= holding[name]
-    flips: list[Flip] = []
-    for name, member in final.items():
-        flips += _changes(name, users, at, first, member)
+    found = [_changes(rank[name], users, at, first, member) for name, member in final.items()]
     if stateful:
-        flips += _Hysteresis(stateful, users.tolist(), at.tolist(), end_ms).run()
-    rank = {name: i for i, name in enumerate(config.segments)}
-    flips.sort(key=lambda f: (f.user, f.at_ms, f.order, rank[f.segment]))
-    return flips
+        found.append(_Hysteresis(stateful, users, at, end_ms).run())
+    u, t, o, k, e = (np.concatenate(part) for part in zip(*found, strict=True)) if found else _NONE
+    by = np.lexsort((k, o, t, u))
+    return Flips(u[by], t[by], k[by], e[by])
+
+
+_Found = tuple[Array[np.int64], Array[np.int64], Array[np.float64], Array[np.int64], Array[np.bool_]]
+_NONE: _Found = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, bool))
 
 
 def _changes(
-    name: str, users: Array[np.int64], at: Array[np.int64], first: Array[np.bool_], member: Array[np.bool_]
-) -> list[Flip]:
-    """Enters and exits of a segment without state, from row to row (each user starts outside)."""
+    k: int, users: Array[np.int64], at: Array[np.int64], first: Array[np.bool_], member: Array[np.bool_]
+) -> _Found:
+    """Where a segment without state is entered or left, row to row (each
+    user starts outside): users, instants, evaluation order, segment, enter."""
     before = np.empty_like(member)
     before[0:1] = False
     before[1:] = member[:-1]
     before[first] = False
-    changed = np.flatnonzero(member != before)
-    return [Flip(int(users[i]), int(at[i]), name, "enter" if member[i] else "exit", float(i)) for i in changed.tolist()]
+    rows = np.flatnonzero(member != before)
+    return users[rows], at[rows], rows.astype(np.float64), np.full(len(rows), k, dtype=np.int64), member[rows]
 
 
 class _Hysteresis:
@@ -138,54 +140,79 @@ class _Hysteresis:
     once in, a segment holds until its dwell has passed and its exit rule
     holds (no exit rule: until its rule fails). A dwell's end is a moment
     all of them are evaluated at, as the engine's timer wakes the profile
-    then, with the values of the row before (they change only at rows)."""
+    then, with the values of the row before (they change only at rows).
+    Only rows where one may be entered, or some is held, are visited."""
 
     def __init__(
-        self, segments: list[tuple[str, list[bool], list[bool], int]], users: list[int], at: list[int], end_ms: int
+        self,
+        segments: list[tuple[int, Array[np.bool_], Array[np.bool_], int]],
+        users: Array[np.int64],
+        at: Array[np.int64],
+        end_ms: int,
     ) -> None:
-        self.segments, self.users, self.at, self.end_ms = segments, users, at, end_ms
+        self.ranks = [k for k, _, _, _ in segments]
+        self.rules = [rule.tolist() for _, rule, _, _ in segments]
+        self.stays = [stay.tolist() for _, _, stay, _ in segments]
+        self.dwells = [d for _, _, _, d in segments]
+        self.may_enter = np.logical_or.reduce([rule for _, rule, _, _ in segments]).tolist()
+        self.may_leave = np.logical_or.reduce([stay for _, _, stay, _ in segments]).tolist()
+        self.users, self.at, self.end_ms = users.tolist(), at.tolist(), end_ms
         self.inside = [False] * len(segments)
         self.since = [0] * len(segments)
-        self.flips: list[Flip] = []
+        self.held = 0  # how many segments the user is in
+        self.found: list[tuple[int, int, float, int, bool]] = []
         self.now = 0  # the user's last evaluation
+        self.due: int | None = None  # the next dwell's end after it
 
-    def run(self) -> list[Flip]:
-        users, at = self.users, self.at
-        n = len(users)
+    def run(self) -> _Found:
+        users, at, may_enter, may_leave = self.users, self.at, self.may_enter, self.may_leave
+        n, count = len(users), len(self.ranks)
         for i in range(n):
+            t = at[i]
             if i == 0 or users[i] != users[i - 1]:
-                self.inside = [False] * len(self.segments)
+                self.inside = [False] * len(self.ranks)
+                self.held, self.due = 0, None
+            elif self.due is not None and self.due < t:
+                self._dwells(i - 1, t, inclusive=False)
+            if (self.held < count and may_enter[i]) or (self.held and may_leave[i]):  # else nothing can change
+                self._evaluate(i, t, i)
             else:
-                self._dwells(i - 1, at[i], inclusive=False)
-            self._evaluate(i, at[i], i)
-            if i + 1 == n or users[i + 1] != users[i]:
+                self.now = t
+                if self.due is not None and self.due <= t:
+                    self._next_due()
+            if self.due is not None and (i + 1 == n or users[i + 1] != users[i]):
                 self._dwells(i, self.end_ms, inclusive=True)
-        return self.flips
+        found = self.found
+        return (
+            np.array([f[0] for f in found], dtype=np.int64),
+            np.array([f[1] for f in found], dtype=np.int64),
+            np.array([f[2] for f in found], dtype=np.float64),
+            np.array([f[3] for f in found], dtype=np.int64),
+            np.array([f[4] for f in found], dtype=bool),
+        )
 
     def _dwells(self, row: int, limit: int, inclusive: bool) -> None:
         """Evaluate at each dwell's end before ``limit`` (or at it), with ``row``'s values."""
-        while True:
-            now = self.now
-            due = min(
-                (
-                    t
-                    for k, seg in enumerate(self.segments)
-                    if self.inside[k] and seg[3] and (t := self.since[k] + seg[3]) > now
-                ),
-                default=None,
-            )
-            if due is None or due > limit or (due == limit and not inclusive):
-                return
+        while (due := self.due) is not None and (due < limit or (due == limit and inclusive)):
             self._evaluate(row, due, row + 0.5)
 
     def _evaluate(self, row: int, t: int, order: float) -> None:
-        user = self.users[row]
-        for k, (name, rule, stay, dwell_ms) in enumerate(self.segments):
-            if self.inside[k]:
-                if not (dwell_ms and t < self.since[k] + dwell_ms) and stay[row]:
-                    self.inside[k] = False
-                    self.flips.append(Flip(user, t, name, "exit", order))
-            elif rule[row]:
-                self.inside[k], self.since[k] = True, t
-                self.flips.append(Flip(user, t, name, "enter", order))
+        user, inside, since = self.users[row], self.inside, self.since
+        for k in range(len(self.ranks)):
+            if inside[k]:
+                dwell = self.dwells[k]
+                if not (dwell and t < since[k] + dwell) and self.stays[k][row]:
+                    inside[k] = False
+                    self.held -= 1
+                    self.found.append((user, t, order, self.ranks[k], False))
+            elif self.rules[k][row]:
+                inside[k], since[k] = True, t
+                self.held += 1
+                self.found.append((user, t, order, self.ranks[k], True))
         self.now = t
+        self._next_due()
+
+    def _next_due(self) -> None:
+        inside, since, now = self.inside, self.since, self.now
+        ends = (since[k] + dwell for k, dwell in enumerate(self.dwells) if inside[k] and dwell)
+        self.due = min((end for end in ends if end > now), default=None)

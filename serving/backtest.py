@@ -25,7 +25,7 @@ itself, which sees the same clock as the full replay would.
 
 from __future__ import annotations
 
-import math
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -84,19 +84,63 @@ def backtest(
     """Transitions of ``config`` over ``events`` (in arrival order, or their
     table) up to ``end_ms``, with ``links`` made before them in force; the
     online model scores as given and learns nothing."""
-    table = events if isinstance(events, pa.Table) else events_to_table(events)
-    features = build_features(config, scorers)
-    offline = OfflineFeatures(features, table)
-    arrivals = _Arrivals.of(table, offline, links)
-    why = unsupported(config)
-    replay = np.ones(len(arrivals.ids), dtype=bool) if why is not None else arrivals.replay
-    out = Backtest([], why_replayed={why: len(set(arrivals.ids))} if why else arrivals.why)
-    if not replay.all():
-        out.transitions, out.rows = _offline(config, scorers, features, offline, arrivals, ~replay, end_ms)
-    if replay.any():
-        out.transitions += _replayed(config, scorers, table, arrivals, replay, end_ms, links)
-        out.replayed = int(replay.sum())
-    return out
+    return Backtester(scorers, events, end_ms, links).run(config)
+
+
+class Backtester:
+    """Backtests of configs over one history with one frozen copy of the
+    models. What configs with the same features share (the features at
+    every arrival, the models' scores) is computed once."""
+
+    def __init__(
+        self, scorers: Scorers, events: Sequence[Event] | pa.Table, end_ms: int, links: Sequence[Link] = ()
+    ) -> None:
+        self.scorers = copy.deepcopy(scorers)
+        self.scorers.online.frozen = True  # scores as given, learns nothing
+        self.table = events if isinstance(events, pa.Table) else events_to_table(events)
+        self.end_ms, self.links = end_ms, links
+        self._shared: dict[tuple[str, ...], _Shared] = {}
+
+    def run(self, config: SegmentConfig) -> Backtest:
+        shared = self._of(build_features(config, self.scorers))
+        arrivals = shared.arrivals
+        why = unsupported(config)
+        replay = np.ones(len(arrivals.ids), dtype=bool) if why is not None else arrivals.replay
+        out = Backtest([], why_replayed={why: len(set(arrivals.ids.tolist()))} if why else arrivals.why)
+        if not replay.all():
+            out.transitions, out.rows = _offline(config, shared, ~replay, self.end_ms)
+        if replay.any():
+            out.transitions += _replayed(config, self.scorers, self.table, arrivals, replay, self.end_ms, self.links)
+            out.replayed = int(replay.sum())
+        return out
+
+    def _of(self, features: FeatureSet) -> _Shared:
+        shared = self._shared.get(features.names)
+        if shared is None:
+            offline = OfflineFeatures(features, self.table)
+            arrivals = _Arrivals.of(self.table, offline, self.links)
+            at_event = ~arrivals.replay & arrivals.applied & arrivals.evaluated
+            cutoffs = pd.DataFrame({"profile_id": arrivals.ids[at_event], "at": arrivals.ts[at_event]})
+            vectors = offline.at(cutoffs)
+            scores, cluster = self.scorers.score_columns(vectors)
+            shared = self._shared[features.names] = _Shared(
+                features, offline, arrivals, cutoffs, vectors, scores, cluster
+            )
+        return shared
+
+
+@dataclass
+class _Shared:
+    """What backtests of configs with the same features share: the features
+    at each arrival evaluated on the offline path, and the scores there."""
+
+    features: FeatureSet
+    offline: OfflineFeatures
+    arrivals: _Arrivals
+    cutoffs: pd.DataFrame  # profile_id, at
+    vectors: pd.DataFrame
+    scores: dict[str, Array[np.float64]]
+    cluster: Array | None
 
 
 @dataclass
@@ -154,46 +198,35 @@ def _split_instants(ids: Array, ts: Array[np.int64]) -> Array:
     return np.unique(gaps[gaps].index.get_level_values("id").to_numpy())
 
 
-def _offline(
-    config: SegmentConfig,
-    scorers: Scorers,
-    features: FeatureSet,
-    offline: OfflineFeatures,
-    arrivals: _Arrivals,
-    keep: Array[np.bool_],
-    end_ms: int,
-) -> tuple[list[Decided], int]:
+def _offline(config: SegmentConfig, shared: _Shared, keep: Array[np.bool_], end_ms: int) -> tuple[list[Decided], int]:
     """The users not replayed, decided over rows."""
-    at_event = keep & arrivals.applied & arrivals.evaluated
-    ids, ts = arrivals.ids[at_event], arrivals.ts[at_event]
-    cutoffs = pd.DataFrame({"profile_id": ids, "at": ts})
-    vectors = offline.at(cutoffs)
-    scores, cluster = scorers.score_columns(vectors)
-    wakes = _wakes(config, offline, set(arrivals.ids[keep].tolist()), cutoffs, end_ms)
-    rules = _rule_features(config, features)
-    woken = offline.at(wakes, rules) if len(wakes) else pd.DataFrame(columns=list(rules.names))
+    offline, cutoffs, vectors = shared.offline, shared.cutoffs, shared.vectors
+    if not keep.any() or len(cutoffs) == 0:
+        return [], 0
+    wakes = _wakes(config, offline, set(shared.arrivals.ids[keep].tolist()), cutoffs, end_ms)
+    rules = _rule_features(config, shared.features)
+    woken = offline.at(wakes, rules)
     # every row: arrivals first, then the wakes; ordered by user, time, arrival
     users, codes = pd.factorize(pd.concat([cutoffs["profile_id"], wakes["profile_id"]], ignore_index=True))
-    at = np.concatenate([ts, wakes["at"].to_numpy(dtype=np.int64)])
-    n_events = len(ts)
+    at = np.concatenate([cutoffs["at"].to_numpy(dtype=np.int64), wakes["at"].to_numpy(dtype=np.int64)])
     order = np.lexsort((np.arange(len(at)), at, users))
     users, at = users[order], at[order]
-    event_row = order < n_events
-    source = np.where(event_row, order, -1)  # the arrival whose scores hold: the user's last
-    source = pd.Series(source).where(event_row).groupby(users).ffill().to_numpy()
-    valid = ~np.isnan(source)
-    source = np.where(valid, source, 0).astype(np.int64)
+    event_row = order < len(cutoffs)
+    # the arrival whose scores hold: the user's last (a user's first row is an arrival)
+    source = np.maximum.accumulate(np.where(event_row, np.arange(len(order)), 0))
+    source = order[source]
     both = {name: (vectors[name].to_numpy(), woken[name].to_numpy()) for name in rules.names}
-    columns = {name: np.concatenate(parts)[order] for name, parts in both.items()}
     rows = Columns(
         len(at),
-        columns,
-        {k: np.where(valid, v[source], math.nan) for k, v in scores.items()},
-        None if cluster is None else np.where(valid, cluster[source], np.array(None, dtype=object)),
+        {name: np.concatenate(parts)[order] for name, parts in both.items()},
+        {k: v[source] for k, v in shared.scores.items()},
+        None if shared.cluster is None else shared.cluster[source],
     )
     flips = sweep(config, users, at, rows, end_ms)
-    names = np.asarray(codes, dtype=object)
-    return [(names[f.user], f.segment, f.kind, f.at_ms) for f in flips], len(at)
+    names = np.asarray(codes, dtype=object)[flips.users].tolist()
+    segments = np.array(list(config.segments), dtype=object)[flips.segments].tolist()
+    kinds = np.where(flips.enter, "enter", "exit").tolist()
+    return list(zip(names, segments, kinds, flips.at.tolist(), strict=True)), len(at)
 
 
 def _rule_features(config: SegmentConfig, features: FeatureSet) -> FeatureSet:

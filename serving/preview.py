@@ -10,19 +10,20 @@ day's size under both.
 
 from __future__ import annotations
 
-import copy
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.events import Event, format_ms
 from features.identity import Link
 from features.table import events_to_table
 from segments.config import SegmentConfig, as_dict
-from serving.backtest import Backtest, Decided, backtest
+from serving.backtest import Backtester
 from serving.engine import DAY_MS
 from serving.scorers import Scorers
 
@@ -76,24 +77,25 @@ class Preview:
         }
 
 
-def _run(config: SegmentConfig, scorers: Scorers, events: pa.Table, end_ms: int, links: Sequence[Link]) -> Backtest:
-    scorers.online.frozen = True  # both sides score with the same model: it learns nothing meanwhile
-    return backtest(config, scorers, events, end_ms, links)
-
-
 def preview(
-    old: SegmentConfig, new: SegmentConfig, events: Sequence[Event], scorers: Scorers, links: Sequence[Link] = ()
+    old: SegmentConfig,
+    new: SegmentConfig,
+    events: Sequence[Event] | pa.Table,
+    scorers: Scorers,
+    links: Sequence[Link] = (),
 ) -> Preview:
-    """What would change if ``new`` replaced ``old``, over ``events`` (in arrival order), the identity
-    ``links`` made before them in force (``(source, target, instant)``: those the log was trimmed of)."""
-    end = max((e.ts_ms for e in events), default=0) + 1
-    table = events_to_table(events)
-    done = {
-        side: _run(config, copy.deepcopy(scorers), table, end, links) for side, config in (("old", old), ("new", new))
-    }
+    """What would change if ``new`` replaced ``old``, over ``events`` (in arrival order, or their table), the
+    identity ``links`` made before them in force (``(source, target, instant)``: those the log was trimmed of)."""
+    table = events if isinstance(events, pa.Table) else events_to_table(events)
+    times = table.column("ts").cast(pa.int64())
+    first, last = (pc.min(times).as_py(), pc.max(times).as_py()) if len(times) else (0, 0)
+    end = last + 1
+    backtests = Backtester(scorers, table, end, links)
+    done = {side: backtests.run(config) for side, config in (("old", old), ("new", new))}
     runs = {side: run.transitions for side, run in done.items()}
+    frames = {side: pd.DataFrame(decided, columns=["user", "segment", "kind", "at"]) for side, decided in runs.items()}
+    sizes = {side: _daily_sizes(frame, first // DAY_MS * DAY_MS, end) for side, frame in frames.items()}
     old_rules, new_rules = as_dict(old)["segments"], as_dict(new)["segments"]
-    start = min((e.ts_ms for e in events), default=0) // DAY_MS * DAY_MS
     tuned = {k for k in {*old.thresholds, *new.thresholds} if old.thresholds.get(k) != new.thresholds.get(k)}
     out = []
     for name in [*new.segments, *[n for n in old.segments if n not in new.segments]]:
@@ -106,21 +108,20 @@ def preview(
             if old_rules.get(name) == new_rules.get(name) and not (_thresholds(new, name) & tuned)
             else "changed"
         )
-        seen = {side: _transitions(changes, name) for side, changes in runs.items()}
-        seg = SegmentPreview(
-            name,
-            status,
-            only_new=sorted(seen["new"] - seen["old"], key=lambda x: (x[2], x[0])),
-            only_old=sorted(seen["old"] - seen["new"], key=lambda x: (x[2], x[0])),
-        )
-        sizes = {side: _daily_sizes(seen[side], start, end) for side in runs}
-        seg.daily = [(d, sizes["old"][i][1], sizes["new"][i][1]) for i, (d, _) in enumerate(sizes["old"])]
+        seg = SegmentPreview(name, status)
+        if status != "same":  # the same rule and thresholds decide the same transitions
+            seen = {side: _of_segment(frame, name) for side, frame in frames.items()}
+            seg.only_new = sorted(seen["new"] - seen["old"], key=lambda x: (x[2], x[0]))
+            seg.only_old = sorted(seen["old"] - seen["new"], key=lambda x: (x[2], x[0]))
+        days = sizes["old"].columns
+        old_sizes, new_sizes = (sizes[side].reindex([name]).fillna(0).to_numpy()[0] for side in ("old", "new"))
+        seg.daily = [(int(d), int(o), int(n)) for d, o, n in zip(days, old_sizes, new_sizes, strict=True)]
         seg.size_old = seg.daily[-1][1] if seg.daily else 0
         seg.size_new = seg.daily[-1][2] if seg.daily else 0
         out.append(seg)
     replayed = max(run.replayed for run in done.values())
     why = {reason: n for run in done.values() for reason, n in run.why_replayed.items()}
-    return Preview(old.config_id, new.config_id, len(events), out, dict(scorers.versions), replayed, why)
+    return Preview(old.config_id, new.config_id, table.num_rows, out, dict(scorers.versions), replayed, why)
 
 
 def _thresholds(config: SegmentConfig, name: str) -> set[str]:
@@ -128,18 +129,19 @@ def _thresholds(config: SegmentConfig, name: str) -> set[str]:
     return set(seg.rule.thresholds) | (set(seg.exit.thresholds) if seg.exit is not None else set())
 
 
-def _transitions(decided: list[Decided], segment: str) -> set[tuple[str, str, int]]:
-    return {(user, kind, at) for user, name, kind, at in decided if name == segment}
+def _of_segment(frame: pd.DataFrame, segment: str) -> set[tuple[str, str, int]]:
+    """A segment's transitions as (user, kind, at)."""
+    rows = frame[frame["segment"] == segment]
+    return set(zip(rows["user"], rows["kind"], rows["at"].astype(int), strict=True))
 
 
-def _daily_sizes(transitions: set[tuple[str, str, int]], start: int, end: int) -> list[tuple[int, int]]:
-    """The segment's size at the end of each day (and at ``end`` for the last)."""
-    delta: dict[int, int] = defaultdict(int)
-    for _, kind, at in transitions:
-        delta[(at - start) // DAY_MS] += 1 if kind == "enter" else -1
+def _daily_sizes(frame: pd.DataFrame, start: int, end: int) -> pd.DataFrame:
+    """Each segment's size at the end of each day (and at ``end`` for the last): segments by day starts."""
     days = max((end - start + DAY_MS - 1) // DAY_MS, 1)
-    size, out = 0, []
-    for d in range(days):
-        size += delta.get(d, 0)
-        out.append((start + d * DAY_MS, size))
-    return out
+    day = (frame["at"].to_numpy(dtype=np.int64) - start) // DAY_MS
+    sign = np.where(frame["kind"].to_numpy() == "enter", 1, -1)
+    delta = pd.DataFrame({"segment": frame["segment"], "day": day, "sign": sign})
+    table = delta[delta["day"] < days].pivot_table(index="segment", columns="day", values="sign", aggfunc="sum")
+    table = table.reindex(columns=range(days)).fillna(0).cumsum(axis=1)
+    table.columns = [start + d * DAY_MS for d in range(days)]
+    return table
