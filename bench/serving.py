@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from bench.report import emit
+from bench.report import best_of, emit
 from features.defaults import DEFAULT_SPECS
 from features.events import Event
 from features.offline import OfflineFeatures
@@ -129,17 +131,28 @@ def main() -> None:
 
     recompute(config)
     freshness(config, events)
-    preview_rate(config, events, with_models)
+    preview_rate(config, with_models)
 
 
-def preview_rate(config: SegmentConfig, events: list[Event], scorers: Scorers) -> None:
-    """History replayed by a preview (two configs, so each event twice)."""
+def preview_rate(config: SegmentConfig, scorers: Scorers, users: int = 2000, days: int = 30) -> None:
+    """A synthetic month previewed under the shipped config and a tuned
+    threshold (as the CLI runs it: the stored table in arrival order, the
+    trained models, frozen), against computing the offline features at
+    every event once, the preview's floor."""
+    table = generate(users=users, days=days, seed=6).events
+    table = table.take(pc.sort_indices(table, [("received_at", "ascending")]))
     text = (ROOT / "config/segments.yaml").read_text().replace("likely_buyer: 0.35", "likely_buyer: 0.25")
     new = loads_config(text)
-    start = time.perf_counter()
-    preview(config, new, events, scorers)  # the trained models, as a real preview scores
-    emit("serving", "preview_events_per_s", len(events) / (time.perf_counter() - start), "events/s", ">= 50000",
-         events=len(events))  # fmt: skip
+    gc.collect()
+    preview_s = best_of(2, lambda: preview(config, new, table, scorers))
+    features = build_features(config, scorers)
+    cutoffs = pd.DataFrame({"profile_id": table.column("profile_id").to_numpy(zero_copy_only=False),
+                            "at": table.column("ts").cast(pa.int64()).to_numpy()})  # fmt: skip
+    offline_s = best_of(2, lambda: OfflineFeatures(features, table).at(cutoffs))
+    rate = table.num_rows / preview_s
+    emit("serving", "preview_events_per_s", rate, "events/s", ">= 50000", events=table.num_rows, users=users, days=days)
+    emit("serving", "preview_vs_offline_features_ratio", rate / (table.num_rows / offline_s), "ratio",
+         offline_features_events_per_s=round(table.num_rows / offline_s))  # fmt: skip
 
 
 def recompute(config: SegmentConfig, per_user: int = 300) -> None:

@@ -234,16 +234,21 @@ class OfflineFeatures:
             self._masks[key] = mask
         return mask
 
-    def times(self, event: str, where: Predicate | None = None) -> tuple[Array, Array[np.int64]]:
+    @property
+    def users(self) -> Array:
+        """The profile ids, by the codes :meth:`times` and :meth:`recurrences` give."""
+        return self._user_names
+
+    def times(self, event: str, where: Predicate | None = None) -> tuple[Array[np.int64], Array[np.int64]]:
         """When each applied event of a stream happened (``event`` a type,
-        ``any``, or the cart's adds and removes): profile ids and times, in
-        (user, time) order."""
+        ``any``, or the cart's adds and removes): user codes (see
+        :attr:`users`) and times, in (user, time) order."""
         mask = self._mask(event, where)
-        return self._user_names[self._keys[mask] // _SHIFT], self._ts[mask]
+        return self._keys[mask] // _SHIFT, self._ts[mask]
 
     def recurrences(self, spec: WindowDistinct) -> tuple[Array, Array[np.int64], Array[np.int64]]:
         """For each applied event of a distinct count's stream with a value:
-        its profile id, its time, and when the user's same value comes next
+        its user's code, its time, and when the user's same value comes next
         (the largest int64 if never), in (user, time) order."""
         mask = self._mask(spec.event, spec.where)
         raw = self._field(cast(str, spec.prop))[mask]
@@ -257,7 +262,7 @@ class OfflineFeatures:
             a, b = order[:-1], order[1:]
             same = (users[a] == users[b]) & (codes[a] == codes[b])
             nxt[a[same]] = ts[b[same]]
-        return self._user_names[users], ts, nxt
+        return users, ts, nxt
 
     def _where(self, where: Predicate) -> Array[np.bool_]:
         values = self._field(where.field)

@@ -62,6 +62,9 @@ from serving.regime import build_features
 from serving.scorers import Scorers
 
 Decided = tuple[str, str, str, int]  # (user, segment, kind, at_ms)
+_SHIFT = np.int64(1) << np.int64(
+    42
+)  # a (user, instant) key: user * 2^42 + instant (as the offline features key events)
 
 
 @dataclass
@@ -123,9 +126,9 @@ class Backtester:
             cutoffs = pd.DataFrame({"profile_id": arrivals.ids[at_event], "at": arrivals.ts[at_event]})
             vectors = offline.at(cutoffs)
             scores, cluster = self.scorers.score_columns(vectors)
-            shared = self._shared[features.names] = _Shared(
-                features, offline, arrivals, cutoffs, vectors, scores, cluster
-            )
+            users, names = pd.factorize(cutoffs["profile_id"])
+            shared = _Shared(features, offline, arrivals, cutoffs, users, pd.Index(names), vectors, scores, cluster)
+            self._shared[features.names] = shared
         return shared
 
 
@@ -137,7 +140,9 @@ class _Shared:
     features: FeatureSet
     offline: OfflineFeatures
     arrivals: _Arrivals
-    cutoffs: pd.DataFrame  # profile_id, at
+    cutoffs: pd.DataFrame  # profile_id, at: the arrivals evaluated on the offline path
+    users: Array[np.int64]  # each cutoff's user, a code into names
+    names: pd.Index
     vectors: pd.DataFrame
     scores: dict[str, Array[np.float64]]
     cluster: Array | None
@@ -203,12 +208,13 @@ def _offline(config: SegmentConfig, shared: _Shared, keep: Array[np.bool_], end_
     offline, cutoffs, vectors = shared.offline, shared.cutoffs, shared.vectors
     if not keep.any() or len(cutoffs) == 0:
         return [], 0
-    wakes = _wakes(config, offline, set(shared.arrivals.ids[keep].tolist()), cutoffs, end_ms)
+    arrived = cutoffs["at"].to_numpy(dtype=np.int64)
+    wake_users, wake_at = _wakes(config, offline, shared.names, shared.users, arrived, end_ms)
     rules = _rule_features(config, shared.features)
-    woken = offline.at(wakes, rules)
+    woken = offline.at(pd.DataFrame({"profile_id": shared.names.take(wake_users), "at": wake_at}), rules)
     # every row: arrivals first, then the wakes; ordered by user, time, arrival
-    users, codes = pd.factorize(pd.concat([cutoffs["profile_id"], wakes["profile_id"]], ignore_index=True))
-    at = np.concatenate([cutoffs["at"].to_numpy(dtype=np.int64), wakes["at"].to_numpy(dtype=np.int64)])
+    users = np.concatenate([shared.users, wake_users])
+    at = np.concatenate([arrived, wake_at])
     order = np.lexsort((np.arange(len(at)), at, users))
     users, at = users[order], at[order]
     event_row = order < len(cutoffs)
@@ -223,7 +229,7 @@ def _offline(config: SegmentConfig, shared: _Shared, keep: Array[np.bool_], end_
         None if shared.cluster is None else shared.cluster[source],
     )
     flips = sweep(config, users, at, rows, end_ms)
-    names = np.asarray(codes, dtype=object)[flips.users].tolist()
+    names = np.asarray(shared.names, dtype=object)[flips.users].tolist()
     segments = np.array(list(config.segments), dtype=object)[flips.segments].tolist()
     kinds = np.where(flips.enter, "enter", "exit").tolist()
     return list(zip(names, segments, kinds, flips.at.tolist(), strict=True)), len(at)
@@ -244,45 +250,49 @@ def _rule_features(config: SegmentConfig, features: FeatureSet) -> FeatureSet:
 
 
 def _wakes(
-    config: SegmentConfig, offline: OfflineFeatures, users: set[str], arrivals: pd.DataFrame, end_ms: int
-) -> pd.DataFrame:
-    """Every instant the engine's timers wake one of ``users`` at, with no
-    event of theirs then (:func:`segments.membership.next_due`, worked out
+    config: SegmentConfig,
+    offline: OfflineFeatures,
+    names: pd.Index,
+    arrived_users: Array[np.int64],
+    arrived_at: Array[np.int64],
+    end_ms: int,
+) -> tuple[Array[np.int64], Array[np.int64]]:
+    """Every instant the engine's timers wake a user of ``names`` at, with
+    no event of theirs then (:func:`segments.membership.next_due`, worked out
     over the whole history): each window exit, each count's fall to the
     level its rule compares with, each recency edge after a stream's last
     event so far, each distinct value's exit unless it recurs first. Dwell
-    ends are the sweep's."""
+    ends are the sweep's. Users (codes into ``names``) and instants."""
     _, windows, levels, recencies = wake_plan(config)
-    found: list[tuple[Array, Array[np.int64]]] = []
+    found: list[tuple[Array[np.int64], Array[np.int64]]] = []
     for spec in {inner: None for outer in windows for inner in _windows(outer)}:
         if isinstance(spec, WindowDistinct):
-            ids, ts, nxt = offline.recurrences(spec)
+            codes, ts, nxt = offline.recurrences(spec)
             due = ts + spec.within_ms
-            found.append((ids[nxt >= due], due[nxt >= due]))
+            found.append((codes[nxt >= due], due[nxt >= due]))
         else:
-            ids, ts = offline.times(*_stream(spec))
-            found.append((ids, _exit(spec, ts)))
+            codes, ts = offline.times(*_stream(spec))
+            found.append((codes, _exit(spec, ts)))
     for spec, level in levels:
-        ids, ts = offline.times(*_stream(spec))
-        found.append(_falls(ids, ts, _exit(spec, ts), level))
+        codes, ts = offline.times(*_stream(spec))
+        found.append(_falls(codes, ts, _exit(spec, ts), level))
     for spec, offsets in recencies:
-        ids, ts = offline.times(*_stream(spec))
+        codes, ts = offline.times(*_stream(spec))
         nxt = np.full(len(ts), np.iinfo(np.int64).max, dtype=np.int64)
-        same = ids[1:] == ids[:-1]
+        same = codes[1:] == codes[:-1]
         nxt[:-1][same] = ts[1:][same]
         for offset in offsets:
             due = ts + offset
-            found.append((ids[due < nxt], due[due < nxt]))  # the last event's edge, as the engine keeps it
-    wakes = pd.DataFrame(
-        {
-            "profile_id": np.concatenate([ids for ids, _ in found]) if found else np.array([], dtype=object),
-            "at": np.concatenate([at for _, at in found]) if found else np.array([], dtype=np.int64),
-        }
-    )
-    wakes = wakes[(wakes["at"] <= end_ms) & wakes["profile_id"].isin(users)].drop_duplicates()
-    taken = pd.MultiIndex.from_frame(arrivals[["profile_id", "at"]])
-    wakes = wakes[~pd.MultiIndex.from_frame(wakes).isin(taken)]  # an event then: evaluated with it
-    return wakes.reset_index(drop=True)
+            found.append((codes[due < nxt], due[due < nxt]))  # the last event's edge, as the engine keeps it
+    if not found:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    ours = names.get_indexer(offline.users)  # the offline path's user codes as ours (-1: replayed)
+    users = ours[np.concatenate([codes for codes, _ in found])]
+    at = np.concatenate([at for _, at in found])
+    kept = (users >= 0) & (at <= end_ms)
+    keys = np.unique(users[kept] * _SHIFT + at[kept])  # one wake per user and instant
+    keys = keys[~np.isin(keys, arrived_users * _SHIFT + arrived_at)]  # an event then: evaluated with it
+    return keys // _SHIFT, keys % _SHIFT
 
 
 def _falls(ids: Array, ts: Array[np.int64], exits: Array[np.int64], level: int) -> tuple[Array, Array[np.int64]]:
