@@ -95,9 +95,17 @@ def same(a: object, b: object) -> bool:
     return math.isclose(fa, fb, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def assert_same(fs: FeatureSet, online: dict, offline: pd.Series, where: str) -> None:
+def identical(a: object, b: object) -> bool:
+    """Equal bit for bit (NaN equals NaN; a whole count equals its float)."""
+    if isinstance(a, str) or a is None or isinstance(b, str) or b is None:
+        return a == b
+    fa, fb = float(a), float(b)  # type: ignore[arg-type]
+    return (math.isnan(fa) and math.isnan(fb)) or fa == fb
+
+
+def assert_same(fs: FeatureSet, online: dict, offline: pd.Series, where: str, exact: bool = False) -> None:
     for name in fs.names:
-        assert same(online[name], offline[name]), (
+        assert (identical if exact else same)(online[name], offline[name]), (
             f"{where}: {name}: online {online[name]!r} != offline {offline[name]!r}"
         )
 
@@ -160,6 +168,17 @@ def test_online_equals_offline_on_random_streams(events: list[Event], offsets: l
     check_parity(events, offsets)
 
 
+@given(streams(), st.lists(st.integers(0, 3 * 24 * 60), min_size=1, max_size=3))
+def test_online_equals_offline_bit_for_bit_when_events_arrive_in_time_order(
+    events: list[Event], offsets: list[int]
+) -> None:
+    """Sums and means too: both add each user's values one by one in the same
+    order and subtract the same running sums (a backtest depends on it: a
+    score's split or a rule's threshold may sit exactly between two roundings)."""
+    in_order = sorted(events, key=lambda e: e.ts_ms)
+    check_parity([replace(e, received_ms=BASE + pos * 1000) for pos, e in enumerate(in_order)], offsets, exact=True)
+
+
 def test_the_streams_arrive_out_of_time_order() -> None:
     """The parity test above sees events arrive out of their time order (else it
     could not catch an online update that assumes order)."""
@@ -191,8 +210,9 @@ def test_the_parity_check_catches_an_update_that_assumes_time_order(monkeypatch:
         check_parity(stream, [0, 30, 60])
 
 
-def check_parity(events: list[Event], offsets: list[int]) -> None:
-    """Online reads after each arrival equal the offline computation at the same moments."""
+def check_parity(events: list[Event], offsets: list[int], exact: bool = False) -> None:
+    """Online reads after each arrival equal the offline computation at the same moments
+    (``exact``: bit for bit, else to rounding)."""
     fs = FeatureSet(SPECS)
     table = events_to_table(events)
     offline = OfflineFeatures(fs, table)
@@ -221,7 +241,7 @@ def check_parity(events: list[Event], offsets: list[int]) -> None:
     cut = pd.DataFrame([(u, t) for u, t, _ in reads], columns=["profile_id", "at"])
     got = offline.at(cut)
     for i, (user, t, online) in enumerate(reads):
-        assert_same(fs, online, got.iloc[i], f"user {user} at {t}")
+        assert_same(fs, online, got.iloc[i], f"user {user} at {t}", exact)
 
 
 def test_windows_exit_with_no_new_event() -> None:
