@@ -496,7 +496,7 @@ class FeatureSet:
                 return None
             j = bisect_left(buckets.keys, (at_ms - w) // r + 1)
             need = cum[-1][0] - level  # the prefix count that, once out of the window, leaves at most level
-            if need <= (cum[j - 1][0] if j else 0.0):
+            if need <= (cum[j - 1][0] if j else 0.0) or level < 0:  # at most level already; or never (below 0)
                 return None
             return buckets.keys[bisect_left(cum, need, key=_first)] * r + w
 

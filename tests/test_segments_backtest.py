@@ -91,6 +91,7 @@ RULES = [
     'distinct(category, product_view, {w}) >= 2 or count(product_view, {w}, category == "shoes") >= {n}',
     "cart_value_7d >= {x} and since(add_to_cart) >= {d}",
     "at_least(2, count(email_click, {w}) >= 1, count(checkout_start, {w}) >= 1, since(page_view) < {d})",
+    "count(add_to_cart, {w}) >= 0 and since(any) < {d}",
     "intent >= {p}",
     'intent_online >= {p} or cluster == "c1"',
 ]

@@ -87,6 +87,18 @@ def test_scripted_users_enter_and_exit_exactly_when_written() -> None:
     assert ("carol", "abandoned", T0 + 120 * H) in due
 
 
+def test_a_count_compared_with_zero_or_less_never_wakes_and_never_breaks() -> None:
+    """``count(...) >= 0`` always holds and ``count(...) < 0`` never does: time
+    cannot flip them (a level below zero once made the timer read past the buckets)."""
+    e = engine(RULES.replace("count(add_to_cart, 24h) >= 1", "count(add_to_cart, 24h) >= 0 and since(any) < 1h"))
+    entered = e.ingest([ev("m1", "ann", "add_to_cart", T0)]).changes
+    assert [(c.transition.segment, c.transition.kind) for c in entered] == [("carted_24h", "enter")]
+    left = e.advance(T0 + 2 * H)
+    assert [(c.transition.segment, c.transition.kind, c.transition.at_ms) for c in left] == [
+        ("carted_24h", "exit", T0 + H)
+    ]
+
+
 def test_duplicates_are_dropped_and_counted_once() -> None:
     e = engine()
     first = e.ingest([ev("m1", "u", "add_to_cart", T0)])
