@@ -300,11 +300,13 @@ def _falls(ids: Array, ts: Array[np.int64], exits: Array[np.int64], level: int) 
     their events, unless their next event comes first: the exit of the
     event ``level`` places before (the counts of later exits stay)."""
     n = len(ts)
+    if level < 0 or not n:  # a count never falls below zero
+        return ids[:0], ts[:0]
     start = np.ones(n, dtype=bool)
     start[1:] = ids[1:] != ids[:-1]
     first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
     back = np.arange(n) - level
-    ok = (back >= first) & (level >= 0)
+    ok = back >= first
     due = np.where(ok, exits[np.maximum(back, 0)], 0)
     nxt = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
     nxt[:-1][~start[1:]] = ts[1:][~start[1:]]
