@@ -141,6 +141,8 @@ class OfflineFeatures:
         ts = _column_ms(table.column("ts"))[keep]
         if len(ts) and (ts.min() < 0 or ts.max() >= _SHIFT - 1):
             raise ValueError("event times must lie between 1970 and 2109")
+        if len(user_names) >= 1 << 21:  # a (user, time) key is user * 2^42 + time, in 64 bits
+            raise ValueError(f"a table holds at most {(1 << 21) - 1:,} profiles, this one {len(user_names):,}")
         order = np.lexsort((keep, ts, codes))
         self._table = table
         self._rows = keep[order]  # table rows of the applied events, sorted by (user, time, arrival)
@@ -454,6 +456,7 @@ class OfflineFeatures:
         thr = np.where(last_buy >= 0, np.maximum(thr, -(-last_buy // r) * r), thr)
         mask = self._mask(CART, None)
         lo, hi = self._range(mask, q, thr)
+        lo = np.minimum(lo, hi)  # a purchase in the cutoff's own bucket empties the cart: nothing after it counts
         types = self._column("type")[mask]
         price = np.nan_to_num(self._numbers("price")[mask], nan=0.0)
         qty = self._numbers("quantity")[mask]

@@ -33,6 +33,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import NDArray as Array
 
 from features.events import Event
@@ -101,6 +102,9 @@ class Backtester:
         self.scorers = copy.deepcopy(scorers)
         self.scorers.online.frozen = True  # scores as given, learns nothing
         self.table = events if isinstance(events, pa.Table) else events_to_table(events)
+        times = self.table.column("ts").cast(pa.int64())
+        if len(times) and end_ms < (last := pc.max(times).as_py()):
+            raise ValueError(f"a backtest ends at or after its last event ({last}), not at {end_ms}")
         self.end_ms, self.links = end_ms, links
         self._shared: dict[tuple[str, ...], _Shared] = {}
 
@@ -360,13 +364,14 @@ def _replayed(
     run_ends: list[bool | None] = []
     pending = engine.watermark  # the engine's clock once the run so far is applied
     for e, now, end in zip(events, before.tolist(), ends, strict=True):
-        if now - 1 > pending:
+        if now > pending:  # others' events moved the clock: the timers due before it fired then
             out += _decided(engine.replay(run, ends=run_ends))
             run, run_ends = [], []
-            out += _decided(engine.advance(now - 1))
+            out += _decided(engine.pass_clock(now))
+            pending = now
         run.append(e)
         run_ends.append(end)
-        pending = max(engine.watermark, pending, e.ts_ms)
+        pending = max(pending, e.ts_ms)
     out += _decided(engine.replay(run, ends=run_ends))
     out += _decided(engine.advance(end_ms))
     return out

@@ -412,6 +412,16 @@ class Engine:
             self.scorers.online.advance(now_ms)
         return out.changes
 
+    def pass_clock(self, now_ms: int) -> list[Change]:
+        """Move the event clock to ``now_ms`` as another profile's event then
+        would: the timers due before it fire (a backtest replays some
+        profiles on the clock of the whole history this way)."""
+        out = Outcome()
+        if now_ms > self.watermark:
+            self._fire(now_ms, inclusive=False, out=out)
+            self.watermark = now_ms
+        return out.changes
+
     def next_timer(self) -> int | None:
         """When the earliest live timer is due."""
         timers, dues = self._timers, self._due

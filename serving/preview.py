@@ -97,6 +97,8 @@ def preview(
     sizes = {side: _daily_sizes(frame, first // DAY_MS * DAY_MS, end) for side, frame in frames.items()}
     old_rules, new_rules = as_dict(old)["segments"], as_dict(new)["segments"]
     tuned = {k for k in {*old.thresholds, *new.thresholds} if old.thresholds.get(k) != new.thresholds.get(k)}
+    changed = _changed(old, new, {n for n in new.segments if old_rules.get(n) != new_rules.get(n)
+                                  or _thresholds(new, n) & tuned or n not in old.segments})  # fmt: skip
     out = []
     for name in [*new.segments, *[n for n in old.segments if n not in new.segments]]:
         status = (
@@ -104,9 +106,9 @@ def preview(
             if name not in old.segments
             else "removed"
             if name not in new.segments
-            else "same"
-            if old_rules.get(name) == new_rules.get(name) and not (_thresholds(new, name) & tuned)
             else "changed"
+            if name in changed
+            else "same"
         )
         seg = SegmentPreview(name, status)
         if status != "same":  # the same rule and thresholds decide the same transitions
@@ -122,6 +124,27 @@ def preview(
     replayed = max(run.replayed for run in done.values())
     why = {reason: n for run in done.values() for reason, n in run.why_replayed.items()}
     return Preview(old.config_id, new.config_id, table.num_rows, out, dict(scorers.versions), replayed, why)
+
+
+def _changed(old: SegmentConfig, new: SegmentConfig, edited: set[str]) -> set[str]:
+    """Segments whose members may differ: those edited, those whose rules
+    refer to one that may differ, and the members of a group that holds one
+    (in either config)."""
+    changed = set(edited) | {n for n in old.segments if n not in new.segments}
+    groups = [g.segments for g in (*old.groups, *new.groups)]
+    while True:
+        more = {
+            name
+            for name, seg in new.segments.items()
+            if name not in changed
+            and (
+                (seg.rule.segments | (seg.exit.segments if seg.exit is not None else set())) & changed
+                or any(name in g and changed & set(g) for g in groups)
+            )
+        }
+        if not more:
+            return changed
+        changed |= more
 
 
 def _thresholds(config: SegmentConfig, name: str) -> set[str]:

@@ -32,7 +32,10 @@ from training.synthetic import generate
 BASE = 1_790_035_200_000
 MIN = 60_000
 USERS, ANONS = ["u1", "u2", "u3"], ["a1", "a2", "a3"]
-TRACKS = ["product_view", "product_view", "add_to_cart", "purchase", "page_view", "checkout_start", "email_click"]
+TRACKS = [
+    "product_view", "product_view", "add_to_cart", "remove_from_cart", "purchase", "page_view", "checkout_start",
+    "email_click",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,7 @@ def histories(draw: st.DrawFn) -> list[Event]:
         else:
             previous = draw(st.sampled_from([*ANONS, *USERS]))
             event = replace(base, type="alias", kind="alias", user_id=user, traits={"previousId": previous})
-        if event.type in ("product_view", "add_to_cart", "purchase"):
+        if event.type in ("product_view", "add_to_cart", "remove_from_cart", "purchase"):
             price = draw(st.sampled_from([9.99, 20.0, 35.5, 120.0]))
             event = replace(event, properties={"price": price, "category": draw(st.sampled_from(["shoes", "hats"]))})
         events.append(event)
@@ -114,7 +117,9 @@ def configs(draw: st.DrawFn) -> str:
         name = f"s{i}"
         lines += [f"  - name: {name}", f"    description: segment {i}", f"    rule: '{rule}'"]
         if draw(st.integers(0, 3)) == 0:  # hysteresis and a dwell, outside any group
-            lines.append(f"    exit: 'intent < {draw(st.sampled_from([0.02, 0.1, 0.3]))}'")
+            leave = draw(st.sampled_from(["intent < 0.02", "intent < 0.1", "intent < 0.3", "count(any, 1h) < 1",
+                                          "since(product_view) >= 30m", "cart_value_7d < 20"]))  # fmt: skip
+            lines.append(f"    exit: '{leave}'")
         if draw(st.integers(0, 3)) == 0:
             lines.append(f"    min_dwell: {draw(st.sampled_from(['1m', '1h', '2d']))}")
         names.append(name)
@@ -154,6 +159,41 @@ def test_the_backtest_decides_exactly_what_the_engine_replay_decides(
     again.online.frozen = True
     got = backtest(config, again, events, end)
     assert by_user(got.transitions) == expected, (text, got.why_replayed)
+
+
+def engine_and_backtest(text: str, events: list[Event], end: int, models: Scorers) -> None:
+    config = loads_config(text)
+    frozen = copy.deepcopy(models)
+    frozen.online.frozen = True
+    engine = Engine(config, build_features(config, frozen), frozen, clock="event")
+    changes = engine.ingest(events).changes + engine.advance(end)
+    expected = by_user([(c.profile_id, c.transition.segment, c.transition.kind, c.transition.at_ms) for c in changes])
+    assert by_user(backtest(config, copy.deepcopy(frozen), events, end).transitions) == expected
+
+
+def test_a_replayed_user_sees_the_timers_others_events_fired_at_their_own_instant(models: Scorers) -> None:
+    """C's window exit is due at T; A (joined by identify, so replayed) has an event at T, B's event at T + 1
+    fires C's timer; C's view stamped T arrives behind the clock (replayed too)."""
+    text = "version: 1\nsegments:\n  - {name: viewers, description: v, rule: 'count(product_view, 1h) >= 1'}\n"
+    t0 = BASE + 10 * MIN
+    t = t0 + 61 * MIN  # the view's 1-minute bucket leaves the hour
+    events = [
+        Event("c1", "product_view", "C", None, t0, t0),
+        Event("a1", "identify", "A", "anonA", t, t, kind="identify"),
+        Event("b1", "page_view", "B", None, t + 1, t + 1),
+        Event("c2", "product_view", "C", None, t, t + 2),
+    ]
+    engine_and_backtest(text, events, t + 10 * MIN, models)
+
+
+def test_a_purchase_empties_the_cart_for_a_removal_in_its_own_minute(models: Scorers) -> None:
+    text = "version: 1\nsegments:\n  - {name: open_cart, description: v, rule: 'cart_value_7d > 0'}\n"
+    p = BASE + 30_000
+    events = [
+        Event("m1", "purchase", "U", None, p, p, properties={"price": 20.0}),
+        Event("m2", "remove_from_cart", "U", None, p + 1, p + 1, properties={"price": 9.99}),
+    ]
+    engine_and_backtest(text, events, p + 10, models)
 
 
 def test_a_synthetic_month_is_decided_over_columns_exactly_as_the_engine_does(models: Scorers) -> None:

@@ -82,3 +82,23 @@ def test_cli_preview_prints_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert (carters["would_enter"], carters["would_leave"], carters["size_new"]) == (2, 2, 0)
     bad = CliRunner().invoke(app, [*args[:3], str(tmp_path / "missing.yaml"), *args[4:]])
     assert bad.exit_code == 2
+
+
+def test_a_segment_that_refers_to_a_changed_one_is_changed_too() -> None:
+    old = loads_config("""version: 1
+segments:
+  - {name: a, description: x, rule: 'count(product_view, 1h) >= 1'}
+  - {name: b, description: x, rule: 'in_segment("a")'}
+""")
+    new = loads_config(
+        """version: 1
+segments:
+  - {name: a, description: x, rule: 'count(product_view, 1h) >= 2'}
+  - {name: b, description: x, rule: 'in_segment("a")'}
+"""
+    )
+    result = {
+        s.name: s for s in preview(old, new, [Event("m1", "product_view", "U", None, T0, T0)], scorers()).segments
+    }
+    assert result["b"].status == "changed" and result["b"].only_old == [("U", "enter", T0)]
+    assert (result["b"].size_old, result["b"].size_new) == (1, 0)
