@@ -203,8 +203,9 @@ def _split_instants(ids: Array, ts: Array[np.int64]) -> Array:
     twice = frame[frame.duplicated(["id", "ts"], keep=False)]
     if twice.empty:
         return np.array([], dtype=object)
-    gaps = twice.groupby(["id", "ts"])["i"].agg(lambda i: i.max() - i.min() + 1 != len(i))
-    return np.unique(gaps[gaps].index.get_level_values("id").to_numpy())
+    spans = twice.groupby(["id", "ts"])["i"].agg(["min", "max", "size"])
+    split = spans[spans["max"] - spans["min"] + 1 != spans["size"]]
+    return np.unique(split.index.get_level_values("id").to_numpy())
 
 
 def _offline(config: SegmentConfig, shared: _Shared, keep: Array[np.bool_], end_ms: int) -> tuple[list[Decided], int]:

@@ -186,6 +186,27 @@ def test_a_replayed_user_sees_the_timers_others_events_fired_at_their_own_instan
     engine_and_backtest(text, events, t + 10 * MIN, models)
 
 
+def test_users_whose_answer_depends_on_arrival_order_are_replayed_and_counted(models: Scorers) -> None:
+    text = "version: 1\nsegments:\n  - {name: viewers, description: v, rule: 'count(product_view, 1h) >= 2'}\n"
+    t = BASE + 10 * MIN
+    events = [
+        Event("a1", "product_view", "A", None, t, t),
+        Event("b1", "product_view", "B", None, t, t + 1),
+        Event("a2", "product_view", "A", None, t, t + 2),  # A at one instant, with B's event between
+        Event("d1", "product_view", "D", None, t, t + 3),
+        Event("d2", "product_view", "D", None, t, t + 4),  # one after the other: evaluated once, on columns
+        Event("c1", "product_view", "C", None, t + 5 * MIN, t + 5),
+        Event("c2", "product_view", "C", None, t + MIN, t + 6),  # behind the clock
+    ]
+    engine_and_backtest(text, events, t + 2 * 60 * MIN, models)
+    got = backtest(loads_config(text), models, events, t + 2 * 60 * MIN)
+    assert got.why_replayed == {
+        "arrived after the clock passed it": 1,
+        "two events at one instant with another user's between": 1,
+    }
+    assert got.replayed == 4 and {u for u, _, _, _ in got.transitions} >= {"A", "C", "D"}
+
+
 def test_a_purchase_empties_the_cart_for_a_removal_in_its_own_minute(models: Scorers) -> None:
     text = "version: 1\nsegments:\n  - {name: open_cart, description: v, rule: 'cart_value_7d > 0'}\n"
     p = BASE + 30_000
