@@ -22,6 +22,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
 from features.specs import Spec
+from models.params import Params
 from models.vectors import signed_log1p
 
 
@@ -29,7 +30,7 @@ class NotFittedError(RuntimeError):
     pass
 
 
-class ClusterModel:
+class ClusterModel(Params):
     """KMeans clusters of users with stable ids and descriptions."""
 
     def __init__(

@@ -25,6 +25,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from models.clusters import NotFittedError
+from models.params import Params
 from models.single_row import SingleRowPredictor
 
 INCREASING = ("add_to_cart_count", "checkout_start_count", "cart_value", "add_to_cart_price_sum")
@@ -54,7 +55,7 @@ def monotone_for(columns: Sequence[str]) -> list[int]:
     return [1 if any(c.startswith(p) for p in INCREASING) else 0 for c in columns]
 
 
-class BatchIntentModel:
+class BatchIntentModel(Params):
     """LightGBM purchase-intent model with early stopping and calibration."""
 
     def __init__(

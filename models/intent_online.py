@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 from river import compose, drift, linear_model, optim, preprocessing
 
 from models import river_fast, river_state
+from models.params import Params
 from models.vectors import river_features, river_items
 
 DAY_MS = 86_400_000
@@ -55,7 +56,7 @@ def make_pipeline(kind: str = "logistic", seed: int = 0) -> compose.Pipeline:
     return compose.Pipeline(("encode", encode), ("model", lr))
 
 
-class OnlineIntentModel:
+class OnlineIntentModel(Params):
     """Scores every event; learns from delayed purchase labels."""
 
     def __init__(

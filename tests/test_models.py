@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from typer.testing import CliRunner
 
@@ -92,6 +93,34 @@ def test_an_unused_property_leaves_scores_unchanged(batch: BatchIntentModel) -> 
         vectors.append(FS.read(p, t + 10 * 60_000))
     assert vectors[0] == vectors[1]
     assert batch.score_one(vectors[0]) == batch.score_one(vectors[1])
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        (BatchIntentModel(num_boost_round=40, holdout=0.25, calibration="isotonic", random_state=3), "random_state"),
+        (ClusterModel(k_range=(2, 4), sample_size=900, random_state=5), "random_state"),
+        (OnlineIntentModel(horizon_ms=3_600_000, kind="logistic-l2", seed=7), "seed"),
+    ],
+    ids=["batch", "clusters", "online"],
+)
+def test_models_clone_as_scikit_learn_expects(
+    model: BatchIntentModel | ClusterModel | OnlineIntentModel, name: str, data: tuple
+) -> None:
+    """``sklearn.base.clone`` gives an unfitted copy with the same parameters;
+    ``set_params`` changes one by name and refuses a name that is not one."""
+    train, _ = data
+    if isinstance(model, BatchIntentModel):
+        model.fit(train.X, train.y)
+    elif isinstance(model, ClusterModel):
+        model.fit(train.X.select_dtypes("number"))
+    copy = clone(model)
+    assert type(copy) is type(model) and copy.get_params() == model.get_params()
+    assert not hasattr(copy, "booster_") and not hasattr(copy, "centroids_")
+    assert copy.set_params(**{name: 11}) is copy and copy.get_params()[name] == 11
+    assert model.get_params()[name] != 11
+    with pytest.raises(ValueError, match="has no parameter 'depth'"):
+        copy.set_params(depth=3)
 
 
 def test_not_fitted_models_say_so() -> None:
