@@ -58,7 +58,8 @@ from features.table import SESSION
 from features.values import number
 
 DEDUP_MS = DAY_MS
-_SHIFT = np.int64(1) << np.int64(42)
+USER_SHIFT = np.int64(1) << np.int64(42)  # an event's key: its user's code * USER_SHIFT + its time (ms)
+_SHIFT = USER_SHIFT
 _TYPED = {*EVENT_FIELDS, *STRING_PROPERTIES, *NUMERIC_PROPERTIES, SESSION}
 
 

@@ -38,7 +38,7 @@ from numpy.typing import NDArray as Array
 
 from features.events import Event
 from features.identity import IdentityGraph, Link
-from features.offline import OfflineFeatures
+from features.offline import USER_SHIFT, OfflineFeatures
 from features.online import CART, FeatureSet
 from features.specs import (
     CartValue,
@@ -63,9 +63,7 @@ from serving.regime import build_features
 from serving.scorers import Scorers
 
 Decided = tuple[str, str, str, int]  # (user, segment, kind, at_ms)
-_SHIFT = np.int64(1) << np.int64(
-    42
-)  # a (user, instant) key: user * 2^42 + instant (as the offline features key events)
+_SHIFT = USER_SHIFT  # a (user, instant) key, as offline features key events
 
 
 @dataclass
