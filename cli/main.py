@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import pandas as pd
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cli import admin, demo, destinations, serve
+from cli import train as train_commands
+from cli.output import DATA_ERRORS, DEFAULT_DAYS, DEFAULT_TABLE, DEFAULT_USERS, console, data_error, out, usage
 from features.pseudonyms import Pseudonymizer, load_key
 from features.segment_spec import SegmentParser
 from features.specs import Spec
@@ -35,22 +33,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
-
-DATA_ERRORS = 1
-USAGE_ERRORS = 2
 
 
 class Source(str, Enum):
     taobao = "taobao"
     segment_jsonl = "segment-jsonl"
     table = "table"
-
-
-def _usage(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(USAGE_ERRORS)
 
 
 def print_summary(summary: Summary, title: str) -> None:
@@ -64,11 +52,6 @@ def print_summary(summary: Summary, title: str) -> None:
     for step, n, share in summary.funnel:
         funnel.add_row(step, f"{n:,}", f"{share:.1%}")
     out.print(funnel)
-
-
-DEFAULT_TABLE = Path("data/synthetic.parquet")
-# the default history to train on: three weeks, so users show the habits clusters read (21-day windows)
-DEFAULT_USERS, DEFAULT_DAYS = 2000, 21
 
 
 @app.command()
@@ -106,7 +89,7 @@ def import_(
     """Import real event data into an event table."""
     for path in inputs:
         if not path.exists():
-            raise _usage(f"{path}: no such file")
+            raise usage(f"{path}: no such file")
     report = ImportReport()
     try:
         if source is Source.taobao:
@@ -115,10 +98,10 @@ def import_(
             table, report = import_segment_jsonl(inputs, SegmentParser(Pseudonymizer(load_key())), report)
         else:
             if mapping is None:
-                raise _usage("import table needs --mapping FILE (see config/mappings/)")
+                raise usage("import table needs --mapping FILE (see config/mappings/)")
             table, report = import_table(inputs, ColumnMapping.load(mapping), report)
     except ValueError as exc:
-        raise _usage(str(exc)) from None
+        raise usage(str(exc)) from None
     write_table(table, out_path)
     for src, line, reason in report.errors[:50]:
         console.print(f"{src}:{line}: {reason}")
@@ -138,180 +121,15 @@ def inspect(
     """Summarize an event table: counts by type, users, time span, funnel."""
     try:
         table = read_table(path)
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        raise _usage(str(exc)) from None
+    except FileNotFoundError as exc:
+        raise usage(str(exc)) from None
+    except ValueError as exc:
+        raise data_error(str(exc)) from None
     summary = summarize(table)
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
     else:
         print_summary(summary, str(path))
-
-
-train_app = typer.Typer(help="Train models and track them in MLflow.", invoke_without_command=True)
-app.add_typer(train_app, name="train")
-
-
-def _history(table: Path | None, users: int, days: int, seed: int) -> Path:
-    """The event table to train on: the one given, else the default synthetic
-    history (generated when missing)."""
-    if table is not None:
-        if not table.exists():
-            raise _usage(f"{table}: no such event table")
-        return table
-    if not DEFAULT_TABLE.exists():
-        console.print(f"generating a synthetic history ({users:,} users, {days} days) → {DEFAULT_TABLE}")
-        generate_history(users=users, days=days, seed=seed).write(DEFAULT_TABLE)
-    return DEFAULT_TABLE
-
-
-@train_app.callback()
-def train(
-    ctx: typer.Context,
-    table: Annotated[Path | None, typer.Option(help="event table (default: the synthetic history)")] = None,
-    horizon: Annotated[str, typer.Option(help="purchase label horizon, e.g. 24h or 30m")] = "24h",
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
-    register: Annotated[bool, typer.Option(help="register the models (alias champion if better)")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object of metrics")] = False,
-    users: Annotated[int, typer.Option(help="users in a generated history")] = DEFAULT_USERS,
-    days: Annotated[int, typer.Option(help="days in a generated history")] = DEFAULT_DAYS,
-) -> None:
-    """Train the batch and online intent models and the clusters on an event table."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from features.specs import parse_duration
-    from models import registry
-    from training.pipelines import train_all
-    from training.synthetic import truth_paths
-
-    try:
-        horizon_ms = parse_duration(horizon) // timedelta(milliseconds=1)
-    except ValueError as exc:
-        raise _usage(str(exc)) from None
-    path = _history(table, users, days, seed)
-    events = read_table(path)
-    users_path, intent_path = truth_paths(path)
-    users_truth = pd.read_parquet(users_path) if users_path.exists() else None
-    intent_truth = pd.read_parquet(intent_path) if intent_path.exists() else None
-    uri = registry.configure(tracking_uri)
-    console.print(f"training on {path} ({events.num_rows:,} events), tracking at {uri}")
-    result = train_all(
-        events,
-        users_truth,
-        intent_truth,
-        horizon_ms=horizon_ms,
-        seed=seed,
-        register=register,
-        progress=lambda msg: console.print(msg),
-    )
-    if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "metrics": result.metrics,
-                    "versions": result.versions,
-                    "promoted": result.promoted,
-                    "seconds": result.seconds,
-                }
-            )
-        )
-    else:
-        for name, metrics in result.metrics.items():
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-            out.print(f"[bold]{name}[/bold]: {shown}")
-        for name, version in result.versions.items():
-            state = "champion" if result.promoted.get(name) else "kept the current champion"
-            out.print(f"registered {name} v{version} ({state})")
-
-
-@train_app.command("intent")
-def train_intent(
-    table: Annotated[Path, typer.Option(help="labeled feature table, CSV or Parquet")],
-    label: Annotated[str, typer.Option(help="the label column")],
-    seed: Annotated[int, typer.Option(help="seed of the stratified 70/30 split")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object of metrics")] = False,
-    register: Annotated[bool, typer.Option(help="register the model in MLflow")] = False,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
-) -> None:
-    """Train the batch intent model on any labeled feature table."""
-    from training.tabular import read_table as read_features
-    from training.tabular import train_on_table
-
-    try:
-        frame = read_features(table)
-        result = train_on_table(frame, label, seed)
-    except (FileNotFoundError, ValueError) as exc:
-        raise _usage(str(exc)) from None
-    metrics: dict[str, object] = {k: (int(v) if k in ("n_train", "n_test") else v) for k, v in result.metrics.items()}
-    if register:
-        import mlflow
-
-        from models import registry
-
-        registry.configure(tracking_uri)
-        mlflow.set_experiment(registry.INTENT_BATCH)
-        with mlflow.start_run(run_name=f"table:{table.name}"):
-            mlflow.log_params({"table": str(table), "label": label, "seed": seed})
-            mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()})
-            uri = registry.log_model(result.model, result.X_test.head(5), list(result.X_test.columns))
-            metrics["version"] = registry.register(uri, registry.INTENT_BATCH)
-    if as_json:
-        print(json.dumps(metrics))
-    else:
-        out.print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-
-
-@app.command()
-def evaluate(
-    table: Annotated[Path | None, typer.Option(help="event table (default: the synthetic history)")] = None,
-    horizon: Annotated[str, typer.Option(help="purchase label horizon")] = "24h",
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
-) -> None:
-    """Evaluate the registered champions on an event table's later part."""
-    from features.defaults import DEFAULT_SPECS
-    from features.online import FeatureSet
-    from features.specs import parse_duration
-    from models import registry
-    from training.datasets import build, habits_of, user_vectors
-    from training.evaluation import cluster_silhouette, intent_metrics, persona_ari
-    from training.synthetic import truth_paths
-
-    path = _history(table, DEFAULT_USERS, DEFAULT_DAYS, 0)
-    registry.configure(tracking_uri)
-    fs = FeatureSet(DEFAULT_SPECS)
-    events = read_table(path)
-    data = build(events, fs, horizon_ms=parse_duration(horizon) // timedelta(milliseconds=1))
-    _, test = data.split_by_time()
-    found = False
-    batch = registry.load(registry.INTENT_BATCH)
-    if batch is not None:
-        found = True
-        m = intent_metrics(test.y, batch.predict_proba(test.X), 0.5)
-        out.print(
-            f"[bold]intent batch[/bold]: ROC-AUC {m['roc_auc']:.3f}, PR-AUC {m['pr_auc']:.3f}, "
-            f"Brier {m['brier']:.3f}, ECE {m['ece']:.3f}"
-        )
-    online = registry.load(registry.INTENT_ONLINE)
-    if online is not None:
-        found = True
-        p = [online.predict(online.features(r)) for r in test.X.to_dict("records")]
-        m = intent_metrics(test.y, np.asarray(p), 0.5)
-        out.print(
-            f"[bold]intent online[/bold]: ROC-AUC {m['roc_auc']:.3f}, PR-AUC {m['pr_auc']:.3f}, "
-            f"Brier {m['brier']:.3f}, ECE {m['ece']:.3f}"
-        )
-    clusters = registry.load(registry.CLUSTERS)
-    if clusters is not None:
-        found = True
-        vectors = user_vectors(events, habits_of(clusters))
-        line = f"[bold]clusters[/bold]: k={clusters.k_}, silhouette {cluster_silhouette(clusters, vectors):.3f}"
-        users_path, _ = truth_paths(path)
-        if users_path.exists():
-            personas = pd.read_parquet(users_path).set_index("user_id")["persona"].reindex(vectors.index)
-            line += f", persona ARI {persona_ari(clusters.predict(vectors), personas):.3f}"
-        out.print(line)
-    if not found:
-        raise _usage("no champion registered: run `segflow train` first")
 
 
 segments_app = typer.Typer(help="Segment rules: validate, test with fixtures, diff.", no_args_is_help=True)
@@ -339,7 +157,7 @@ def segments_validate(
     from segments.vocabulary import carried, unknown_properties
 
     if not path.exists():
-        raise _usage(f"{path}: no such file")
+        raise usage(f"{path}: no such file")
     try:
         config = load(path, _known_features())
     except ConfigError as exc:
@@ -350,7 +168,7 @@ def segments_validate(
     try:
         seen = carried(read_table(events)) if events is not None else set()
     except (FileNotFoundError, ValueError) as exc:
-        raise _usage(str(exc)) from None
+        raise usage(str(exc)) from None
     warnings = unknown_properties(config, seen, _known_features())
     for warning in warnings:
         console.print(f"{path}: {'error' if strict else 'warning'}: {warning}", markup=False, highlight=False)
@@ -371,11 +189,11 @@ def segments_test(files: Annotated[list[Path], typer.Argument(help="fixture YAML
     failed = total = 0
     for path in files:
         if not path.exists():
-            raise _usage(f"{path}: no such file")
+            raise usage(f"{path}: no such file")
         try:
             results = run_file(path)
         except (ValueError, ConfigError, KeyError) as exc:
-            raise _usage(f"{path}: {exc}") from None
+            raise usage(f"{path}: {exc}") from None
         for r in results:
             total += 1
             if r.passed:
@@ -400,7 +218,7 @@ def segments_diff(
     try:
         a, b = as_dict(load(old, _known_features())), as_dict(load(new, _known_features()))
     except (ConfigError, FileNotFoundError) as exc:
-        raise _usage(str(exc)) from None
+        raise usage(str(exc)) from None
     changed = 0
     for name in sorted(set(a["segments"]) | set(b["segments"])):
         before, after = a["segments"].get(name), b["segments"].get(name)
@@ -446,9 +264,9 @@ def segments_preview(
     try:
         old, new = load_config(against), load_config(config)
     except (ConfigError, FileNotFoundError) as exc:
-        raise _usage(str(exc)) from None
+        raise usage(str(exc)) from None
     if not events.exists():
-        raise _usage(f"{events} does not exist")
+        raise usage(f"{events} does not exist")
     stored = read_table(events)
     history = stored.take(pc.sort_indices(stored, [("received_at", "ascending")]))  # in arrival order (stable)
     settings = Settings()
@@ -470,6 +288,8 @@ def segments_preview(
     out.print(table)
 
 
+app.add_typer(train_commands.train_app, name="train")
+app.command("evaluate")(train_commands.evaluate)
 app.command("serve")(serve.serve)
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(admin.quarantine_app, name="quarantine")

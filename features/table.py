@@ -168,7 +168,10 @@ def read_table(path: str | Path) -> pa.Table:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such event table")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"{path}: not a Parquet event table ({str(exc).splitlines()[0]})") from None
     check_table(table)
     return table.select(list(COLUMNS)).cast(SCHEMA)
 

@@ -9,6 +9,8 @@ probability, not a class label; the cluster pyfunc returns cluster ids.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import pickle
@@ -25,6 +27,8 @@ from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
+from models import portable
+
 CLUSTERS = "segflow-clusters"
 INTENT_BATCH = "segflow-intent-batch"
 INTENT_ONLINE = "segflow-intent-online"
@@ -33,11 +37,25 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def configure(tracking_uri: str | None = None) -> str:
-    for name in ("alembic", "mlflow.store.db.utils"):  # a new store's dozens of migration lines: not news
-        logging.getLogger(name).setLevel(logging.WARNING)
+    """Point MLflow at the tracking store (the argument, ``MLFLOW_TRACKING_URI``,
+    else ``sqlite:///mlflow.db``), its own logging quiet unless ``SEGFLOW_MLFLOW_VERBOSE`` is set."""
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if os.environ.get("SEGFLOW_MLFLOW_VERBOSE"):
+        return uri
+    # A new database store runs its migrations with a logging config of its own
+    # (dozens of INFO lines, levels reset): open the store now, below INFO.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.disable(logging.INFO)
+    try:
+        client = MlflowClient()
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    finally:
+        logging.disable(logging.NOTSET)
+    for name in ("alembic", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return uri
 
 
@@ -61,7 +79,10 @@ class SegflowModel(PythonModel):
 
 
 def log_model(model: Any, example: pd.DataFrame, feature_spec: list[str]) -> str:
-    """Log a model into the active run, with signature and feature spec; returns its URI."""
+    """Log a model into the active run; returns its URI. It travels: the
+    pyfunc declares its pinned requirements and ships the segflow code its
+    pickle refers to (:mod:`models.portable`), with a signature and an input
+    example, so ``mlflow.pyfunc.load_model`` works where segflow is not installed."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.pkl"
         with open(path, "wb") as f:
@@ -69,21 +90,31 @@ def log_model(model: Any, example: pd.DataFrame, feature_spec: list[str]) -> str
         wrapper = SegflowModel()
         wrapper.model = model
         output = wrapper.predict(None, example)
+        code = portable.code_tree(Path(tmp) / "code")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=SegflowModel(),
             artifacts={"model": str(path)},
             signature=infer_signature(example, np.asarray(output)),
-            pip_requirements=[],
+            input_example=example,
+            pip_requirements=portable.requirements(),
+            code_paths=[str(code / "models"), str(code / "features")],
         )
         mlflow.log_dict({"features": feature_spec}, "feature_spec.json")
     return str(info.model_uri)
 
 
-def register(model_uri: str, name: str) -> str:
-    """Register a logged model; returns the new version."""
-    version = mlflow.register_model(model_uri, name)
+def register(model_uri: str, name: str, description: str = "", tags: dict[str, str] | None = None) -> str:
+    """Register a logged model, with a description and tags; returns the new version."""
+    with contextlib.redirect_stderr(io.StringIO()):  # "Successfully registered…": the version is returned
+        version = mlflow.register_model(model_uri, name, tags=tags)
+    if description:
+        MlflowClient().update_model_version(name, version.version, description=description)
     return str(version.version)
+
+
+def version_tags(name: str, version: str) -> dict[str, str]:
+    return dict(MlflowClient().get_model_version(name, version).tags)
 
 
 def champion_version(name: str) -> str | None:

@@ -41,17 +41,27 @@ class TrainingSet:
     y: np.ndarray
     cutoffs: pd.DataFrame  # profile_id, at (ms), message_id of the event at the cutoff
 
-    def split_by_time(self, test_fraction: float = 0.3) -> tuple[TrainingSet, TrainingSet]:
-        """Earlier cutoffs to train, later ones to test (no look-ahead)."""
+    def split_by_time(self, test_fraction: float = 0.3, gap_ms: int = 0) -> tuple[TrainingSet, TrainingSet]:
+        """Earlier cutoffs to train, later ones to test (no look-ahead). A
+        ``gap_ms`` (one label horizon) drops the train cutoffs whose label
+        window reaches into the test period, so no test purchase labels a
+        training row. Rows keep their index (their position in the whole set).
+        """
         at = self.cutoffs["at"].to_numpy()
-        edge = np.quantile(at, 1 - test_fraction)
-        train, test = at < edge, at >= edge
+        edge = np.quantile(at, 1 - test_fraction) if len(at) else 0
+        train, test = at < edge - gap_ms, at >= edge
         return self.take(train), self.take(test)
 
+    def splits(self, gap_ms: int, validation: float = 0.15, test: float = 0.3) -> tuple[TrainingSet, ...]:
+        """Fit, validation and test parts in time order, a gap of ``gap_ms``
+        between each: a model is fitted on the first, its threshold is chosen
+        on the second, it is judged on the third."""
+        rest, tested = self.split_by_time(test, gap_ms)
+        fitted, validated = rest.split_by_time(validation / (1 - test), gap_ms)
+        return fitted, validated, tested
+
     def take(self, mask: np.ndarray) -> TrainingSet:
-        return TrainingSet(
-            self.X.loc[mask].reset_index(drop=True), self.y[mask], self.cutoffs.loc[mask].reset_index(drop=True)
-        )
+        return TrainingSet(self.X.loc[mask], self.y[mask], self.cutoffs.loc[mask])
 
 
 def sample_cutoffs(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import sklearn.base
 from sklearn.metrics import roc_auc_score
 
 from features.defaults import DEFAULT_SPECS, HABIT_WORDS
@@ -32,6 +34,7 @@ from models import registry
 from models.clusters import ClusterModel
 from models.intent_batch import BatchIntentModel
 from models.intent_online import OnlineIntentModel
+from training import provenance
 from training.datasets import TrainingSet, build, cluster_features, habits_of, user_vectors
 from training.evaluation import (
     best_threshold,
@@ -42,6 +45,7 @@ from training.evaluation import (
     intent_plots,
     persona_ari,
 )
+from training.promotion import DEFAULT_MARGINS, Champion, judge
 from training.summary import summarize
 
 Progress = Callable[[str], None]
@@ -52,6 +56,7 @@ class TrainResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     promoted: dict[str, bool] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)  # why each champion moved or stayed
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -67,26 +72,52 @@ def _finish(
     model: Any,
     example: pd.DataFrame,
     features: list[str],
-    score_current: Callable[[Any], float],
-    score_new: float,
-    register: bool,
+    metric: str,
+    score: float,
+    judge_champion: Callable[[Any, dict[str, str]], Champion],
+    context: _Context,
 ) -> None:
+    """Log the model; when registering, register it and move the alias if it
+    beats the champion by the margin, logging why it did or did not."""
     uri = registry.log_model(model, example, features)
-    if not register:
+    if not context.register:
         return
-    version = registry.register(uri, name)
-    result.versions[name] = version
     current = registry.champion_version(name)
-    better = True
+    champion = None
     if current is not None:
-        champion = registry.load(name)
-        current_score = score_current(champion) if champion is not None else float("-inf")
-        mlflow.log_metric("champion_score_same_eval", current_score)
-        better = score_new > current_score
-    if better:
+        loaded = registry.load(name)
+        tags = registry.version_tags(name, current)
+        champion = judge_champion(loaded, tags) if loaded is not None else Champion(current, None, why_not="is gone")
+        champion = Champion(current, champion.score, champion.how, champion.why_not)
+        if champion.score is not None:
+            mlflow.log_metric("champion_" + metric, champion.score)
+    verdict = judge(metric, score, champion, context.margins.get(metric, 0.0))
+    tags = {**provenance.tags(context.digest), "fitted_until_ms": str(context.fitted_until_ms), "run_id": _run_id()}
+    version = registry.register(uri, name, description=verdict.reason, tags=tags)
+    if verdict.promote:
         registry.promote(name, version)
-    result.promoted[name] = better
-    mlflow.set_tag("promoted_to_champion", str(better))
+    result.versions[name] = version
+    result.promoted[name] = verdict.promote
+    result.reasons[name] = verdict.reason
+    mlflow.set_tags({"promoted_to_champion": str(verdict.promote), "promotion_reason": verdict.reason})
+
+
+def _run_id() -> str:
+    run = mlflow.active_run()
+    return run.info.run_id if run is not None else ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    register: bool
+    margins: dict[str, float]
+    digest: str
+    fitted_until_ms: int  # the latest moment a model's fitted rows describe (a cutoff, or its label horizon)
+
+
+def _seen_in(tags: dict[str, str], start_ms: int) -> bool:
+    """Whether a champion's fitted rows reach into an evaluation period starting at ``start_ms``."""
+    return int(tags.get("fitted_until_ms", "0")) >= start_ms or "fitted_until_ms" not in tags
 
 
 def purchases_of(table: pa.Table) -> pd.DataFrame:
@@ -128,126 +159,162 @@ def train_all(
     seed: int = 0,
     register: bool = True,
     progress: Progress | None = None,
+    source: str = "events",
+    margins: dict[str, float] | None = None,
 ) -> TrainResult:
+    """Train, judge and register the three models on an event table.
+
+    Cutoffs split in time into fit, validation and test parts, one horizon
+    apart: the batch model is fitted on the first, its threshold chosen on the
+    second, and it is judged on the third. The online model scores every
+    cutoff before it learns it (prequential, labels arriving a horizon late):
+    its threshold comes from its validation-period scores, its figures from its
+    test-period ones. Clusters are fitted on four users in five and judged on
+    the fifth (by a hash of the id, so the same users in every run). A champion
+    is judged on the same rows; one whose fitted rows reach into them is judged
+    as its settings refitted here. ``source`` names the table in the runs.
+    """
     say = progress or (lambda _msg: None)
     result = TrainResult()
     fs = FeatureSet(DEFAULT_SPECS)
     started = time.perf_counter()
     offline = OfflineFeatures(fs, table)
     data = build(table, fs, horizon_ms=horizon_ms, seed=seed, offline=offline)
-    train, test = data.split_by_time()
+    fit, valid, test = data.splits(horizon_ms)
+    if min(len(fit.y), len(valid.y), len(test.y)) == 0 or len(np.unique(fit.y)) < 2:
+        raise ValueError(
+            f"{source}: too little history to train on ({len(data.y):,} labelled moments; "
+            "the fit, validation and test parts need purchases and non-purchases)"
+        )
     summary = summarize(table).as_dict()
+    digest = provenance.digest(table)
     result.seconds["features"] = time.perf_counter() - started
-    say(f"training set: {len(train.y):,} train / {len(test.y):,} test cutoffs")
+    say(f"training set: {len(fit.y):,} fit / {len(valid.y):,} validation / {len(test.y):,} test cutoffs")
+    test_start = int(test.cutoffs["at"].min())
     data_params = {
         "events": summary["events"],
         "users": summary["users"],
         "horizon_ms": horizon_ms,
         "seed": seed,
-        "train_cutoffs": len(train.y),
+        "fit_cutoffs": len(fit.y),
+        "validation_cutoffs": len(valid.y),
         "test_cutoffs": len(test.y),
+        "test_from_ms": test_start,
     }
     oracle = None
     if intent_truth is not None:
         latent = intent_truth.set_index("message_id")["latent_intent"]
         oracle = float(roc_auc_score(test.y, latent.reindex(test.cutoffs["message_id"]).to_numpy()))
     names = list(fs.names)
+    margins = {**DEFAULT_MARGINS, **(margins or {})}
+    fitted_until = int(fit.cutoffs["at"].max()) + horizon_ms
+
+    def run(experiment: str, run_name: str) -> Any:
+        mlflow.set_experiment(experiment)
+        active = mlflow.start_run(run_name=f"{run_name}-{digest[:8]}")
+        provenance.log_dataset(source, digest, table.num_rows, context="training")
+        mlflow.log_dict(summary, "data_summary.json")
+        return active
 
     # batch intent
-    mlflow.set_experiment(registry.INTENT_BATCH)
-    with mlflow.start_run(run_name="lightgbm"):
+    with run(registry.INTENT_BATCH, "lightgbm"):
         t = time.perf_counter()
-        model = BatchIntentModel(random_state=seed).fit(train.X, train.y)
+        model = BatchIntentModel(random_state=seed).fit(fit.X, fit.y)
         result.seconds["batch_fit"] = time.perf_counter() - t
-        threshold = best_threshold(train.y, model.predict_proba(train.X))
+        threshold = best_threshold(valid.y, model.predict_proba(valid.X))
         p = model.predict_proba(test.X)
         metrics = intent_metrics(test.y, p, threshold)
         if oracle is not None:
             metrics["oracle_roc_auc"] = oracle
-        mlflow.log_params({**data_params, "best_iteration": model.best_iteration_, "calibration": model.calibration})
-        mlflow.log_dict(summary, "data_summary.json")
+        mlflow.log_params({**data_params, "best_iteration": model.best_iteration_, **provenance.flat(model.params_)})
         mlflow.log_metrics(metrics)
         _log_figures(intent_plots(test.y, p, model.importance()))
-        _finish(
-            result,
-            registry.INTENT_BATCH,
-            model,
-            test.X.head(5),
-            names,
-            lambda champ: float(roc_auc_score(test.y, champ.predict_proba(test.X))),
-            metrics["roc_auc"],
-            register,
-        )
+
+        def judge_batch(champion: BatchIntentModel, tags: dict[str, str]) -> Champion:
+            how = ""
+            if _seen_in(tags, test_start):
+                champion, how = sklearn.base.clone(champion).fit(fit.X, fit.y), "its settings refitted here"
+            try:
+                return Champion("", float(roc_auc_score(test.y, champion.predict_proba(test.X))), how)
+            except KeyError as exc:
+                return Champion("", None, why_not=f"reads features these rows lack ({exc})")
+
+        context = _Context(register, margins, digest, fitted_until)
+        _finish(result, registry.INTENT_BATCH, model, test.X.head(5), names, "roc_auc", metrics["roc_auc"],
+                judge_batch, context)  # fmt: skip
         result.metrics["intent_batch"] = metrics
     say(f"batch intent: ROC-AUC {metrics['roc_auc']:.3f}" + (f" (oracle {oracle:.3f})" if oracle else ""))
 
-    # online intent: warm start by replaying history, evaluated prequentially
-    mlflow.set_experiment(registry.INTENT_ONLINE)
-    with mlflow.start_run(run_name="river-logistic"):
+    # online intent: warm start by replaying history, judged prequentially
+    with run(registry.INTENT_ONLINE, "river-logistic"):
         t = time.perf_counter()
+        purchases = purchases_of(table)
         online = OnlineIntentModel(horizon_ms=horizon_ms, seed=seed)
-        ts = pc.cast(table.column("ts"), pa.int64()).to_numpy()
-        is_buy = table.column("type").to_numpy(zero_copy_only=False) == PURCHASE
-        purchases = pd.DataFrame(
-            {"at": ts[is_buy], "profile_id": table.column("profile_id").to_numpy(zero_copy_only=False)[is_buy]}
-        )
         scores = replay_online(online, data, purchases)
         result.seconds["online_replay"] = time.perf_counter() - t
-        test_mask = data.cutoffs["at"].to_numpy() >= test.cutoffs["at"].min()
-        p_online = scores[test_mask]
-        y_online = data.y[test_mask]
-        metrics = intent_metrics(y_online, p_online, threshold)
+        threshold = best_threshold(valid.y, scores[valid.cutoffs.index])
+        p_online = scores[test.cutoffs.index]
+        metrics = intent_metrics(test.y, p_online, threshold)
         evaluated = np.array(online.evaluated) if online.evaluated else np.zeros((0, 2))
         if len(evaluated) and len(np.unique(evaluated[:, 0])) == 2:
             metrics["prequential_roc_auc"] = float(roc_auc_score(evaluated[:, 0], evaluated[:, 1]))
         metrics["drift_detected"] = float(online.drift_detected_)
         metrics["learned"] = float(online.learned)
-        mlflow.log_params({**data_params, "kind": online.kind, "sample_every_ms": online.sample_every_ms})
+        mlflow.log_params({**data_params, **provenance.flat(online.get_params())})
         mlflow.log_metrics(metrics)
-        _log_figures(intent_plots(y_online, p_online))
+        _log_figures(intent_plots(test.y, p_online))
 
-        def online_auc(champ: OnlineIntentModel) -> float:
-            return float(roc_auc_score(test.y, [champ.predict(champ.features(r)) for r in test.X.to_dict("records")]))
+        def judge_online(champion: OnlineIntentModel, tags: dict[str, str]) -> Champion:
+            """A learned state is judged on what it has not learned; one that
+            learned these rows is judged as a learner, replayed from scratch."""
+            if not _seen_in(tags, test_start):
+                state = OnlineIntentModel.from_state(champion.to_state())
+                theirs = replay_online(state, data.take(data.cutoffs["at"].to_numpy() >= test_start), purchases)
+                return Champion("", float(roc_auc_score(test.y, theirs)), "its state, learning on")
+            learner = sklearn.base.clone(champion)
+            if learner.get_params() == online.get_params():
+                theirs = scores[test.cutoffs.index]
+            else:
+                theirs = replay_online(learner, data, purchases)[test.cutoffs.index]
+            return Champion("", float(roc_auc_score(test.y, theirs)), "its settings replayed from scratch")
 
-        _finish(result, registry.INTENT_ONLINE, online, test.X.head(5), names, online_auc, online_auc(online), register)
+        context = _Context(register, margins, digest, int(data.cutoffs["at"].max()) + horizon_ms)
+        _finish(result, registry.INTENT_ONLINE, online, test.X.head(5), names, "roc_auc", metrics["roc_auc"],
+                judge_online, context)  # fmt: skip
         result.metrics["intent_online"] = metrics
     say(f"online intent: ROC-AUC {metrics['roc_auc']:.3f} (prequential, delayed labels)")
 
-    # clusters
-    mlflow.set_experiment(registry.CLUSTERS)
-    with mlflow.start_run(run_name="kmeans"):
+    # clusters: fitted on four users in five, judged on the fifth
+    with run(registry.CLUSTERS, "kmeans"):
         t = time.perf_counter()
         habits = cluster_features(table, offline)
         numeric = user_vectors(table, habits, offline)
+        held = held_out(numeric.index)
         previous = registry.load(registry.CLUSTERS) if register else None
         clusters = ClusterModel(random_state=seed, previous=previous, specs=habits.specs, words=HABIT_WORDS).fit(
-            numeric
+            numeric.loc[~held]
         )
         result.seconds["clusters"] = time.perf_counter() - t
-        metrics = {"silhouette": clusters.silhouette_, "k": float(clusters.k_)}
+        judged = numeric.loc[held]
+        held_score = cluster_silhouette(clusters, judged, seed=seed)
+        metrics = {"silhouette": clusters.silhouette_, "held_out_silhouette": held_score, "k": float(clusters.k_)}
         if users_truth is not None:
-            personas = users_truth.set_index("user_id")["persona"].reindex(numeric.index)
-            metrics["persona_ari"] = persona_ari(clusters.labels_, personas)
-        mlflow.log_params({"k": clusters.k_, "k_range": str(clusters.k_range), "users": len(numeric)})
+            personas = users_truth.set_index("user_id")["persona"].reindex(judged.index)
+            metrics["persona_ari"] = persona_ari(clusters.predict(judged), personas)
+        mlflow.log_params({"k": clusters.k_, "k_range": str(clusters.k_range), "users": len(numeric),
+                           "held_out_users": len(judged)})  # fmt: skip
         mlflow.log_metrics(metrics)
         mlflow.log_dict({str(i): d for i, d in enumerate(clusters.descriptions_)}, "cluster_descriptions.json")
         _log_figures({"cluster_profiles.png": cluster_heatmap(clusters.profile())})
 
-        def silhouette(champ: ClusterModel) -> float:
-            """Each model on the same users, over the features it reads itself."""
-            own = numeric if champ is clusters else user_vectors(table, habits_of(champ), offline)
-            return cluster_silhouette(champ, own, seed=seed)
+        def judge_clusters(champion: ClusterModel, tags: dict[str, str]) -> Champion:
+            """On the held-out users, over the features the champion reads itself."""
+            own = user_vectors(table, habits_of(champion), offline).loc[judged.index]
+            return Champion("", cluster_silhouette(champion, own, seed=seed))
 
-        _finish(
-            result,
-            registry.CLUSTERS,
-            clusters,
-            numeric.head(5),
-            list(habits.names),
-            silhouette,
-            silhouette(clusters),
-            register,
-        )
+        context = _Context(register, margins, digest, int(pc.max(pc.cast(table.column("ts"), pa.int64())).as_py()))
+        _finish(result, registry.CLUSTERS, clusters, judged.head(5), list(habits.names), "silhouette", held_score,
+                judge_clusters, context)  # fmt: skip
         result.metrics["clusters"] = metrics
     say(
         f"clusters: k={clusters.k_}, silhouette {clusters.silhouette_:.3f}"
@@ -255,3 +322,8 @@ def train_all(
     )
     result.seconds["total"] = time.perf_counter() - started
     return result
+
+
+def held_out(users: pd.Index) -> np.ndarray:
+    """One user in five, the same in every run (a hash of the id): the users clusters are judged on."""
+    return np.array([zlib.crc32(str(u).encode()) % 5 == 0 for u in users], dtype=bool)
