@@ -60,7 +60,7 @@ from models.intent_online import OnlineIntentModel
 from segments.config import SegmentConfig
 from segments.membership import Memberships, Reason, Transition, evaluate, next_due
 from serving.log import EventLog
-from serving.outbox import Change
+from serving.outbox import Cause, Change
 from serving.scorers import Scorers
 from serving.store import MemoryStore, ProfileAccess, StateStore, WriteBack
 
@@ -337,7 +337,21 @@ class Engine:
 
     # -- evaluation ------------------------------------------------------------
 
-    def _evaluate(self, pid: str, profile: Profile, t: int, sample: bool, out: Outcome | None) -> None:
+    def rescore(self, t: int) -> list[Change]:
+        """Every profile scored again at ``t`` by the models now in force, and its
+        memberships evaluated: what a swap of models changes (cause ``reload``),
+        with no event replayed. The online model learns nothing from it."""
+        out = Outcome()
+        for pid in sorted(self.users):
+            profile = self._profiles.get(pid)
+            if profile is not None:
+                self.users[pid].scores = {}
+                self._evaluate(pid, profile, t, sample=False, out=out, cause="reload")
+        return out.changes
+
+    def _evaluate(
+        self, pid: str, profile: Profile, t: int, sample: bool, out: Outcome | None, cause: Cause | None = None
+    ) -> None:
         """Memberships at ``t``. An event (``sample``) reads the whole vector and
         scores it; a timer reads only what the rules read and keeps the scores
         of the user's last event, since time alone moves windows, not models."""
@@ -366,7 +380,7 @@ class Engine:
                 state.nth[tr.segment] = nth
             else:
                 state.nth.pop(tr.segment, None)
-            change = Change(pid, tr, "event" if sample else "time", scores, cluster, nth)
+            change = Change(pid, tr, cause or ("event" if sample else "time"), scores, cluster, nth)
             state.last[tr.segment] = tr
             members = self.members_of[tr.segment]
             if tr.kind == "enter":

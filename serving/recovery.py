@@ -151,6 +151,7 @@ class Replay:
         if record.kind == "models":
             _, scorers = self.regime(record)
             engine.scorers = dataclasses.replace(scorers, online=engine.scorers.online)
+            self.check(engine.rescore(record.at_ms))  # as the live service re-evaluated everyone then
             engine.epoch = engine.through = record.id
             return engine
         new = self.rebuild(record)

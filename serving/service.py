@@ -505,7 +505,8 @@ class Service:
         old = self.engine
         digest = build_features(config, scorers).digest
         if config.config_id == old.config.config_id and digest == old.features.digest:
-            return Rebuild(config, text, scorers, None, 0)
+            return Rebuild(config, text, scorers, None, 0)  # models alone: swapped in, nothing replayed
+        why = "the config changed" if config.config_id != old.config.config_id else "the models read other features"
         self._erased_meanwhile = []
         # the rebuild allocates millions of objects that live on: collecting them as they come would stop
         # the service for whole seconds (a full collection walks them all); finish_reload freezes them instead
@@ -531,7 +532,7 @@ class Service:
         warnings = unknown_properties(config, carried, [spec for spec in engine.features.specs if spec not in own])
         for warning in warnings:
             log.warning("%s: %s", self.settings.segments, warning)
-        return Rebuild(config, text, scorers, engine, upto, warnings)
+        return Rebuild(config, text, scorers, engine, upto, warnings, why)
 
     def finish_reload(self, rebuild: Rebuild) -> dict[str, Any]:
         """Swap the new config and models in (on the event loop): under the same
@@ -572,7 +573,7 @@ class Service:
         try:
             if rebuild.engine is None:
                 old.scorers = dataclasses.replace(scorers, online=old.scorers.online)
-                self._record(old, "models", rebuild.text, fired, at)
+                self._record(old, "models", rebuild.text, fired + old.rescore(at), at)
             else:
                 self._record(engine, "rebuild", rebuild.text, fired + net_changes(old, engine, at), at)
         except Exception:
@@ -587,7 +588,8 @@ class Service:
         self.parser = self._parser(engine)
         self.readiness = Readiness(True, self._notes(scorers))
         self.save_snapshot(background=True)
-        done = {"config_id": rebuild.config.config_id, "models": scorers.versions, "events_replayed": replayed}
+        done = {"config_id": rebuild.config.config_id, "models": scorers.versions, "events_replayed": replayed,
+                "rebuilt": rebuild.why or None}  # fmt: skip
         return done | ({"warnings": rebuild.warnings} if rebuild.warnings else {})
 
 
@@ -609,6 +611,7 @@ class Rebuild:
     engine: Engine | None
     upto: int
     warnings: list[str] = field(default_factory=list)  # properties the rules read that nothing declares or carries
+    why: str = ""  # why the engine was rebuilt from the log (nothing: the models were swapped in)
 
 
 def _models(versions: Mapping[str, str]) -> dict[str, str]:

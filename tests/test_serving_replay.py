@@ -229,3 +229,67 @@ def test_intent_is_made_as_settings_say_and_a_replay_makes_it_as_it_was(
     audit = online.audit()  # the whole log again: each part scored as it was then
     assert audit.divergent == 0 and audit.checked > 0
     online.close()
+
+
+def test_a_models_only_reload_swaps_a_new_champion_in_without_replaying_the_log(
+    champions: str, rules_a: tuple[Path, Path]
+) -> None:
+    """A batch champion trained on the opposite labels (who was keen is not) is
+    promoted; the reload swaps it in with no event replayed, scores everyone
+    again, writes the net membership changes with the swap, and a restart's
+    replay of the log derives exactly those changes."""
+    from models.intent_batch import BatchIntentModel
+    from training.datasets import build
+    from training.synthetic import generate
+
+    segments, state = rules_a
+    current = registry.champion_version(registry.INTENT_BATCH)
+    assert current is not None
+    service = in_process(state, segments, champions, clock="event")
+    try:
+        assert service.parser is not None and service.engine is not None
+        rng = random.Random(3)
+        t = (time.time_ns() // 1_000_000 // 1000 - 3600) * 1000  # an hour ago: the log keeps it
+        events = [
+            service.parser.event(
+                {"type": "track", "event": rng.choice(KINDS), "userId": f"u{i % 25}", "messageId": f"s{i}",
+                 "timestamp": format_ms(t + i * 1000), "properties": {"price": 40.0, "category": "shoes"}},
+                received_ms=t + i * 1000,
+            )
+            for i in range(250)
+        ]  # fmt: skip
+        service.ingest(events)
+        before = {pid: dict(s.scores) for pid, s in service.engine.users.items()}
+        keen_before = set(service.engine.members_of["keen"])
+
+        fit, _, _ = build(generate(200, 6, 3).events, FeatureSet(DEFAULT_SPECS)).splits(86_400_000)
+        flipped = BatchIntentModel(random_state=1).fit(fit.X, 1 - fit.y)
+        mlflow.set_experiment(registry.INTENT_BATCH)
+        with mlflow.start_run():
+            uri = registry.log_model(flipped, fit.X.head(5), list(fit.X.columns))
+        version = registry.register(uri, registry.INTENT_BATCH)
+        registry.promote(registry.INTENT_BATCH, version)
+        done = service.reload()
+        assert done["events_replayed"] == 0 and done["rebuilt"] is None
+        assert done["models"][registry.INTENT_BATCH] == version
+        after = {pid: dict(s.scores) for pid, s in service.engine.users.items()}
+        assert after.keys() == before.keys()
+        assert all(after[p]["intent_batch"] != before[p]["intent_batch"] for p in after)
+        keen_after = set(service.engine.members_of["keen"])
+        assert keen_after != keen_before
+        swapped = {k: v for k, v in outbox(state).items() if v[0] == "reload"}
+        assert len(swapped) == len(keen_after ^ keen_before) > 0
+        assert service.log is not None and service.log.records()[-1].kind == "models"
+        service.close()
+        restarted = in_process(state, segments, champions, clock="event")  # replays the swap from the log
+        try:
+            assert restarted.divergent == 0
+            assert restarted.engine is not None and set(restarted.engine.members_of["keen"]) == keen_after
+            audit = restarted.audit()
+            assert audit.divergent == 0 and set(swapped) <= audit.derived
+        finally:
+            restarted.close()
+    finally:
+        if service.log is not None:  # not closed yet
+            service.close()
+        registry.promote(registry.INTENT_BATCH, current)  # the module's other tests keep their champion
