@@ -290,6 +290,8 @@ def segments_preview(
 
 app.add_typer(train_commands.train_app, name="train")
 app.command("evaluate")(train_commands.evaluate)
+app.command("drift")(train_commands.drift)
+app.command("retrain")(train_commands.retrain)
 app.command("serve")(serve.serve)
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(admin.quarantine_app, name="quarantine")

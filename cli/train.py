@@ -199,3 +199,71 @@ def evaluate(
                 f"[bold]{name.replace('_', ' ')}[/bold] v{report.versions[name]}: ROC-AUC {m['roc_auc']:.3f}, "
                 f"PR-AUC {m['pr_auc']:.3f}, Brier {m['brier']:.3f}, ECE {m['ece']:.3f}"
             )
+
+
+def drift(
+    table: Annotated[Path | None, typer.Option(help="event table (default: the synthetic history)")] = None,
+    days: Annotated[float, typer.Option(min=0.01, help="the table's latest days to compare")] = 7.0,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """How far the latest events have moved from what the batch champion was trained on:
+    the population stability index of its scores and top features (above 0.25: shifted)."""
+    from models import registry
+    from training.drift_report import drift_report
+
+    path = history(table, DEFAULT_USERS, DEFAULT_DAYS, 0)
+    registry.configure(tracking_uri)
+    model = registry.load(registry.INTENT_BATCH)
+    if model is None:
+        raise usage("no batch champion registered: run `segflow train` first")
+    try:
+        report = drift_report(_events(path), model, days)
+    except ValueError as exc:
+        raise data_error(f"{path}: {exc}") from None
+    if as_json:
+        print(json.dumps(report.as_dict()))
+        return
+    status = report.as_dict()["status"]
+    assert isinstance(status, dict)
+    out.print(f"drift over {report.events:,} events of the last {days:g} days of {path}:")
+    for name, value in sorted(report.psi.items(), key=lambda kv: -kv[1]):
+        out.print(f"  {name:<40} PSI {value:7.4f}  {status[name]}", highlight=False)
+
+
+def retrain(
+    table: Annotated[Path, typer.Option(help="event table to train on (Parquet)")],
+    horizon: Annotated[str, typer.Option(help="purchase label horizon")] = "24h",
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    reload_url: Annotated[str | None, typer.Option(help="a running server to reload when a champion moved")] = None,
+    key: Annotated[str | None, typer.Option(envvar="SEGFLOW_ADMIN_KEY", help="admin key for the reload")] = None,
+) -> None:
+    """Train, compare with the champions, promote the better (by the margin), and reload a
+    running service when a champion moved: one JSON line, for a scheduler. Exit 0 done
+    (promoted or kept), 1 data error, 2 usage error or another retrain running."""
+    import fcntl
+
+    from cli.admin import call
+    from models import registry
+    from training.pipelines import train_all
+
+    if not table.exists():
+        raise usage(f"{table}: no such event table")
+    uri = registry.configure(tracking_uri)
+    lock_path = Path(uri.removeprefix("sqlite:///")).with_suffix(".retrain.lock") if uri.startswith("sqlite:///") \
+        else Path(".segflow-retrain.lock")  # fmt: skip
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise usage(f"another retrain holds {lock_path}") from None
+        try:
+            result = train_all(_events(table), horizon_ms=_horizon_ms(horizon), seed=seed, source=str(table))
+        except ValueError as exc:
+            raise data_error(str(exc)) from None
+    done: dict[str, Any] = {"versions": result.versions, "promoted": result.promoted, "reasons": result.reasons,
+                            "metrics": result.metrics}  # fmt: skip
+    if reload_url is not None and any(result.promoted.values()):
+        done["reload"] = call("POST", "/v1/admin/reload", reload_url, key)
+    print(json.dumps(done))

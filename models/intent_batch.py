@@ -25,6 +25,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from models.clusters import NotFittedError
+from models.drift import SCORE, Reference
 from models.params import Params
 from models.single_row import SingleRowPredictor
 
@@ -132,7 +133,16 @@ class BatchIntentModel(Params):
             self.sigmoid_ = (float(lr.coef_[0, 0]), float(lr.intercept_[0]))
         self._codes = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in self.categories_.items()}
         self._numeric = [c not in self.categories_ for c in self.features_in_]
+        self.reference_ = self._reference(data.iloc[cut_cal:], self._calibrate(np.asarray(raw, dtype=np.float64)))
         return self
+
+    def _reference(self, rows: pd.DataFrame, scores: NDArray[np.float64]) -> Reference:
+        """What drift is measured against: the distribution of the scores, and of
+        the ten numeric features that weigh most, on rows the booster was not fitted on."""
+        gain = self.booster_.feature_importance(importance_type="gain", iteration=self.best_iteration_)
+        order = [self.features_in_[i] for i in np.argsort(-gain, kind="stable")]
+        top = [name for name in order if name not in self.categories_][:10]
+        return Reference.of({SCORE: scores, **{name: rows[name].to_numpy(dtype=np.float64) for name in top}})
 
     # -- scoring ---------------------------------------------------------------
 

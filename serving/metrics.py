@@ -113,6 +113,18 @@ class _EngineCollector(Collector):
             "1 when ADWIN has flagged drift in the online loss",
             value=1.0 if engine.scorers.online.drift_detected_ else 0.0,
         )
+        monitor = engine.scorers.drift
+        if monitor is not None:
+            drift = GaugeMetricFamily(
+                "segflow_batch_drift_psi",
+                "Population stability index of live batch scores (column score) and the batch model's top "
+                "features against its training rows, since the model came in force; above 0.25: shifted",
+                labels=["column"],
+            )
+            for column, psi in sorted(monitor.report().items()):
+                drift.add_metric([column], psi)
+            yield drift
+            yield CounterMetricFamily("segflow_batch_drift_observed", "Events counted for drift", value=monitor.seen)
         scores = HistogramMetricFamily("segflow_intent_score", "Intent scores of scored events")
         cumulative, buckets = 0, []
         for tenth in range(10):

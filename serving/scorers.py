@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 from features.specs import Spec
 from models import registry
 from models.clusters import ClusterModel
+from models.drift import Monitor
 from models.intent_batch import BatchIntentModel
 from models.intent_online import OnlineIntentModel
 
@@ -50,6 +51,11 @@ class Scorers:
     versions: dict[str, str] = field(default_factory=dict)  # registered name -> version, or "fresh"; the intent mode
     intent: str = "auto"
     _blend: float | None = None  # the batch score's weight under blend:W
+    drift: Monitor | None = None  # live batch scores and features against the batch model's training ones
+
+    def __post_init__(self) -> None:
+        reference = getattr(self.batch, "reference_", None)  # a model trained before it kept one: none
+        self.drift = Monitor(reference) if reference is not None else None
 
     def use_intent(self, mode: str) -> None:
         """Make ``intent`` this way (recorded beside the model versions, so a
@@ -82,6 +88,8 @@ class Scorers:
         if self.batch is None:
             return {"intent_online": online, "intent": online}
         batch = self.batch.score_one(vector)
+        if sample and self.drift is not None:
+            self.drift.observe(vector, batch)
         return {"intent_online": online, "intent_batch": batch, "intent": self.primary(batch, online)}
 
     def score_columns(self, vectors: pd.DataFrame) -> tuple[dict[str, NDArray[np.float64]], NDArray[Any] | None]:

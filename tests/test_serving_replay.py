@@ -21,12 +21,14 @@ import mlflow
 import orjson
 import pandas as pd
 import pytest
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 from features.defaults import DEFAULT_SPECS
 from features.events import format_ms
 from features.online import FeatureSet
 from models import registry
+from serving.metrics import Metrics
 from serving.regime import intent_feature_names
 from serving.service import Service
 from serving.settings import Settings
@@ -260,6 +262,11 @@ def test_a_models_only_reload_swaps_a_new_champion_in_without_replaying_the_log(
         ]  # fmt: skip
         service.ingest(events)
         before = {pid: dict(s.scores) for pid, s in service.engine.users.items()}
+        scraped = generate_latest(Metrics(lambda: service.engine).registry).decode()
+        assert (
+            'segflow_batch_drift_psi{column="score"}' in scraped
+            and "segflow_batch_drift_observed_total 250.0" in scraped
+        )
         keen_before = set(service.engine.members_of["keen"])
 
         fit, _, _ = build(generate(200, 6, 3).events, FeatureSet(DEFAULT_SPECS)).splits(86_400_000)

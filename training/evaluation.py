@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -128,7 +129,9 @@ def cluster_heatmap(profile: pd.DataFrame, top: int = 20) -> Figure:
     ax.set_yticks(range(len(profile)), [str(i) for i in range(len(profile))])
     fig.colorbar(im, ax=ax)
     ax.set_title("cluster profiles (standardized centroids)")
-    fig.tight_layout()
+    with warnings.catch_warnings():  # a few clusters: the margins cannot fit, the figure is fine as it is
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     return fig
 
 
