@@ -21,6 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "state-v1"
 
 
+def written_with() -> OnlineIntentModel:
+    """A fresh online model as the fixture was written with: SGD at 0.02, the default then
+    (the log is replayed through it where the snapshot cannot be read)."""
+    return OnlineIntentModel(learning_rate=0.02)
+
+
 def fixture_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, dict]:
     """A copy of the fixture's state directory, settings over it, and what it held."""
     monkeypatch.setenv("SEGFLOW_PII_KEY", "22" * 32)
@@ -35,7 +41,7 @@ def fixture_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Sett
 
 def test_a_state_directory_of_an_earlier_version_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings, expected = fixture_state(tmp_path, monkeypatch)
-    service = Service(settings, Scorers(OnlineIntentModel(), intent_feature_names())).start()
+    service = Service(settings, Scorers(written_with(), intent_feature_names())).start()
     engine = service.engine
     assert engine is not None and service.log is not None
     assert service.log.count() == expected["events"] and engine.seq == expected["seq"]
@@ -58,7 +64,7 @@ def test_a_damaged_snapshot_means_a_rebuild_not_a_failed_start(
     snap = state / "snapshot.bin"
     if damage != "pickle":  # two snapshots of this version: the latest damaged, the one before it whole
         for _ in range(2):
-            Service(settings, Scorers(OnlineIntentModel(), intent_feature_names())).start().close()
+            Service(settings, Scorers(written_with(), intent_feature_names())).start().close()
         assert (state / "snapshot.prev.bin").read_bytes().startswith(b"SFSNAP\x02")
     data = snap.read_bytes()
     snap.write_bytes(
@@ -71,7 +77,7 @@ def test_a_damaged_snapshot_means_a_rebuild_not_a_failed_start(
             "pickle": data,  # the fixture's own: version 1 was a pickle, never read, rebuilt from the log
         }[damage]
     )
-    service = Service(settings, Scorers(OnlineIntentModel(), intent_feature_names())).start()
+    service = Service(settings, Scorers(written_with(), intent_feature_names())).start()
     engine = service.engine
     assert engine is not None
     got = {
