@@ -101,7 +101,7 @@ def import_(
                 raise usage("import table needs --mapping FILE (see config/mappings/)")
             table, report = import_table(inputs, ColumnMapping.load(mapping), report)
     except ValueError as exc:
-        raise usage(str(exc)) from None
+        raise data_error(str(exc)) from None
     write_table(table, out_path)
     for src, line, reason in report.errors[:50]:
         console.print(f"{src}:{line}: {reason}")
@@ -213,34 +213,18 @@ def segments_diff(
     new: Annotated[Path, typer.Argument(help="the changed segments.yaml")],
 ) -> None:
     """What changed, rule by rule."""
-    from segments.config import ConfigError, as_dict, load
+    from segments.config import ConfigError, diff, load
 
     try:
-        a, b = as_dict(load(old, _known_features())), as_dict(load(new, _known_features()))
-    except (ConfigError, FileNotFoundError) as exc:
+        a, b = load(old, _known_features()), load(new, _known_features())
+    except FileNotFoundError as exc:
         raise usage(str(exc)) from None
-    changed = 0
-    for name in sorted(set(a["segments"]) | set(b["segments"])):
-        before, after = a["segments"].get(name), b["segments"].get(name)
-        if before == after:
-            continue
-        changed += 1
-        if before is None:
-            out.print(f"+ {name}: {after['rule']}", markup=False)
-        elif after is None:
-            out.print(f"- {name}: {before['rule']}", markup=False)
-        else:
-            for key in ("rule", "exit", "min_dwell_ms", "description"):
-                if before[key] != after[key]:
-                    out.print(f"~ {name}.{key}: {before[key]!r} -> {after[key]!r}", markup=False)
-    for key in sorted(set(a["thresholds"]) | set(b["thresholds"])):
-        if a["thresholds"].get(key) != b["thresholds"].get(key):
-            changed += 1
-            out.print(f"~ thresholds.{key}: {a['thresholds'].get(key)} -> {b['thresholds'].get(key)}", markup=False)
-    if a["groups"] != b["groups"]:
-        changed += 1
-        out.print(f"~ groups: {a['groups']} -> {b['groups']}", markup=False)
-    out.print(f"{changed} change(s); config {a['config_id']} -> {b['config_id']}")
+    except ConfigError as exc:
+        raise data_error(str(exc)) from None
+    lines = diff(a, b)
+    for line in lines:
+        out.print(line, markup=False)
+    out.print(f"{len(lines)} change(s); config {a.config_id} -> {b.config_id}")
 
 
 @segments_app.command("preview")

@@ -337,3 +337,28 @@ def as_dict(config: SegmentConfig) -> dict[str, Any]:
         },
         "groups": [{"name": g.name, "segments": list(g.segments)} for g in config.groups],
     }
+
+
+def diff(old: SegmentConfig, new: SegmentConfig) -> list[str]:
+    """What changed, rule by rule: ``+`` a new segment, ``-`` a removed one,
+    ``~`` a changed rule, exit, dwell, description, threshold or the groups."""
+    a, b = as_dict(old), as_dict(new)
+    lines = []
+    for name in sorted(set(a["segments"]) | set(b["segments"])):
+        before, after = a["segments"].get(name), b["segments"].get(name)
+        if before == after:
+            continue
+        if before is None:
+            lines.append(f"+ {name}: {after['rule']}")
+        elif after is None:
+            lines.append(f"- {name}: {before['rule']}")
+        else:
+            for key in ("rule", "exit", "min_dwell_ms", "description"):
+                if before[key] != after[key]:
+                    lines.append(f"~ {name}.{key}: {before[key]!r} -> {after[key]!r}")
+    for key in sorted(set(a["thresholds"]) | set(b["thresholds"])):
+        if a["thresholds"].get(key) != b["thresholds"].get(key):
+            lines.append(f"~ thresholds.{key}: {a['thresholds'].get(key)} -> {b['thresholds'].get(key)}")
+    if a["groups"] != b["groups"]:
+        lines.append(f"~ groups: {a['groups']} -> {b['groups']}")
+    return lines
