@@ -148,8 +148,8 @@ def train_intent(
         result = train_on_table(frame, label, seed, given, cv=cv, tune=tune, categorical=categorical or ())
     except FileNotFoundError as exc:
         raise usage(str(exc)) from None
-    except TableError as exc:
-        raise data_error(str(exc)) from None
+    except ValueError as exc:  # TableError names the file; anything else the fit refused is about the data too
+        raise data_error(str(exc) if isinstance(exc, TableError) else f"{table}: {exc}") from None
     run_id, version = log_table_run(table, label, seed, result, tracking_uri, register)
     metrics: dict[str, Any] = {k: (int(v) if k in ("n_train", "n_test") else v) for k, v in result.metrics.items()}
     shown: dict[str, Any] = {**metrics, "params": result.params, "run_id": run_id}

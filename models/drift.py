@@ -25,16 +25,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 BINS = 10
-FLOOR = 1e-4  # an empty bin's share, so a bin seen on one side only counts without dividing by zero
+PRIOR = 0.5  # counts added to every bin (see smoothed)
 SHIFTED = 0.25
 SCORE = "score"  # the model's own score, beside its features
 
 
 def psi(expected: NDArray[np.float64], actual: NDArray[np.float64]) -> float:
     """The population stability index of two distributions over the same bins (shares)."""
-    e = np.maximum(np.asarray(expected, dtype=np.float64), FLOOR)
-    a = np.maximum(np.asarray(actual, dtype=np.float64), FLOOR)
+    e = np.asarray(expected, dtype=np.float64)
+    a = np.asarray(actual, dtype=np.float64)
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+def smoothed(counts: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Shares from counts with half a count added to every bin, so a bin empty
+    on one side (a few hundred rows rarely fill all eleven) is unlikely, not impossible."""
+    c = np.asarray(counts, dtype=np.float64) + PRIOR
+    return c / c.sum()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +74,7 @@ class Reference:
 
 
 def _shares(edges: tuple[float, ...], values: NDArray[np.float64]) -> NDArray[np.float64]:
-    counts = _counts(edges, values)
-    return counts / max(counts.sum(), 1)
+    return smoothed(_counts(edges, values))
 
 
 def _counts(edges: tuple[float, ...], values: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -104,6 +110,5 @@ class Monitor:
         if not self.seen:
             return {}
         return {
-            name: psi(np.array(self.reference.shares[name]), np.array(c, dtype=np.float64) / self.seen)
-            for name, c in self.counts.items()
+            name: psi(np.array(self.reference.shares[name]), smoothed(np.array(c))) for name, c in self.counts.items()
         }

@@ -133,12 +133,14 @@ class BatchIntentModel(Params):
             self.sigmoid_ = (float(lr.coef_[0, 0]), float(lr.intercept_[0]))
         self._codes = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in self.categories_.items()}
         self._numeric = [c not in self.categories_ for c in self.features_in_]
-        self.reference_ = self._reference(data.iloc[cut_cal:], self._calibrate(np.asarray(raw, dtype=np.float64)))
+        held = np.asarray(self.booster_.predict(data.iloc[cut_stop:], num_iteration=self.best_iteration_))
+        self.reference_ = self._reference(data, self._calibrate(held))
         return self
 
     def _reference(self, rows: pd.DataFrame, scores: NDArray[np.float64]) -> Reference:
-        """What drift is measured against: the distribution of the scores, and of
-        the ten numeric features that weigh most, on rows the booster was not fitted on."""
+        """What drift is measured against: the distribution of the ten numeric
+        features that weigh most (over all the rows), and of the scores of the
+        held-out rows (the booster was not fitted on them)."""
         gain = self.booster_.feature_importance(importance_type="gain", iteration=self.best_iteration_)
         order = [self.features_in_[i] for i in np.argsort(-gain, kind="stable")]
         top = [name for name in order if name not in self.categories_][:10]

@@ -147,7 +147,7 @@ class Record:
     id: int
     seq: int
     at_ms: int
-    kind: str  # "rebuild" or "models"
+    kind: str  # "rebuild", "swap", "models" (a swap written before swaps rescored) or "advance"
     config_id: str
     config: str
     models: dict[str, str]

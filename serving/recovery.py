@@ -41,6 +41,8 @@ from serving.scorers import Scorers
 log = logging.getLogger("segflow.recovery")
 
 ADVANCE = "advance"  # a record of the event clock moved by hand (it names the config in force, not a new one)
+SWAP = "swap"  # models swapped under the same config and features, everyone scored again (since issue 18)
+MODELS = "models"  # models swapped, scores kept until each user's next event (logs written before swaps rescored)
 
 CHUNK = 5000
 
@@ -148,10 +150,11 @@ class Replay:
             engine.through = record.id
             return engine
         self.check(engine.advance(record.at_ms - 1))
-        if record.kind == "models":
+        if record.kind in (SWAP, MODELS):
             _, scorers = self.regime(record)
             engine.scorers = dataclasses.replace(scorers, online=engine.scorers.online)
-            self.check(engine.rescore(record.at_ms))  # as the live service re-evaluated everyone then
+            if record.kind == SWAP:
+                self.check(engine.rescore(record.at_ms))  # as the live service re-evaluated everyone then
             engine.epoch = engine.through = record.id
             return engine
         new = self.rebuild(record)

@@ -41,7 +41,7 @@ from serving.log import EventLog, Logged, Record
 from serving.outbox import Change
 from serving.people import People
 from serving.quarantine import Quarantine
-from serving.recovery import ADVANCE, Replay, net_changes, replay_into
+from serving.recovery import ADVANCE, SWAP, Replay, net_changes, replay_into
 from serving.regime import build_features, intent_feature_names, load_config, loads_config, longest_window_ms
 from serving.scorers import INTENT, Scorers, load_scorers
 from serving.settings import Settings
@@ -573,7 +573,7 @@ class Service:
         try:
             if rebuild.engine is None:
                 old.scorers = dataclasses.replace(scorers, online=old.scorers.online)
-                self._record(old, "models", rebuild.text, fired + old.rescore(at), at)
+                self._record(old, SWAP, rebuild.text, fired + old.rescore(at), at)
             else:
                 self._record(engine, "rebuild", rebuild.text, fired + net_changes(old, engine, at), at)
         except Exception:

@@ -286,7 +286,7 @@ def test_a_models_only_reload_swaps_a_new_champion_in_without_replaying_the_log(
         assert keen_after != keen_before
         swapped = {k: v for k, v in outbox(state).items() if v[0] == "reload"}
         assert len(swapped) == len(keen_after ^ keen_before) > 0
-        assert service.log is not None and service.log.records()[-1].kind == "models"
+        assert service.log is not None and service.log.records()[-1].kind == "swap"
         service.close()
         restarted = in_process(state, segments, champions, clock="event")  # replays the swap from the log
         try:

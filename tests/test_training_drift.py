@@ -52,7 +52,9 @@ def test_drift_finds_a_shifted_period_and_retrain_suits_a_scheduler(tmp_path: Pa
                                "--tracking-uri", uri, "--json"])  # fmt: skip
     assert same.exit_code == 0, same.output
     calm = last_json(same.output)
-    assert calm["events"] > 1000 and set(calm["psi"]) == set(calm["status"]) and SCORE in calm["psi"]
+    assert calm["events"] > 1000 and set(calm["psi"]) == set(calm["status"])
+    # the scores of the data trained on are not shifted (recencies do move as a young history ages)
+    assert calm["status"][SCORE] != "shifted" and sum(v == "stable" for v in calm["status"].values()) >= 5, calm
 
     # the last three days: every price ten times higher, every view doubled in the cart
     events = history.events

@@ -109,3 +109,20 @@ def test_cross_validation_and_a_nested_search_report_folds_mean_and_interval(tmp
     code, output = train(tmp_path, "--table", str(tmp_path / "t.csv"), "--label", "bought",
                          "--register", "segflow-intent-batch")  # fmt: skip
     assert code == 2 and "service's model" in output
+
+
+def test_a_small_imbalanced_table_trains_or_says_how_many_rows_it_needs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    for seed in range(4):
+        frame = table(n=400, seed=seed)
+        positives = np.flatnonzero(frame["bought"] == "yes")
+        frame.loc[positives[40:], "bought"] = "no"  # 40 buyers in 400 rows
+        frame.to_csv(tmp_path / "small.csv", index=False)
+        code, output = train(tmp_path, "--table", str(tmp_path / "small.csv"), "--label", "bought",
+                             "--cv", "3", "--tune", "2", "--seed", str(seed))  # fmt: skip
+        assert code == 0, output
+    frame = table(n=300)
+    frame["bought"] = np.where(rng.random(300) < 0.05, "yes", "no")  # about 15 buyers
+    frame.to_csv(tmp_path / "tiny.csv", index=False)
+    code, output = train(tmp_path, "--table", str(tmp_path / "tiny.csv"), "--label", "bought")
+    assert code == 1 and "tiny.csv" in output and "at least 30 of each" in output and "Traceback" not in output

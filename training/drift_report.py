@@ -1,6 +1,7 @@
 """Drift of an event table's latest days against what the batch champion was
-trained on: the population stability index of its scores and top features
-at every event (as the service counts them live, see ``/metrics``)."""
+trained on: the population stability index of its scores and top features at
+moments drawn as training draws them (one per user per 30 minutes). The
+service counts every event live (``/metrics``), busy sessions weighing more."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def drift_report(events: pa.Table, model: BatchIntentModel, days: float) -> Drif
     ts = pc.cast(events.column("ts"), pa.int64())
     since = int(pc.max(ts).as_py()) - int(days * DAY_MS) if events.num_rows else 0
     offline = OfflineFeatures(FeatureSet(DEFAULT_SPECS), events)
-    moments = sample_cutoffs(events, every_ms=1, stitching=offline.stitching)  # every event, as live
+    # moments drawn as training drew them (one per user per 30 minutes): the reference's own kind
+    moments = sample_cutoffs(events, stitching=offline.stitching)
     moments = moments[moments["at"].to_numpy() >= since]
     if moments.empty:
         raise ValueError(f"no events in the last {days:g} days of the table")

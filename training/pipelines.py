@@ -10,6 +10,7 @@ current champion on the same evaluation set.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import time
 import zlib
@@ -88,11 +89,12 @@ def _finish(
         loaded = registry.load(name)
         tags = registry.version_tags(name, current)
         champion = judge_champion(loaded, tags) if loaded is not None else Champion(current, None, why_not="is gone")
-        champion = Champion(current, champion.score, champion.how, champion.why_not)
+        champion = dataclasses.replace(champion, version=current)
         if champion.score is not None:
             mlflow.log_metric("champion_" + metric, champion.score)
     verdict = judge(metric, score, champion, context.margins.get(metric, 0.0))
-    tags = {**provenance.tags(context.digest), "fitted_until_ms": str(context.fitted_until_ms), "run_id": _run_id()}
+    tags = {**provenance.tags(context.digest), "fitted_until_ms": str(context.fitted_until_ms), "run_id": _run_id(),
+            **context.tags}  # fmt: skip
     version = registry.register(uri, name, description=verdict.reason, tags=tags)
     if verdict.promote:
         registry.promote(name, version)
@@ -113,11 +115,25 @@ class _Context:
     margins: dict[str, float]
     digest: str
     fitted_until_ms: int  # the latest moment a model's fitted rows describe (a cutoff, or its label horizon)
+    tags: dict[str, str] = field(default_factory=dict)  # more, on the version
 
 
 def _seen_in(tags: dict[str, str], start_ms: int) -> bool:
     """Whether a champion's fitted rows reach into an evaluation period starting at ``start_ms``."""
     return int(tags.get("fitted_until_ms", "0")) >= start_ms or "fitted_until_ms" not in tags
+
+
+def _same_settings(champion: Any, new: Any, tags: dict[str, str], fitted_until_ms: int) -> Champion | None:
+    """A champion with the new model's settings, fitted on rows of this test
+    period, would score as the new one does when refitted here: only the data
+    differs, so the newer data wins (None: the settings differ)."""
+    if champion.get_params() != new.get_params():
+        return None
+    theirs = int(tags.get("fitted_until_ms", "-1"))
+    if theirs >= fitted_until_ms:
+        return Champion("", None, why_not="has these settings and was fitted on data as new", keep=True)
+    dated = "older data" if theirs >= 0 else "undated data"
+    return Champion("", None, why_not=f"has these settings and was fitted on {dated}: the newer fit")
 
 
 def purchases_of(table: pa.Table) -> pd.DataFrame:
@@ -232,7 +248,12 @@ def train_all(
 
         def judge_batch(champion: BatchIntentModel, tags: dict[str, str]) -> Champion:
             how = ""
+            if set(getattr(champion, "features_in_", ())) != set(fit.X.columns):
+                return Champion("", None, why_not="reads other features than these rows hold")
             if _seen_in(tags, test_start):
+                same = _same_settings(champion, model, tags, fitted_until)
+                if same is not None:
+                    return same
                 champion, how = sklearn.base.clone(champion).fit(fit.X, fit.y), "its settings refitted here"
             try:
                 return Champion("", float(roc_auc_score(test.y, champion.predict_proba(test.X))), how)
@@ -271,14 +292,14 @@ def train_all(
                 state = OnlineIntentModel.from_state(champion.to_state())
                 theirs = replay_online(state, data.take(data.cutoffs["at"].to_numpy() >= test_start), purchases)
                 return Champion("", float(roc_auc_score(test.y, theirs)), "its state, learning on")
-            learner = sklearn.base.clone(champion)
-            if learner.get_params() == online.get_params():
-                theirs = scores[test.cutoffs.index]
-            else:
-                theirs = replay_online(learner, data, purchases)[test.cutoffs.index]
+            same = _same_settings(champion, online, tags, online_until)
+            if same is not None:
+                return same
+            theirs = replay_online(sklearn.base.clone(champion), data, purchases)[test.cutoffs.index]
             return Champion("", float(roc_auc_score(test.y, theirs)), "its settings replayed from scratch")
 
-        context = _Context(register, margins, digest, int(data.cutoffs["at"].max()) + horizon_ms)
+        online_until = int(data.cutoffs["at"].max()) + horizon_ms
+        context = _Context(register, margins, digest, online_until)
         _finish(result, registry.INTENT_ONLINE, online, test.X.head(5), names, "roc_auc", metrics["roc_auc"],
                 judge_online, context)  # fmt: skip
         result.metrics["intent_online"] = metrics
@@ -309,10 +330,13 @@ def train_all(
 
         def judge_clusters(champion: ClusterModel, tags: dict[str, str]) -> Champion:
             """On the held-out users, over the features the champion reads itself."""
+            if tags.get("held_out") != HELD_OUT:
+                return Champion("", None, why_not="was fitted on every user, those it would be judged on too")
             own = user_vectors(table, habits_of(champion), offline).loc[judged.index]
             return Champion("", cluster_silhouette(champion, own, seed=seed))
 
-        context = _Context(register, margins, digest, int(pc.max(pc.cast(table.column("ts"), pa.int64())).as_py()))
+        end = int(pc.max(pc.cast(table.column("ts"), pa.int64())).as_py())
+        context = _Context(register, margins, digest, end, {"held_out": HELD_OUT})
         _finish(result, registry.CLUSTERS, clusters, judged.head(5), list(habits.names), "silhouette", held_score,
                 judge_clusters, context)  # fmt: skip
         result.metrics["clusters"] = metrics
@@ -322,6 +346,9 @@ def train_all(
     )
     result.seconds["total"] = time.perf_counter() - started
     return result
+
+
+HELD_OUT = "crc32(id) % 5 == 0"  # the users clusters are judged on, tagged on each version
 
 
 def held_out(users: pd.Index) -> np.ndarray:

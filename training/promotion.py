@@ -1,9 +1,11 @@
 """Whether a new model takes the ``champion`` alias, and why.
 
 A new model is promoted when there is no champion, when the champion cannot
-be judged on this evaluation set (it reads other features), or when it beats
-the champion by at least a margin on the same rows, rows neither was fitted
-on. Every decision carries its reason, logged with the run and the version.
+be judged on this evaluation set (it reads other features; it has the new
+model's settings and was fitted on older data, so only the data differs), or
+when it beats the champion by at least a margin on the same rows, rows
+neither was fitted on. Every decision carries its reason, logged with the
+run and the version.
 
 >>> judge("roc_auc", 0.8125, Champion("3", 0.8100), margin=0.005).promote
 False
@@ -28,6 +30,7 @@ class Champion:
     score: float | None  # None: it cannot be judged on these rows
     how: str = ""  # how it was judged, when not as registered
     why_not: str = ""  # why it could not be judged
+    keep: bool = False  # not judged, and kept all the same (it was fitted on data as new as the new model's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,8 @@ def judge(metric: str, score: float, champion: Champion | None, margin: float) -
     if champion is None:
         return Verdict(True, f"promoted: the first version ({metric} {score:.4f})")
     if champion.score is None:
+        if champion.keep:
+            return Verdict(False, f"kept champion v{champion.version}: it {champion.why_not} ({metric} {score:.4f})")
         return Verdict(True, f"promoted: champion v{champion.version} {champion.why_not} ({metric} {score:.4f})")
     gain = score - champion.score
     how = f" ({champion.how})" if champion.how else ""

@@ -18,6 +18,7 @@ from sklearn.metrics import average_precision_score
 from sklearn.model_selection import train_test_split
 
 from models.intent_batch import DEFAULT_PARAMS, BatchIntentModel
+from training.crossval import stratified_tail
 
 SEARCHED = ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2")
 
@@ -44,7 +45,7 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         params = {**(base or {}), **space(trial)}
-        model = BatchIntentModel(params, random_state=seed, monotone=False).fit(X_fit, y_fit)
+        model = BatchIntentModel(params, random_state=seed, monotone=False).fit(*stratified_tail(X_fit, y_fit, seed))
         return float(average_precision_score(y_val, model.predict_proba(X_val)))
 
     leaf = min(300, max(20, int(len(y_fit) * 0.8) // 100))  # as BatchIntentModel.fit sets it

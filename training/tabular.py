@@ -142,8 +142,13 @@ def train_on_table(
         raise TableError(f"{source}: no label column {label!r} (columns: {list(frame.columns)})")
     y = parse_labels(frame[label], label, frame)
     X = features_of(frame, label, categorical)
-    if np.bincount(y, minlength=2).min() < max(8, 2 * cv):
-        raise TableError(f"{source}: label column {label!r} needs at least {max(8, 2 * cv)} rows of each class")
+    least = max(30, 10 * cv)  # each fold's model stops early and calibrates on rows of both classes
+    counts = np.bincount(y, minlength=2)
+    if counts.min() < least:
+        raise TableError(
+            f"{source}: label column {label!r} has {counts[1]} positive and {counts[0]} negative rows; "
+            f"training {'with --cv ' + str(cv) + ' ' if cv else ''}needs at least {least} of each"
+        )
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
     chosen = dict(params or {})
     cvs: dict[str, CrossValidation] = {}
