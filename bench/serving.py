@@ -62,6 +62,11 @@ def main() -> None:
             engine.ingest(batch)
         engine_s = time.perf_counter() - start
         evaluations = sum(engine.stats.transitions.values())
+        # a models-only reload: every profile scored again and evaluated (on the event loop)
+        start = time.perf_counter()
+        swapped = engine.rescore(engine.watermark + 1)
+        rescore_s = time.perf_counter() - start
+        profiles_held = len(engine.users)
         log.close()
         log = EventLog(Path(tmp) / "online-only.db", "process")
         online_only = Engine(
@@ -128,6 +133,9 @@ def main() -> None:
         parts_us_per_event={k: round(v / n * 1e6, 1) for k, v in parts.items()},
         engine_us_per_event=round(engine_s / n * 1e6, 1),
     )
+
+    emit("serving", "rescore_profiles_per_s", profiles_held / rescore_s, "profiles/s", profiles=profiles_held,
+         changes=len(swapped), note="a models-only reload's pause: profiles held / this")  # fmt: skip
 
     recompute(config)
     freshness(config, events)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import pandas as pd
 import typer
 import yaml
@@ -17,6 +18,7 @@ from training.synthetic import generate as generate_history
 
 train_app = typer.Typer(help="Train models and track them in MLflow.", invoke_without_command=True)
 
+RELOAD_FAILED = 3
 SERVING_NAMES = ("segflow-intent-batch", "segflow-intent-online", "segflow-clusters")
 
 
@@ -241,7 +243,8 @@ def retrain(
 ) -> None:
     """Train, compare with the champions, promote the better (by the margin), and reload a
     running service when a champion moved: one JSON line, for a scheduler. Exit 0 done
-    (promoted or kept), 1 data error, 2 usage error or another retrain running."""
+    (promoted or kept), 1 data error, 2 usage error or another retrain running, 3 the
+    reload failed (the champions moved all the same)."""
     import fcntl
 
     from cli.admin import call
@@ -264,6 +267,12 @@ def retrain(
             raise data_error(str(exc)) from None
     done: dict[str, Any] = {"versions": result.versions, "promoted": result.promoted, "reasons": result.reasons,
                             "metrics": result.metrics}  # fmt: skip
+    failed = False
     if reload_url is not None and any(result.promoted.values()):
-        done["reload"] = call("POST", "/v1/admin/reload", reload_url, key)
+        try:
+            done["reload"] = call("POST", "/v1/admin/reload", reload_url, key)
+        except (typer.Exit, httpx.HTTPError) as exc:
+            failed, done["reload"] = True, {"error": str(exc) or "the server refused the reload (see above)"}
     print(json.dumps(done))
+    if failed:
+        raise typer.Exit(RELOAD_FAILED)

@@ -105,6 +105,11 @@ class Monitor:
             else:
                 self.counts[name][bisect_right(edges, value)] += 1
 
+    def reset(self) -> None:
+        """Count from now on (a replay's events are not live ones)."""
+        self.__post_init__()
+        self.seen = 0
+
     def report(self) -> dict[str, float]:
         """PSI per column of what was observed (empty before anything was)."""
         if not self.seen:

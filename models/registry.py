@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import pickle
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,11 @@ def load(name: str, alias: str = CHAMPION, version: str | None = None) -> Any:
     """The segflow model behind a registered alias, or a version when given
     (None if there is none)."""
     uri = f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
+    path = list(sys.path)  # loading puts the model's shipped code first on the path: segflow has its own
     try:
         pyfunc = mlflow.pyfunc.load_model(uri)
     except MlflowException:
         return None
+    finally:
+        sys.path[:] = path
     return pyfunc.unwrap_python_model().model

@@ -340,7 +340,8 @@ class Engine:
     def rescore(self, t: int) -> list[Change]:
         """Every profile scored again at ``t`` by the models now in force, and its
         memberships evaluated: what a swap of models changes (cause ``reload``),
-        with no event replayed. The online model learns nothing from it."""
+        with no event replayed. No moment is sampled for the online model to
+        learn from (its samples due by ``t`` are learned, as at any instant)."""
         out = Outcome()
         for pid in sorted(self.users):
             profile = self._profiles.get(pid)

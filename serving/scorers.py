@@ -40,6 +40,7 @@ from models.intent_online import OnlineIntentModel
 
 log = logging.getLogger("segflow.scorers")
 INTENT = "intent"  # the key of the intent mode among the versions a log record keeps
+FRESH = "fresh"  # the online model's "version" when none is registered: fresh:RATE
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Scorers:
     intent_features: tuple[str, ...]
     batch: BatchIntentModel | None = None
     clusters: ClusterModel | None = None
-    versions: dict[str, str] = field(default_factory=dict)  # registered name -> version, or "fresh"; the intent mode
+    versions: dict[str, str] = field(default_factory=dict)  # registered name -> version, or fresh:RATE; the intent mode
     intent: str = "auto"
     _blend: float | None = None  # the batch score's weight under blend:W
     drift: Monitor | None = None  # live batch scores and features against the batch model's training ones
@@ -151,7 +152,7 @@ class Scorers:
 
     @property
     def fresh(self) -> bool:
-        return self.versions.get(registry.INTENT_ONLINE) == "fresh"
+        return self.versions.get(registry.INTENT_ONLINE, "").startswith(FRESH)
 
     @property
     def intent_source(self) -> str:
@@ -164,6 +165,16 @@ class Scorers:
 def cluster_name(index: int) -> str:
     """A cluster's name as rules compare it: ``cluster == "c2"``."""
     return f"c{index}"
+
+
+def fresh_online(version: str) -> OnlineIntentModel:
+    """A fresh online model as a record names it: ``fresh:RATE`` (its learning
+    rate), or ``fresh`` (written before the rate was kept: 0.02, the rate then).
+
+    >>> fresh_online("fresh").learning_rate, fresh_online("fresh:0.003").learning_rate
+    (0.02, 0.003)
+    """
+    return OnlineIntentModel(learning_rate=float(version.partition(":")[2] or 0.02))
 
 
 def load_scorers(
@@ -181,7 +192,7 @@ def load_scorers(
     for name in (registry.INTENT_ONLINE, registry.INTENT_BATCH, registry.CLUSTERS):
         if pinned is not None:
             version = pinned.get(name)
-            if version is None or version == "fresh":
+            if version is None or version.startswith(FRESH):
                 continue
             model = registry.load(name, version=version)
             if model is None:
@@ -193,9 +204,13 @@ def load_scorers(
             versions[name] = pinned[name] if pinned is not None else registry.champion_version(name) or alias
     online = loaded.get(registry.INTENT_ONLINE)
     if online is None:
-        log.warning("no %s@%s registered: starting with a fresh online intent model", registry.INTENT_ONLINE, alias)
-        online = OnlineIntentModel()
-        versions[registry.INTENT_ONLINE] = "fresh"
+        named = (pinned or {}).get(registry.INTENT_ONLINE, "")
+        if named.startswith(FRESH):
+            online = fresh_online(named)
+        else:
+            log.warning("no %s@%s registered: starting with a fresh online model", registry.INTENT_ONLINE, alias)
+            online = OnlineIntentModel()
+        versions[registry.INTENT_ONLINE] = f"{FRESH}:{online.learning_rate}"
     return Scorers(
         online=online,
         intent_features=tuple(intent_features),

@@ -136,6 +136,8 @@ class Service:
         else:
             self.finish_reload(self.prepare_reload(reread=False))  # the config or models changed while it was down
         scorers = self.engine.scorers
+        if scorers.drift is not None:
+            scorers.drift.reset()  # drift counts live events, not the log replayed at start
         # the recovered state lives as long as the process: keep the cyclic GC from rescanning it
         gc.collect()
         gc.freeze()
@@ -584,6 +586,8 @@ class Service:
             self.engine = engine
             self._set_generation(self.generation + 1)
             retire(old)
+        if engine.scorers.drift is not None:
+            engine.scorers.drift.reset()  # live events from the swap on, not the log a rebuild replayed
         self.changed()
         self.parser = self._parser(engine)
         self.readiness = Readiness(True, self._notes(scorers))

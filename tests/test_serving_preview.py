@@ -77,7 +77,10 @@ def test_cli_preview_prints_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     shown = json.loads(done.stdout)  # MLflow logs a new store's migrations on stderr
-    assert shown["models"] == {"segflow-intent-online": "fresh", "intent": "auto"} and "frozen" in shown["online_model"]
+    assert (
+        shown["models"] == {"segflow-intent-online": "fresh:0.003", "intent": "auto"}
+        and "frozen" in shown["online_model"]
+    )
     carters = next(s for s in shown["segments"] if s["segment"] == "carters")
     assert (carters["would_enter"], carters["would_leave"], carters["size_new"]) == (2, 2, 0)
     bad = CliRunner().invoke(app, [*args[:3], str(tmp_path / "missing.yaml"), *args[4:]])

@@ -86,3 +86,18 @@ def test_a_damaged_snapshot_means_a_rebuild_not_a_failed_start(
     }
     assert got == expected["features"]
     service.close()
+
+
+def test_a_fresh_online_model_is_replayed_at_the_rate_its_record_names(tmp_path: Path) -> None:
+    """A log written while no online model was registered names it ``fresh``
+    (before its rate was kept: 0.02) or ``fresh:RATE``: a replay builds that one."""
+    from models.intent_online import OnlineIntentModel as Online
+    from serving.scorers import load_scorers
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    now = load_scorers(intent_feature_names(), tracking_uri=uri)
+    assert now.fresh and now.versions["segflow-intent-online"] == f"fresh:{Online().learning_rate}"
+    for named, rate in (("fresh", 0.02), ("fresh:0.02", 0.02), ("fresh:0.003", 0.003)):
+        then = load_scorers(intent_feature_names(), tracking_uri=uri, pinned={"segflow-intent-online": named})
+        assert then.online.learning_rate == rate and then.online.pipeline_["model"].optimizer.learning_rate == rate
+        assert then.versions["segflow-intent-online"] == f"fresh:{rate}"

@@ -74,6 +74,13 @@ def test_drift_finds_a_shifted_period_and_retrain_suits_a_scheduler(tmp_path: Pa
     report = last_json(moved.output)
     assert report["status"][SCORE] == "shifted" and report["psi"][SCORE] > calm["psi"][SCORE] + 0.25
 
+    # a champion moved but the service could not be reloaded: said in the JSON line, exit 3
+    other = f"sqlite:///{tmp_path}/other.db"
+    unreachable = runner.invoke(app, ["retrain", "--table", str(tmp_path / "events.parquet"), "--tracking-uri", other,
+                                      "--reload-url", "http://127.0.0.1:9", "--key", "k"])  # fmt: skip
+    assert unreachable.exit_code == 3, unreachable.output
+    assert "error" in last_json(unreachable.output)["reload"] and "Traceback" not in unreachable.output
+
     with open(tmp_path / "mlflow.retrain.lock", "w") as held:  # a retrain still running
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         busy = runner.invoke(app, ["retrain", "--table", str(tmp_path / "events.parquet"), "--tracking-uri", uri])

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from scipy import stats
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -86,7 +87,9 @@ def test_cross_validation_and_a_nested_search_report_folds_mean_and_interval(tmp
         cv = shown["cv"][name]
         assert len(cv["folds"]) == 3 and len(cv["params"]) == 3
         lo, hi = cv["interval95"]["pr_auc"]
-        assert lo <= cv["mean"]["pr_auc"] <= hi
+        folds = [f["pr_auc"] for f in cv["folds"]]
+        half = stats.t.ppf(0.975, 2) * np.std(folds, ddof=1) / np.sqrt(3)  # a 95% t-interval over 3 folds
+        assert (lo, hi) == pytest.approx((np.mean(folds) - half, np.mean(folds) + half)) and hi > lo
         assert cv["mean"]["pr_auc"] == pytest.approx(np.mean([f["pr_auc"] for f in cv["folds"]]))
     assert all(p["learning_rate"] == 0.1 and p["num_leaves"] == 7 for p in shown["cv"]["default"]["params"])
     assert shown["version"] == "1"

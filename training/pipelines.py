@@ -197,7 +197,7 @@ def train_all(
     offline = OfflineFeatures(fs, table)
     data = build(table, fs, horizon_ms=horizon_ms, seed=seed, offline=offline)
     fit, valid, test = data.splits(horizon_ms)
-    if min(len(fit.y), len(valid.y), len(test.y)) == 0 or len(np.unique(fit.y)) < 2:
+    if min(len(np.unique(part.y)) for part in (fit, valid, test)) < 2:
         raise ValueError(
             f"{source}: too little history to train on ({len(data.y):,} labelled moments; "
             "the fit, validation and test parts need purchases and non-purchases)"
