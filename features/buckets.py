@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 
 class Buckets:
+    """Per-bucket counts or sums of one stream within a window, with their running total."""
+
     __slots__ = ("cum", "keys", "width")
 
     def __init__(self, width: int) -> None:
@@ -37,6 +39,8 @@ class Buckets:
     __hash__ = None  # type: ignore[assignment]
 
     def add(self, key: int, values: Sequence[float]) -> None:
+        """Add ``values`` (one per slot) to bucket ``key``, a new bucket when
+        there is none: the running totals from it on move with it."""
         keys, cum = self.keys, self.cum
         if not keys or key > keys[-1]:
             last = cum[-1] if cum else None

@@ -39,6 +39,7 @@ def _tag(key: str) -> str:
 
 
 def encode(features: FeatureSet, profile: Profile) -> bytes:
+    """A profile as compact bytes (for a store such as Redis)."""
     return bytes([VERSION]) + zlib.compress(body(features, profile), 6)
 
 
@@ -74,6 +75,7 @@ def _compact(agg: list[float]) -> list[float | int]:
 
 
 def decode(data: bytes, features: FeatureSet) -> Profile:
+    """A profile back from :func:`encode`'s bytes."""
     if not data or data[0] != VERSION:
         got = data[0] if data else "nothing"
         raise ValueError(f"profile codec version {got} is not supported (expected {VERSION})")
@@ -81,6 +83,7 @@ def decode(data: bytes, features: FeatureSet) -> Profile:
 
 
 def from_body(parsed: list[Any], features: FeatureSet) -> Profile:
+    """A profile from a body already parsed (as a snapshot embeds it)."""
     newest, late, streams, distinct, recency, fields = parsed
     profile = features.new_profile()
     profile.newest, profile.late = newest, late

@@ -59,6 +59,7 @@ class Contact:
         return replace(self, email=None, phone=None)
 
     def as_dict(self) -> dict[str, Any]:
+        """The contact's fields as plain values (for the vault's admin export)."""
         return {"email": self.email, "phone": self.phone, "email_md5": self.email_md5}
 
 
@@ -72,6 +73,7 @@ class Sighting:
 
 
 def email_of(value: object) -> str | None:
+    """The email an identify call gives in its traits, normalized, or None."""
     if not isinstance(value, str):
         return None
     text = value.strip()
@@ -79,6 +81,7 @@ def email_of(value: object) -> str | None:
 
 
 def phone_of(value: object) -> str | None:
+    """The phone number an identify call gives in its traits, or None."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     text = str(value).strip()

@@ -100,10 +100,12 @@ class Event:
 
     @property
     def timestamp(self) -> datetime:
+        """The event time as a UTC datetime."""
         return ms_to_datetime(self.ts_ms)
 
     @property
     def received_at(self) -> datetime:
+        """The receive time as a UTC datetime."""
         return ms_to_datetime(self.received_ms)
 
 

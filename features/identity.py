@@ -75,6 +75,7 @@ def link_of(
 
 
 def event_link(event: Event) -> tuple[str, str] | None:
+    """The (source, target) link an identify or alias event makes, or None."""
     if event.kind not in ("identify", "alias"):
         return None
     return link_of(event.kind, event.user_id, event.anonymous_id, event.traits.get(PREVIOUS_ID))
@@ -151,10 +152,12 @@ class IdentityGraph:
         return ids
 
     def to_state(self) -> dict[str, Any]:
+        """The links as JSON-ready values (snapshots)."""
         return {"links": [[s, t, at] for s, (t, at) in self._edges.items()], "conflicts": self.conflicts}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any] | None) -> IdentityGraph:
+        """A graph back from :meth:`to_state` (None or empty: no links)."""
         graph = cls()
         for source, target, at in (state or {}).get("links", ()):
             graph.link(source, target, at)
@@ -163,6 +166,7 @@ class IdentityGraph:
 
     @classmethod
     def of(cls, links: Iterable[Link]) -> IdentityGraph:
+        """A graph of the given links, applied in order."""
         graph = cls()
         for source, target, at in links:
             graph.link(source, target, at)

@@ -55,6 +55,7 @@ class PayloadTooLarge(EventError):
 
 
 def too_long(text: str, limit: int) -> str:
+    """The problem of a text over ``limit`` characters, in words (the caller names the field)."""
     return f"is {len(text)} characters long; at most {limit} are allowed"
 
 
@@ -72,6 +73,7 @@ def duration_words(seconds: float) -> str:
 
 
 def describe_ms(ms: int) -> str:
+    """A millisecond timestamp as its ISO time, or the raw number when it is no date."""
     try:
         return format_ms(ms)
     except (ValueError, OverflowError):
@@ -147,6 +149,7 @@ def _finite_or_text(text: str) -> float | int | str:
 
 
 def check_event_sizes(payload: object) -> None:
+    """Refuse a batch holding an event over 32 KB (PayloadTooLarge naming its largest field)."""
     items = payload.get("batch") if isinstance(payload, dict) else None
     if not isinstance(items, list):
         return

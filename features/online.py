@@ -92,6 +92,7 @@ def field_reader(name: str) -> Callable[[Event], Any]:
 
 
 def matches(where: Predicate | None, event: Event) -> bool:
+    """Whether an event meets a feature's ``where`` predicate (None: every event does)."""
     if where is None:
         return True
     value = field_value(event, where.field)
@@ -129,6 +130,7 @@ class Stream:
 
     @property
     def key(self) -> str:
+        """The stream's identity: event type, predicate, resolution and properties summed."""
         return f"{self.event}|{self.where!r}|{self.resolution_ms}|{','.join(prop_key(p) for p in self.props)}"
 
 
@@ -143,6 +145,7 @@ class Tracker:
 
     @property
     def key(self) -> str:
+        """The tracker's identity: event type, predicate and property."""
         return f"{self.event}|{self.where!r}|{self.prop}"
 
 
@@ -247,6 +250,7 @@ class FeatureSet:
     # -- state ---------------------------------------------------------------
 
     def new_profile(self) -> Profile:
+        """An empty profile for these features."""
         return Profile(self._widths, len(self._distinct_ix), len(self._recency_ix), len(self.fields))
 
     def _slot(self, tracker_index: int) -> int:
@@ -410,6 +414,7 @@ class FeatureSet:
         return read
 
     def read_vector(self, profile: Profile, at_ms: int) -> list[Value]:
+        """The values of ``profile``'s features at ``at_ms`` (or its newest event, if later), in :attr:`names` order."""
         return self._plan.read(profile, max(at_ms, profile.newest))
 
     def _plan_of(self, specs: Sequence[Spec]) -> Plan:

@@ -89,6 +89,7 @@ def identify_traits(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def canonical(value: Any) -> str:
+    """A value as canonical JSON text (sorted keys; its repr when JSON cannot hold it), for hashing."""
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     except orjson.JSONEncodeError:

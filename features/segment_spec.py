@@ -152,6 +152,7 @@ class SegmentParser:
 
     @property
     def pseudonymizer(self) -> Pseudonymizer:
+        """The pseudonymizer this parser keys ids with."""
         return self._scrub
 
     def _type_of(self, name: str) -> str:
@@ -427,6 +428,7 @@ class Parsed:
     write_key: str | None = None  # a key given in the body (analytics.js puts it there)
 
     def raise_rejections(self) -> None:
+        """Raise the first rejection of a batch as an EventError, if there was one."""
         if self.rejected:
             raise EventError([p for r in self.rejected for p in r.problems])
 

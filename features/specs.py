@@ -59,6 +59,7 @@ EVENT_FIELDS = ("device", "country", "city", "timezone")
 
 
 def duration_ms(d: timedelta) -> int:
+    """A positive duration in whole milliseconds (ValueError for zero or less)."""
     ms = d // timedelta(milliseconds=1)
     if ms <= 0:
         raise ValueError(f"a window must be longer than zero, got {d}")
@@ -108,6 +109,7 @@ class Eq:
 
     @property
     def suffix(self) -> str:
+        """The predicate in a feature name: ``field_value``."""
         return f"{_slug(self.field)}_{_slug(self.value)}"
 
 
@@ -120,6 +122,7 @@ class In:
 
     @property
     def suffix(self) -> str:
+        """The predicate in a feature name: ``field_in_a_b``."""
         return f"{_slug(self.field)}_in_{'_'.join(_slug(v) for v in self.values)}"
 
 
@@ -164,14 +167,17 @@ class Relative:
 
     @property
     def name(self) -> str:
+        """The feature name: ``prop_vs_by``."""
         return f"{_slug(self.prop)}_vs_{_slug(self.by)}"
 
     @property
     def key(self) -> str:
+        """The name with the reference table's digest: a new reference is a new feature."""
         return f"{self.name}@{self.digest}"
 
     @property
     def table(self) -> dict[str, float]:
+        """The reference values by key (the usual value of each ``by``)."""
         return dict(self.reference)
 
     def relate(self, value: float | None, group: object, table: Mapping[str, float] | None = None) -> float | None:
@@ -198,6 +204,7 @@ Prop = str | Relative
 
 
 def prop_name(prop: Prop) -> str:
+    """A property as it appears in a feature name."""
     return prop.name if isinstance(prop, Relative) else _slug(prop)
 
 
@@ -265,6 +272,7 @@ class WindowCount(_Windowed):
 
     @property
     def name(self) -> str:
+        """The feature name: ``event_count_window``, with its predicate."""
         return _where(f"{_event_slug(self.event)}_count_{format_duration(self.within_ms)}", self.where)
 
 
@@ -296,6 +304,7 @@ class WindowSum(_PropertyWindowed):
 
     @property
     def name(self) -> str:
+        """The feature name: ``event_prop_sum_window``, with its predicate."""
         base = f"{_event_slug(self.event)}_{prop_name(self.prop)}_sum_{format_duration(self.within_ms)}"
         return _where(base, self.where)
 
@@ -311,6 +320,7 @@ class WindowMean(_PropertyWindowed):
 
     @property
     def name(self) -> str:
+        """The feature name: ``event_prop_mean_window``, with its predicate."""
         base = f"{_event_slug(self.event)}_{prop_name(self.prop)}_mean_{format_duration(self.within_ms)}"
         return _where(base, self.where)
 
@@ -322,11 +332,13 @@ class WindowDistinct(_PropertyWindowed):
 
     @property
     def name(self) -> str:
+        """The feature name: ``event_distinct_prop_window``, with its predicate."""
         base = f"{_event_slug(self.event)}_distinct_{_slug(self.prop)}_{format_duration(self.within_ms)}"
         return _where(base, self.where)
 
     @property
     def resolution_ms(self) -> int:  # distinct values keep their exact last time
+        """Distinct values keep their exact last time: a resolution of 1 ms."""
         return 1
 
 
@@ -348,10 +360,12 @@ class Recency:
 
     @property
     def name(self) -> str:
+        """The feature name: ``event_recency_s``, with its predicate."""
         return _where(f"{_event_slug(self.event)}_recency_s", self.where)
 
     @property
     def stream(self) -> tuple[str, Predicate | None]:
+        """The stream the recency follows: the event type and its predicate."""
         return (self.event, self.where)
 
 
@@ -369,6 +383,7 @@ class Ratio:
 
     @property
     def name(self) -> str:
+        """The feature name: ``numerator_per_denominator``."""
         return f"{self.numerator.name}_per_{self.denominator.name}"
 
 
@@ -382,10 +397,12 @@ class CartValue:
 
     @property
     def name(self) -> str:
+        """The feature name: ``cart_value_window``."""
         return f"cart_value_{format_duration(duration_ms(self.within))}"
 
     @property
     def resolution_ms(self) -> int:
+        """Cart contents are bucketed by the minute."""
         return MINUTE_MS
 
 
@@ -398,6 +415,7 @@ class LastValue:
 
     @property
     def name(self) -> str:
+        """The feature name: ``last_field``."""
         return f"last_{_slug(self.field)}"
 
 
@@ -432,14 +450,17 @@ class Trait(LastValue):
 
     @classmethod
     def of(cls, trait: str) -> Trait:
+        """The feature of a trait by its name: ``Trait.of("plan")``."""
         return cls(TRAIT + trait)
 
     @property
     def trait(self) -> str:
+        """The trait's name (the field without its ``trait.`` prefix)."""
         return self.field[len(TRAIT) :]
 
     @property
     def name(self) -> str:
+        """The feature name: ``trait_<slug>``."""
         slug = _slug(self.trait)  # custom events' names carry a hash: no event feature starts trait_<slug>
         return (
             f"trait_{slug if slug == self.trait else slug + '_' + hashlib.sha256(self.trait.encode()).hexdigest()[:6]}"
@@ -455,6 +476,7 @@ class HourOfDay:
 
     @property
     def name(self) -> str:
+        """The feature name: ``hour_sin`` or ``hour_cos``."""
         if self.part not in ("sin", "cos"):
             raise ValueError(f"HourOfDay part must be 'sin' or 'cos', got {self.part!r}")
         return f"hour_{self.part}"
@@ -466,6 +488,7 @@ class Weekend:
 
     @property
     def name(self) -> str:
+        """The feature name: ``weekend``."""
         return "weekend"
 
 

@@ -58,6 +58,8 @@ def table_links(table: pa.Table, skip: Array[np.bool_]) -> list[tuple[int, str, 
 
 @dataclass
 class Stitching:
+    """An event table's identity links, answering which profile an id belonged to at a time."""
+
     graph: IdentityGraph
     ids: frozenset[str]  # every id of a linked group
     link_rows: dict[int, tuple[str, str, int]]

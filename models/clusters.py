@@ -27,6 +27,8 @@ from models.vectors import signed_log1p
 
 
 class NotFittedError(RuntimeError):
+    """A model used before ``fit``."""
+
     pass
 
 
@@ -57,6 +59,7 @@ class ClusterModel(Params):
         return signed_log1p(np.where(np.isnan(values), self.medians_, values))
 
     def fit(self, X: pd.DataFrame) -> ClusterModel:
+        """Scale ``X``, choose k by silhouette, keep ids stable against ``previous``; returns self."""
         numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c])]
         if self.features is not None:
             self.features_in_ = list(self.features)
@@ -134,6 +137,7 @@ class ClusterModel(Params):
             raise NotFittedError("this ClusterModel is not fitted yet: call fit(X) first")
 
     def predict(self, X: pd.DataFrame) -> NDArray[np.int64]:
+        """The nearest centroid of each row of ``X``."""
         self._check()
         Z = (self._matrix(X) - self.mean_) / self.scale_
         d = ((Z[:, None, :] - self.centroids_[None, :, :]) ** 2).sum(axis=2)

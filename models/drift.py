@@ -54,6 +54,7 @@ class Reference:
 
     @classmethod
     def of(cls, columns: Mapping[str, Any]) -> Reference:
+        """The bins and shares of each column (name -> values) as training saw them."""
         edges: dict[str, tuple[float, ...]] = {}
         shares: dict[str, tuple[float, ...]] = {}
         rows = 0

@@ -86,6 +86,7 @@ class BatchIntentModel(Params):
         return out
 
     def fit(self, X: pd.DataFrame, y: Sequence[int] | NDArray[Any]) -> BatchIntentModel:
+        """Fit on time-ordered rows: boost, stop early on the next tenth, calibrate on the last; returns self."""
         if self.calibration not in ("isotonic", "sigmoid"):
             raise ValueError(f"calibration must be 'isotonic' or 'sigmoid', got {self.calibration!r}")
         y = np.asarray(y).astype(int)
@@ -160,6 +161,7 @@ class BatchIntentModel(Params):
         return 1.0 / (1.0 + np.exp(-(a * logit + b)))
 
     def predict_raw(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        """The booster's scores before calibration."""
         self._check()
         return np.asarray(self.booster_.predict(self._matrix(X), num_iteration=self.best_iteration_))
 
@@ -232,6 +234,7 @@ class BatchIntentModel(Params):
         return [(self.features_in_[i], float(contrib[i])) for i in order]
 
     def importance(self) -> pd.Series:
+        """Each feature's total gain, largest first."""
         self._check()
         gain = self.booster_.feature_importance(importance_type="gain", iteration=self.best_iteration_)
         return pd.Series(gain, index=self.features_in_).sort_values(ascending=False)

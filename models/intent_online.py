@@ -98,9 +98,11 @@ class OnlineIntentModel(Params):
 
     @property
     def pending(self) -> int:
+        """How many sampled moments wait for their labels."""
         return sum(len(v) for v in self._pending.values())
 
     def features(self, vector: Mapping[str, object]) -> dict[str, Any]:
+        """A feature vector as the River pipeline reads it."""
         return river_features(vector, self.categorical)
 
     def predict(self, x: Mapping[str, Any]) -> float:
@@ -279,6 +281,7 @@ class OnlineIntentModel(Params):
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> OnlineIntentModel:
+        """A model back from :meth:`to_state`, identical from then on."""
         p = state["params"]
         model = cls(
             p["horizon_ms"], p["sample_every_ms"], p["max_pending_per_user"], p["kind"],

@@ -64,10 +64,12 @@ class SegflowModel(PythonModel):
     """A pickled segflow model behind MLflow's pyfunc interface."""
 
     def load_context(self, context: Any) -> None:
+        """Unpickle the segflow model MLflow logged beside the wrapper."""
         with open(context.artifacts["model"], "rb") as f:
             self.model = pickle.load(f)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        """Batch intent: calibrated probabilities; clusters: ids; online intent: probabilities."""
         model = self.model
         kind = type(model).__name__
         if kind == "BatchIntentModel":
@@ -115,10 +117,12 @@ def register(model_uri: str, name: str, description: str = "", tags: dict[str, s
 
 
 def version_tags(name: str, version: str) -> dict[str, str]:
+    """The tags of a registered version (provenance, ``fitted_until_ms``)."""
     return dict(MlflowClient().get_model_version(name, version).tags)
 
 
 def champion_version(name: str) -> str | None:
+    """The version the ``champion`` alias points at, or None."""
     try:
         return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
@@ -126,6 +130,7 @@ def champion_version(name: str) -> str | None:
 
 
 def promote(name: str, version: str) -> None:
+    """Point the ``champion`` alias at ``version``."""
     MlflowClient().set_registered_model_alias(name, CHAMPION, version)
 
 

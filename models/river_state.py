@@ -136,6 +136,7 @@ def state_of_adwin(detector: drift.ADWIN) -> dict[str, Any]:
 
 
 def fill_adwin(detector: drift.ADWIN, state: Mapping[str, Any]) -> None:
+    """Restore an ADWIN detector's window from :func:`state_of_adwin`'s values."""
     helper = detector._helper
     rebuild, args, fresh = _reduced(helper)
     bucket_rebuild, bucket_args, _ = _reduced(fresh[-1]["bucket_deque"][0])

@@ -21,6 +21,7 @@ NEVER = math.log1p(90 * 86_400.0)
 
 
 def signed_log1p(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """sign(x) · log(1 + |x|), elementwise (NaN stays NaN)."""
     return np.sign(x) * np.log1p(np.abs(x))
 
 

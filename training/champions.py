@@ -26,17 +26,21 @@ SHOWN = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "positive_rate")
 
 @dataclass(slots=True)
 class Evaluation:
+    """The champions' figures on an evaluation period, their versions, and the run that logged them."""
+
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     seen: dict[str, bool] = field(default_factory=dict)  # the champion was fitted on rows of this period
     run_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
+        """The evaluation as one JSON-ready object (``evaluate --json``)."""
         return {"metrics": self.metrics, "versions": self.versions, "seen_in_training": self.seen,
                 "run_id": self.run_id}  # fmt: skip
 
 
 def evaluate_champions(events: pa.Table, horizon_ms: int, source: str) -> Evaluation:
+    """Score the registered champions on the later part of ``events`` and log the run."""
     report = Evaluation()
     data = build(events, FeatureSet(DEFAULT_SPECS), horizon_ms=horizon_ms)
     _, test = data.split_by_time(gap_ms=horizon_ms)

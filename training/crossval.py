@@ -27,12 +27,15 @@ REPORTED = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "f1", "precision", 
 
 @dataclass(frozen=True, slots=True)
 class CrossValidation:
+    """Per-fold figures, their mean and 95% interval, and each fold's chosen parameters."""
+
     folds: list[dict[str, float]]
     mean: dict[str, float]
     interval: dict[str, tuple[float, float]]  # 95% t-interval of the mean across folds
     params: list[dict[str, Any]]  # each fold's chosen parameters
 
     def as_dict(self) -> dict[str, Any]:
+        """The figures as one JSON-ready object."""
         return {
             "folds": self.folds,
             "mean": self.mean,
@@ -78,6 +81,7 @@ def fit_with_threshold(
 
 
 def cross_validate(X: pd.DataFrame, y: np.ndarray, k: int, seed: int, choose: ChooseParams) -> CrossValidation:
+    """Stratified ``k``-fold figures of fitting with the parameters ``choose`` picks on each fold's training rows."""
     folds, chosen = [], []
     for train, test in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(X, y):
         X_train, y_train = X.iloc[train], y[train]

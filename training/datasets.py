@@ -37,6 +37,8 @@ MINUTE_MS = 60_000
 
 @dataclass(frozen=True, slots=True)
 class TrainingSet:
+    """Features ``X`` at sampled cutoffs, labels ``y``, and the cutoffs themselves (user, time, messageId)."""
+
     X: pd.DataFrame
     y: np.ndarray
     cutoffs: pd.DataFrame  # profile_id, at (ms), message_id of the event at the cutoff
@@ -61,6 +63,7 @@ class TrainingSet:
         return fitted, validated, tested
 
     def take(self, mask: np.ndarray) -> TrainingSet:
+        """The rows of a boolean mask (their index kept)."""
         return TrainingSet(self.X.loc[mask], self.y[mask], self.cutoffs.loc[mask])
 
 

@@ -24,15 +24,19 @@ MOVING = 0.1
 
 @dataclass(frozen=True, slots=True)
 class DriftReport:
+    """PSI per column over a table's latest days, how many moments, and since when."""
+
     psi: dict[str, float]
     events: int
     since_ms: int
 
     @property
     def shifted(self) -> list[str]:
+        """The columns whose PSI says shifted (above 0.25)."""
         return [name for name, value in self.psi.items() if value > SHIFTED]
 
     def as_dict(self) -> dict[str, object]:
+        """The report with each column's status (stable, moving, shifted), JSON-ready."""
         status = {n: "shifted" if v > SHIFTED else "moving" if v > MOVING else "stable" for n, v in self.psi.items()}
         return {"psi": self.psi, "status": status, "events": self.events, "since_ms": self.since_ms}
 

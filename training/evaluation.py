@@ -54,6 +54,7 @@ def best_threshold(y: NDArray, p: NDArray) -> float:
 
 
 def intent_metrics(y: NDArray, p: NDArray, threshold: float) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, log loss, Brier, ECE and, at ``threshold``, F1, precision and recall."""
     y = np.asarray(y).astype(int)
     p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
     decided = p >= threshold
@@ -72,6 +73,7 @@ def intent_metrics(y: NDArray, p: NDArray, threshold: float) -> dict[str, float]
 
 
 def intent_plots(y: NDArray, p: NDArray, importance: pd.Series | None = None) -> dict[str, Figure]:
+    """ROC, precision-recall and calibration curves (and importance when given), as figures by file name."""
     figs: dict[str, Figure] = {}
     fpr, tpr, _ = roc_curve(y, p)
     fig, ax = plt.subplots(figsize=(4, 4))
@@ -122,6 +124,7 @@ def persona_ari(labels: NDArray, personas: pd.Series) -> float:
 
 
 def cluster_heatmap(profile: pd.DataFrame, top: int = 20) -> Figure:
+    """The standardized centroids over the features that set clusters apart most."""
     spread = profile.abs().max(axis=0).sort_values(ascending=False).index[:top]
     fig, ax = plt.subplots(figsize=(10, 1 + 0.5 * len(profile)))
     im = ax.imshow(profile[spread].to_numpy(), aspect="auto", cmap="RdBu_r", vmin=-2, vmax=2)
@@ -136,5 +139,6 @@ def cluster_heatmap(profile: pd.DataFrame, top: int = 20) -> Figure:
 
 
 def close(figs: Sequence[Figure]) -> None:
+    """Free the figures' memory (matplotlib keeps them otherwise)."""
     for fig in figs:
         plt.close(fig)

@@ -51,12 +51,14 @@ class ImportReport:
     by_type: Counter[str] = field(default_factory=Counter)
 
     def reject(self, source: str, line: int, reason: str) -> None:
+        """Count a rejected row and keep its reason (the first ones, for the report)."""
         self.rejected += 1
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append((source, line, redact(reason)))
 
     @property
     def accounted(self) -> bool:
+        """Whether every row read was imported or rejected."""
         return self.imported + self.rejected == self.rows
 
 
@@ -215,6 +217,7 @@ class ColumnMapping:
 
     @classmethod
     def load(cls, path: str | Path) -> ColumnMapping:
+        """A column mapping from its YAML file (see ``config/mappings/``)."""
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text())

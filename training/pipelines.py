@@ -54,6 +54,8 @@ Progress = Callable[[str], None]
 
 @dataclass(slots=True)
 class TrainResult:
+    """What ``train_all`` did: metrics, registered versions, promotions with their reasons, seconds."""
+
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     promoted: dict[str, bool] = field(default_factory=dict)

@@ -26,6 +26,8 @@ DEFAULT_MARGINS = {"roc_auc": 0.002, "silhouette": 0.005}
 
 @dataclass(frozen=True, slots=True)
 class Champion:
+    """The current champion as judged on the new model's evaluation rows."""
+
     version: str
     score: float | None  # None: it cannot be judged on these rows
     how: str = ""  # how it was judged, when not as registered
@@ -35,11 +37,14 @@ class Champion:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """Whether the new model takes the alias, and why."""
+
     promote: bool
     reason: str
 
 
 def judge(metric: str, score: float, champion: Champion | None, margin: float) -> Verdict:
+    """Promote or keep: no champion, one that cannot be judged, or the margin decides."""
     if champion is None:
         return Verdict(True, f"promoted: the first version ({metric} {score:.4f})")
     if champion.score is None:

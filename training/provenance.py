@@ -35,6 +35,7 @@ def git_commit() -> str:
 
 
 def tags(data_digest: str) -> dict[str, str]:
+    """The provenance tags of a run or version: git commit, segflow version, data hash."""
     return {
         "git_commit": git_commit(),
         "segflow_version": metadata.version("segflow"),

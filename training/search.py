@@ -24,6 +24,7 @@ SEARCHED = ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction
 
 
 def space(trial: optuna.Trial) -> dict[str, Any]:
+    """The parameters a trial draws: learning rate, leaves, leaf size, feature and row fractions, L2."""
     return {
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 4, 63, log=True),

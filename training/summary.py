@@ -25,6 +25,8 @@ FUNNEL = (PRODUCT_VIEW, ADD_TO_CART, CHECKOUT_START, PURCHASE)
 
 @dataclass(frozen=True, slots=True)
 class Summary:
+    """Counts by type, users, time span and funnel of an event table."""
+
     events: int
     users: int
     first: datetime | None
@@ -34,6 +36,7 @@ class Summary:
     funnel: tuple[tuple[str, int, float], ...]
 
     def as_dict(self) -> dict[str, object]:
+        """The summary as one JSON-ready object."""
         return {
             "events": self.events,
             "users": self.users,
@@ -45,6 +48,7 @@ class Summary:
 
 
 def summarize(table: pa.Table) -> Summary:
+    """Summarize an event table (``segflow inspect``)."""
     types = table.column("type")
     counts = pc.value_counts(types).to_pylist()
     by_type = tuple(sorted(((c["values"], c["counts"]) for c in counts), key=lambda kv: -kv[1]))
@@ -65,5 +69,6 @@ def summarize(table: pa.Table) -> Summary:
 
 
 def type_counts(table: pa.Table) -> dict[str, int]:
+    """Events by type, most frequent first."""
     values, counts = np.unique(table.column("type").to_numpy(zero_copy_only=False), return_counts=True)
     return {str(v): int(c) for v, c in zip(values, counts, strict=True)}

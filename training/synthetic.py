@@ -55,6 +55,8 @@ DEFAULT_START = datetime(2026, 9, 7, tzinfo=UTC)  # a Monday
 
 @dataclass(frozen=True, slots=True)
 class Persona:
+    """A kind of shopper the generator draws users from: rates, tastes and intent."""
+
     name: str
     share: float
     sessions_per_day: float
@@ -193,6 +195,7 @@ class SyntheticHistory:
     intent: pa.Table
 
     def write(self, path: str | Path) -> tuple[Path, Path, Path]:
+        """Write the events and, beside them, the ground truth (users and latent intent); returns the paths."""
         path = Path(path)
         stem = path.with_suffix("")
         return (

@@ -119,6 +119,8 @@ def _refuse_text_in_numbers(frame: pd.DataFrame, col: str) -> None:
 
 @dataclass(slots=True)
 class TabularResult:
+    """A table-trained model, its holdout figures and predictions, its parameters and any k-fold figures."""
+
     model: BatchIntentModel
     metrics: dict[str, float]
     X_test: pd.DataFrame
@@ -137,6 +139,7 @@ def train_on_table(
     tune: int = 0,
     categorical: Sequence[str] = (),
 ) -> TabularResult:
+    """Train the batch model on a labelled table: a stratified holdout, optional k-fold figures and search."""
     source = frame.attrs.get("source", "the table")
     if label not in frame:
         raise TableError(f"{source}: no label column {label!r} (columns: {list(frame.columns)})")

@@ -18,6 +18,7 @@ EXPERIMENT = "segflow-tables"
 
 
 def file_digest(path: Path) -> str:
+    """A file's content hash (sha256), 16 hex digits."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
