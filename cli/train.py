@@ -11,6 +11,7 @@ import httpx
 import pandas as pd
 import typer
 import yaml
+from lightgbm.basic import LightGBMError
 
 from cli.output import DEFAULT_DAYS, DEFAULT_TABLE, DEFAULT_USERS, console, data_error, out, usage
 from features.table import read_table
@@ -66,7 +67,9 @@ def train(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
     register: Annotated[bool, typer.Option(help="register the models (alias champion if better)")] = True,
-    margin: Annotated[float | None, typer.Option(help="how much better a model must score to become champion")] = None,
+    margin: Annotated[
+        float | None, typer.Option(min=0.0, help="how much better a model must score to become champion")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object of metrics")] = False,
     users: Annotated[int, typer.Option(help="users in a generated history")] = DEFAULT_USERS,
     days: Annotated[int, typer.Option(help="days in a generated history")] = DEFAULT_DAYS,
@@ -117,6 +120,13 @@ def _params(path: Path | None) -> dict[str, Any]:
         raise data_error(f"{path}: not YAML or JSON ({exc})") from None
     if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
         raise data_error(f"{path}: expected a mapping of LightGBM parameter names to values")
+    from training.search import unknown_params
+
+    unknown = unknown_params(params)
+    if unknown:
+        raise data_error(f"{path}: LightGBM has no parameters {unknown} (a typo?)")
+    if params.get("objective", "binary") not in ("binary", "cross_entropy", "xentropy"):
+        raise data_error(f"{path}: objective {params['objective']!r}: purchase intent is a binary objective")
     return params
 
 
@@ -152,6 +162,8 @@ def train_intent(
         raise usage(str(exc)) from None
     except ValueError as exc:  # TableError names the file; anything else the fit refused is about the data too
         raise data_error(str(exc) if isinstance(exc, TableError) else f"{table}: {exc}") from None
+    except LightGBMError as exc:  # a parameter's value LightGBM refuses
+        raise data_error(f"{params or 'the parameters'}: LightGBM refused them: {str(exc).splitlines()[0]}") from None
     run_id, version = log_table_run(table, label, seed, result, tracking_uri, register)
     metrics: dict[str, Any] = {k: (int(v) if k in ("n_train", "n_test") else v) for k, v in result.metrics.items()}
     shown: dict[str, Any] = {**metrics, "params": result.params, "run_id": run_id}
@@ -228,7 +240,7 @@ def drift(
         return
     status = report.as_dict()["status"]
     assert isinstance(status, dict)
-    out.print(f"drift over {report.events:,} events of the last {days:g} days of {path}:")
+    out.print(f"drift over {report.events:,} moments (a user's per 30 minutes) of the last {days:g} days of {path}:")
     for name, value in sorted(report.psi.items(), key=lambda kv: -kv[1]):
         out.print(f"  {name:<40} PSI {value:7.4f}  {status[name]}", highlight=False)
 
@@ -251,8 +263,12 @@ def retrain(
     from models import registry
     from training.pipelines import train_all
 
+    def refuse(message: str, code: int) -> typer.Exit:
+        print(json.dumps({"error": message}))  # the scheduler reads one JSON line whatever happens
+        return (usage if code == 2 else data_error)(message)
+
     if not table.exists():
-        raise usage(f"{table}: no such event table")
+        raise refuse(f"{table}: no such event table", 2)
     uri = registry.configure(tracking_uri)
     lock_path = Path(uri.removeprefix("sqlite:///")).with_suffix(".retrain.lock") if uri.startswith("sqlite:///") \
         else Path(".segflow-retrain.lock")  # fmt: skip
@@ -260,11 +276,12 @@ def retrain(
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise usage(f"another retrain holds {lock_path}") from None
+            raise refuse(f"another retrain holds {lock_path}", 2) from None
         try:
-            result = train_all(_events(table), horizon_ms=_horizon_ms(horizon), seed=seed, source=str(table))
+            events = read_table(table)
+            result = train_all(events, horizon_ms=_horizon_ms(horizon), seed=seed, source=str(table))
         except ValueError as exc:
-            raise data_error(str(exc)) from None
+            raise refuse(str(exc), 1) from None
     done: dict[str, Any] = {"versions": result.versions, "promoted": result.promoted, "reasons": result.reasons,
                             "metrics": result.metrics}  # fmt: skip
     failed = False

@@ -135,13 +135,13 @@ class BatchIntentModel(Params):
         self._codes = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in self.categories_.items()}
         self._numeric = [c not in self.categories_ for c in self.features_in_]
         held = np.asarray(self.booster_.predict(data.iloc[cut_stop:], num_iteration=self.best_iteration_))
-        self.reference_ = self._reference(data, self._calibrate(held))
+        self.reference_ = self._reference(data.iloc[cut_stop:], self._calibrate(held))
         return self
 
     def _reference(self, rows: pd.DataFrame, scores: NDArray[np.float64]) -> Reference:
-        """What drift is measured against: the distribution of the ten numeric
-        features that weigh most (over all the rows), and of the scores of the
-        held-out rows (the booster was not fitted on them)."""
+        """What drift is measured against: the distribution of the scores and of
+        the ten numeric features that weigh most on the held-out rows (the
+        latest fifth of time-ordered rows: the booster was not fitted on them)."""
         gain = self.booster_.feature_importance(importance_type="gain", iteration=self.best_iteration_)
         order = [self.features_in_[i] for i in np.argsort(-gain, kind="stable")]
         top = [name for name in order if name not in self.categories_][:10]

@@ -86,6 +86,8 @@ def log_model(model: Any, example: pd.DataFrame, feature_spec: list[str]) -> str
     pyfunc declares its pinned requirements and ships the segflow code its
     pickle refers to (:mod:`models.portable`), with a signature and an input
     example, so ``mlflow.pyfunc.load_model`` works where segflow is not installed."""
+    # whole numbers are numbers: a column of ints in the example would make the signature refuse a missing value
+    example = example.astype({c: "float64" for c in example.columns if pd.api.types.is_integer_dtype(example[c])})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.pkl"
         with open(path, "wb") as f:

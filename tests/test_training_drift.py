@@ -84,4 +84,9 @@ def test_drift_finds_a_shifted_period_and_retrain_suits_a_scheduler(tmp_path: Pa
     with open(tmp_path / "mlflow.retrain.lock", "w") as held:  # a retrain still running
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         busy = runner.invoke(app, ["retrain", "--table", str(tmp_path / "events.parquet"), "--tracking-uri", uri])
-    assert busy.exit_code == 2 and "another retrain" in busy.output
+    assert busy.exit_code == 2 and "another retrain" in last_json(busy.output)["error"]
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    wrong = runner.invoke(app, ["retrain", "--table", str(tmp_path / "t.csv"), "--tracking-uri", uri])
+    assert wrong.exit_code == 1 and "not a Parquet event table" in last_json(wrong.output)["error"]
+    negative = runner.invoke(app, ["train", "--table", str(tmp_path / "events.parquet"), "--margin", "-1"])
+    assert negative.exit_code == 2

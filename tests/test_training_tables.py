@@ -129,3 +129,13 @@ def test_a_small_imbalanced_table_trains_or_says_how_many_rows_it_needs(tmp_path
     frame.to_csv(tmp_path / "tiny.csv", index=False)
     code, output = train(tmp_path, "--table", str(tmp_path / "tiny.csv"), "--label", "bought")
     assert code == 1 and "tiny.csv" in output and "at least 30 of each" in output and "Traceback" not in output
+
+
+def test_parameters_lightgbm_does_not_know_or_refuses_are_data_errors(tmp_path: Path) -> None:
+    table().to_csv(tmp_path / "t.csv", index=False)
+    for text, said in (("num_leavs: 7\n", "no parameters ['num_leavs']"), ("num_leaves: -3\n", "LightGBM refused"),
+                       ("objective: regression\n", "binary objective"), ("- 1\n", "a mapping")):  # fmt: skip
+        (tmp_path / "p.yaml").write_text(text)
+        code, output = train(tmp_path, "--table", str(tmp_path / "t.csv"), "--label", "bought",
+                             "--params", str(tmp_path / "p.yaml"))  # fmt: skip
+        assert code == 1 and said in output and "p.yaml" in output and "Traceback" not in output, output

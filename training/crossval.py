@@ -8,6 +8,7 @@ rows it is judged on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,4 +92,11 @@ def cross_validate(X: pd.DataFrame, y: np.ndarray, k: int, seed: int, choose: Ch
         folds.append({name: metrics[name] for name in (*REPORTED, "threshold")})
         chosen.append(params)
     mean = {name: float(np.mean([f[name] for f in folds])) for name in REPORTED}
-    return CrossValidation(folds, mean, {name: interval([f[name] for f in folds]) for name in REPORTED}, chosen)
+    bounds = {name: (0.0, math.inf if name == "log_loss" else 1.0) for name in REPORTED}
+    intervals = {name: _within(interval([f[name] for f in folds]), *bounds[name]) for name in REPORTED}
+    return CrossValidation(folds, mean, intervals, chosen)
+
+
+def _within(pair: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
+    """An interval clipped to what the metric can be (a recall above 1 says nothing)."""
+    return max(pair[0], lo), min(pair[1], hi)

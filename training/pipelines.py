@@ -305,7 +305,9 @@ def train_all(
         _finish(result, registry.INTENT_ONLINE, online, test.X.head(5), names, "roc_auc", metrics["roc_auc"],
                 judge_online, context)  # fmt: skip
         result.metrics["intent_online"] = metrics
-    say(f"online intent: ROC-AUC {metrics['roc_auc']:.3f} (prequential, delayed labels)")
+    say(
+        f"online intent: ROC-AUC {metrics['roc_auc']:.3f} on the test period (each moment scored before it was learned)"
+    )
 
     # clusters: fitted on four users in five, judged on the fifth
     with run(registry.CLUSTERS, "kmeans"):
@@ -343,7 +345,7 @@ def train_all(
                 judge_clusters, context)  # fmt: skip
         result.metrics["clusters"] = metrics
     say(
-        f"clusters: k={clusters.k_}, silhouette {clusters.silhouette_:.3f}"
+        f"clusters: k={clusters.k_}, silhouette {clusters.silhouette_:.3f} (held-out users {held_score:.3f})"
         + (f", persona ARI {metrics['persona_ari']:.3f}" if "persona_ari" in metrics else "")
     )
     result.seconds["total"] = time.perf_counter() - started

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+from lightgbm.basic import _ConfigAliases
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import train_test_split
 
@@ -54,3 +55,13 @@ def tune(
     study.enqueue_trial({**baseline, **{k: v for k, v in (base or {}).items() if k in baseline}})
     study.optimize(objective, n_trials=trials)
     return {**(base or {}), **study.best_params}
+
+
+def unknown_params(params: Mapping[str, Any]) -> list[str]:
+    """The names in ``params`` that are no LightGBM parameter nor an alias of one.
+
+    >>> unknown_params({"num_leaves": 7, "eta": 0.1, "num_leavs": 7})
+    ['num_leavs']
+    """
+    known = {alias for aliases in _ConfigAliases._get_all_param_aliases().values() for alias in aliases}
+    return sorted(set(params) - known)
