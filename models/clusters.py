@@ -21,6 +21,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
+from features.defaults import HABIT_WORDS
 from features.specs import Spec
 from models.params import Params
 from models.vectors import signed_log1p
@@ -28,8 +29,6 @@ from models.vectors import signed_log1p
 
 class NotFittedError(RuntimeError):
     """A model used before ``fit``."""
-
-    pass
 
 
 class ClusterModel(Params):
@@ -48,7 +47,7 @@ class ClusterModel(Params):
         self.k_range = k_range
         self.features = features
         self.specs = specs  # the feature specs the vectors come from, so a service can compute them
-        self.words = words  # feature name -> (what high means, what low means), for descriptions
+        self.words = words  # feature name -> (what high means, what low means); None: the habits' words
         self.sample_size = sample_size
         self.random_state = random_state
         self.previous = previous
@@ -124,7 +123,7 @@ class ClusterModel(Params):
 
     def _describe(self, centroid: NDArray[np.float64], top: int = 3) -> str:
         """The centroid's most distinctive features, in words where there are some."""
-        words = self.words or {}
+        words = self.words if self.words is not None else HABIT_WORDS
         parts = []
         for i in np.argsort(-np.abs(centroid))[:top]:
             name, high = self.features_in_[i], bool(centroid[i] > 0)

@@ -152,7 +152,7 @@ def test_clusters_recover_the_generators_personas() -> None:
     personas = history.users.to_pandas().set_index("user_id")["persona"]
     habits = cluster_features(history.events)
     vectors = user_vectors(history.events, habits)
-    model = ClusterModel(random_state=0, specs=habits.specs, words=HABIT_WORDS).fit(vectors)
+    model = ClusterModel(random_state=0).fit(vectors)  # the habits' words by default, the vectors' columns
     assert adjusted_rand_score(personas.reindex(vectors.index), model.labels_) >= 0.7
     assert any("views cheap products for their category" in d for d in model.descriptions_)
     assert set(habits.names) <= HABIT_WORDS.keys()  # every habit is described in words

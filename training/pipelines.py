@@ -10,11 +10,12 @@ current champion on the same evaluation set.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import heapq
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,12 +62,36 @@ class TrainResult:
     promoted: dict[str, bool] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # why each champion moved or stayed
     seconds: dict[str, float] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)  # registered name -> the model trained
 
 
-def _log_figures(figs: dict[str, Any]) -> None:
-    for name, fig in figs.items():
-        mlflow.log_figure(fig, f"plots/{name}")
-    close(list(figs.values()))
+class _Runs:
+    """The MLflow runs of one training, or nothing at all (``track=False``)."""
+
+    def __init__(self, on: bool, source: str, digest: str, rows: int, summary: dict[str, Any]) -> None:
+        self.on, self.source, self.digest, self.rows, self.summary = on, source, digest, rows, summary
+
+    @contextlib.contextmanager
+    def run(self, experiment: str, name: str) -> Iterator[None]:
+        if not self.on:
+            yield
+            return
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name=f"{name}-{self.digest[:8]}"):
+            provenance.log_dataset(self.source, self.digest, self.rows, context="training")
+            mlflow.log_dict(self.summary, "data_summary.json")
+            yield
+
+    def log(self, params: dict[str, Any], metrics: dict[str, float], figures: Callable[[], dict[str, Any]]) -> None:
+        """Parameters, metrics and plots (drawn only when they are logged)."""
+        if not self.on:
+            return
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        figs = figures()
+        for name, fig in figs.items():
+            mlflow.log_figure(fig, f"plots/{name}")
+        close(list(figs.values()))
 
 
 def _finish(
@@ -82,6 +107,9 @@ def _finish(
 ) -> None:
     """Log the model; when registering, register it and move the alias if it
     beats the champion by the margin, logging why it did or did not."""
+    result.models[name] = model
+    if not context.track:
+        return
     uri = registry.log_model(model, example, features)
     if not context.register:
         return
@@ -113,6 +141,7 @@ def _run_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Context:
+    track: bool
     register: bool
     margins: dict[str, float]
     digest: str
@@ -179,6 +208,7 @@ def train_all(
     progress: Progress | None = None,
     source: str = "events",
     margins: dict[str, float] | None = None,
+    track: bool = True,
 ) -> TrainResult:
     """Train, judge and register the three models on an event table.
 
@@ -191,7 +221,12 @@ def train_all(
     the fifth (by a hash of the id, so the same users in every run). A champion
     is judged on the same rows; one whose fitted rows reach into them is judged
     as its settings refitted here. ``source`` names the table in the runs.
+
+    ``track=False``: no MLflow at all (nothing logged, registered or read),
+    for a notebook; the models are in the result's ``models`` either way.
     """
+    if register and not track:
+        raise ValueError("registering a model means tracking it: register=False, or track=True")
     say = progress or (lambda _msg: None)
     result = TrainResult()
     fs = FeatureSet(DEFAULT_SPECS)
@@ -227,12 +262,8 @@ def train_all(
     margins = {**DEFAULT_MARGINS, **(margins or {})}
     fitted_until = int(fit.cutoffs["at"].max()) + horizon_ms
 
-    def run(experiment: str, run_name: str) -> Any:
-        mlflow.set_experiment(experiment)
-        active = mlflow.start_run(run_name=f"{run_name}-{digest[:8]}")
-        provenance.log_dataset(source, digest, table.num_rows, context="training")
-        mlflow.log_dict(summary, "data_summary.json")
-        return active
+    runs = _Runs(track, source, digest, table.num_rows, summary)
+    run = runs.run
 
     # batch intent
     with run(registry.INTENT_BATCH, "lightgbm"):
@@ -244,9 +275,8 @@ def train_all(
         metrics = intent_metrics(test.y, p, threshold)
         if oracle is not None:
             metrics["oracle_roc_auc"] = oracle
-        mlflow.log_params({**data_params, "best_iteration": model.best_iteration_, **provenance.flat(model.params_)})
-        mlflow.log_metrics(metrics)
-        _log_figures(intent_plots(test.y, p, model.importance()))
+        params = {**data_params, "best_iteration": model.best_iteration_, **provenance.flat(model.params_)}
+        runs.log(params, metrics, lambda: intent_plots(test.y, p, model.importance()))
 
         def judge_batch(champion: BatchIntentModel, tags: dict[str, str]) -> Champion:
             how = ""
@@ -262,7 +292,7 @@ def train_all(
             except KeyError as exc:
                 return Champion("", None, why_not=f"reads features these rows lack ({exc})")
 
-        context = _Context(register, margins, digest, fitted_until)
+        context = _Context(track, register, margins, digest, fitted_until)
         _finish(result, registry.INTENT_BATCH, model, test.X.head(5), names, "roc_auc", metrics["roc_auc"],
                 judge_batch, context)  # fmt: skip
         result.metrics["intent_batch"] = metrics
@@ -283,9 +313,8 @@ def train_all(
             metrics["prequential_roc_auc"] = float(roc_auc_score(evaluated[:, 0], evaluated[:, 1]))
         metrics["drift_detected"] = float(online.drift_detected_)
         metrics["learned"] = float(online.learned)
-        mlflow.log_params({**data_params, **provenance.flat(online.get_params())})
-        mlflow.log_metrics(metrics)
-        _log_figures(intent_plots(test.y, p_online))
+        runs.log({**data_params, **provenance.flat(online.get_params())}, metrics,
+                 lambda: intent_plots(test.y, p_online))  # fmt: skip
 
         def judge_online(champion: OnlineIntentModel, tags: dict[str, str]) -> Champion:
             """A learned state is judged on what it has not learned; one that
@@ -301,7 +330,7 @@ def train_all(
             return Champion("", float(roc_auc_score(test.y, theirs)), "its settings replayed from scratch")
 
         online_until = int(data.cutoffs["at"].max()) + horizon_ms
-        context = _Context(register, margins, digest, online_until)
+        context = _Context(track, register, margins, digest, online_until)
         _finish(result, registry.INTENT_ONLINE, online, test.X.head(5), names, "roc_auc", metrics["roc_auc"],
                 judge_online, context)  # fmt: skip
         result.metrics["intent_online"] = metrics
@@ -326,11 +355,15 @@ def train_all(
         if users_truth is not None:
             personas = users_truth.set_index("user_id")["persona"].reindex(judged.index)
             metrics["persona_ari"] = persona_ari(clusters.predict(judged), personas)
-        mlflow.log_params({"k": clusters.k_, "k_range": str(clusters.k_range), "users": len(numeric),
-                           "held_out_users": len(judged)})  # fmt: skip
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict({str(i): d for i, d in enumerate(clusters.descriptions_)}, "cluster_descriptions.json")
-        _log_figures({"cluster_profiles.png": cluster_heatmap(clusters.profile())})
+        params = {
+            "k": clusters.k_,
+            "k_range": str(clusters.k_range),
+            "users": len(numeric),
+            "held_out_users": len(judged),
+        }
+        runs.log(params, metrics, lambda: {"cluster_profiles.png": cluster_heatmap(clusters.profile())})
+        if track:
+            mlflow.log_dict({str(i): d for i, d in enumerate(clusters.descriptions_)}, "cluster_descriptions.json")
 
         def judge_clusters(champion: ClusterModel, tags: dict[str, str]) -> Champion:
             """On the held-out users, over the features the champion reads itself."""
@@ -340,7 +373,7 @@ def train_all(
             return Champion("", cluster_silhouette(champion, own, seed=seed))
 
         end = int(pc.max(pc.cast(table.column("ts"), pa.int64())).as_py())
-        context = _Context(register, margins, digest, end, {"held_out": HELD_OUT})
+        context = _Context(track, register, margins, digest, end, {"held_out": HELD_OUT})
         _finish(result, registry.CLUSTERS, clusters, judged.head(5), list(habits.names), "silhouette", held_score,
                 judge_clusters, context)  # fmt: skip
         result.metrics["clusters"] = metrics
