@@ -16,7 +16,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli import admin, demo, destinations, serve
+from cli import admin, demo, destinations, serve, tune
 from cli import train as train_commands
 from cli.output import DATA_ERRORS, DEFAULT_DAYS, DEFAULT_TABLE, DEFAULT_USERS, console, data_error, out, usage
 from features.pseudonyms import Pseudonymizer, load_key
@@ -276,6 +276,7 @@ app.add_typer(train_commands.train_app, name="train")
 app.command("evaluate")(train_commands.evaluate)
 app.command("drift")(train_commands.drift)
 app.command("retrain")(train_commands.retrain)
+app.command("tune")(tune.tune)
 app.command("serve")(serve.serve)
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(admin.quarantine_app, name="quarantine")

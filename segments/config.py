@@ -24,6 +24,7 @@ from features.events import CANONICAL_TYPES
 from features.specs import Spec, parse_duration
 from segments.closures import Fn
 from segments.grammar import RuleError
+from segments.ir import FROM_SCORES, FROM_THRESHOLDS, Compare, Read, walk
 from segments.rules import Rule, compile_rule
 
 
@@ -362,3 +363,48 @@ def diff(old: SegmentConfig, new: SegmentConfig) -> list[str]:
     if a["groups"] != b["groups"]:
         lines.append(f"~ groups: {a['groups']} -> {b['groups']}")
     return lines
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreThreshold:
+    """A threshold a rule compares with a score: the entry (``intent >= t``) or
+    the exit (``intent < t`` in an exit rule) of a segment."""
+
+    name: str
+    score: str
+    role: str  # "entry" or "exit"
+    segment: str
+
+
+_FLIP = {">=": "<=", ">": "<", "<=": ">=", "<": ">", "==": "==", "!=": "!="}
+
+
+def score_thresholds(config: SegmentConfig) -> list[ScoreThreshold]:
+    """Every threshold compared with a score, with its role, in config order.
+
+    >>> text = '''
+    ... thresholds: {likely: 0.4, likely_exit: 0.3, cart: 100}
+    ... segments:
+    ...   - name: buyers
+    ...     rule: intent >= thresholds.likely and cart_value_7d >= thresholds.cart
+    ...     exit: intent < thresholds.likely_exit
+    ... '''
+    >>> [(t.name, t.score, t.role) for t in score_thresholds(loads(text, known_features=["cart_value_7d"]))]
+    [('likely', 'intent', 'entry'), ('likely_exit', 'intent', 'exit')]
+    """
+    found: list[ScoreThreshold] = []
+    for segment in config.segments.values():
+        for rule, exiting in ((segment.rule, False), (segment.exit, True)):
+            tree = rule.tree if rule is not None else None
+            for node in walk(tree) if tree is not None else ():
+                if not isinstance(node, Compare) or not isinstance(node.left, Read) or not isinstance(node.right, Read):
+                    continue
+                op, left, right = node.op, node.left, node.right
+                if left.source == FROM_THRESHOLDS:  # t <= intent: as intent >= t
+                    op, left, right = _FLIP[op], right, left
+                if left.source != FROM_SCORES or right.source != FROM_THRESHOLDS:
+                    continue
+                role = "exit" if exiting and op in ("<", "<=") else "entry" if op in (">", ">=") else ""
+                if role and all(t.name != right.name for t in found):
+                    found.append(ScoreThreshold(right.name, left.name, role, segment.name))
+    return found

@@ -1,0 +1,152 @@
+"""``segflow tune``: the thresholds rules compare with a score, chosen for a
+target on an out-of-time evaluation set, written back into the config
+(comments kept), previewed, and logged to MLflow.
+
+The evaluation set is the later part of an event table's training set (one
+cutoff per user per 30 minutes, a horizon's gap before it), scored by the
+registered champions as the service scores (``intent`` made as settings say).
+Each entry threshold (``intent >= likely_buyer``) is chosen among scores
+rounded down to 4 places, so the value written flags exactly the moments it
+was chosen on; its exit partner (``intent < likely_buyer_exit``) keeps a
+margin below it. Thresholds not compared with a score are left alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from cli.output import console, data_error, out, usage
+
+
+def tune(
+    target: Annotated[str, typer.Option(help="precision=P (the lowest threshold reaching it) or recall=R")],
+    events: Annotated[Path, typer.Option(help="event table (Parquet) to choose on: its later part")],
+    config: Annotated[Path, typer.Option(help="segments.yaml to rewrite")] = Path("config/segments.yaml"),
+    exit_margin: Annotated[
+        float | None, typer.Option(min=0.0, help="exit threshold this far below the entry (default: as now)")
+    ] = None,
+    horizon: Annotated[str, typer.Option(help="purchase label horizon")] = "24h",
+    dry_run: Annotated[bool, typer.Option(help="show the choice and its preview, write nothing")] = False,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Choose the score thresholds of a segment config for a target, write them back and preview the change."""
+    import mlflow
+    import pyarrow.compute as pc
+
+    from features.defaults import DEFAULT_SPECS
+    from features.online import FeatureSet
+    from features.specs import parse_duration
+    from features.table import read_table
+    from models import registry
+    from segments.config import ConfigError, score_thresholds
+    from segments.writing import with_thresholds
+    from serving.preview import preview
+    from serving.regime import intent_feature_names, loads_config
+    from serving.scorers import load_scorers
+    from serving.settings import Settings
+    from training.datasets import build
+    from training.thresholds import choose, parse_target, trade_off
+
+    try:
+        metric, goal = parse_target(target)
+        horizon_ms = parse_duration(horizon) // timedelta(milliseconds=1)
+    except ValueError as exc:
+        raise usage(str(exc)) from None
+    if not config.exists() or not events.exists():
+        raise usage(f"{config if not config.exists() else events}: no such file")
+    text = config.read_text()
+    try:
+        old = loads_config(text, str(config))
+        table = read_table(events)
+    except (ConfigError, ValueError) as exc:
+        raise data_error(str(exc)) from None
+    pairs = score_thresholds(old)
+    entries = [t for t in pairs if t.role == "entry"]
+    if not entries:
+        raise usage(f"{config}: no rule compares a threshold with a score (intent, intent_batch, intent_online)")
+
+    settings = Settings()
+    scorers = load_scorers(intent_feature_names(), settings.model_alias, tracking_uri or settings.tracking_uri)
+    scorers.use_intent(settings.intent)
+    data = build(table, FeatureSet(DEFAULT_SPECS), horizon_ms=horizon_ms)
+    _, evaluation = data.split_by_time(gap_ms=horizon_ms)
+    if len(np.unique(evaluation.y)) < 2:
+        raise data_error(f"{events}: the evaluation period needs buyers and non-buyers")
+    scores, _ = dataclasses.replace(scorers, clusters=None).score_columns(evaluation.X)
+
+    chosen: dict[str, float] = {}
+    figures: dict[str, dict[str, float]] = {}
+    for entry in entries:
+        p = np.floor(np.asarray(scores[entry.score]) * 10_000) / 10_000  # as the value will be written
+        try:
+            value = choose(evaluation.y, p, metric, goal)
+        except ValueError as exc:
+            raise data_error(f"{entry.name} ({entry.score}): {exc}") from None
+        chosen[entry.name] = value
+        flagged = np.asarray(scores[entry.score]) >= value
+        figures[entry.name] = {
+            "precision": float(evaluation.y[flagged].mean()) if flagged.any() else 0.0,
+            "recall": float(evaluation.y[flagged].sum() / max(evaluation.y.sum(), 1)),
+            "flagged": float(flagged.mean()),
+        }
+        for partner in pairs:
+            if partner.role == "exit" and partner.segment == entry.segment and partner.score == entry.score:
+                gap = (
+                    exit_margin
+                    if exit_margin is not None
+                    else old.thresholds[entry.name] - old.thresholds[partner.name]
+                )
+                chosen[partner.name] = round(max(value - gap, 0.0), 4)
+        table_rows = trade_off(evaluation.y, p)
+        figures[entry.name]["candidates"] = float(len(table_rows))
+        if not as_json:
+            _show(entry.name, table_rows, value)
+
+    new_text = with_thresholds(text, chosen)
+    new = loads_config(new_text, str(config))
+    history = table.take(pc.sort_indices(table, [("received_at", "ascending")]))
+    result = preview(old, new, history, scorers)
+    changed = {s.name: s.as_dict(0) for s in result.segments if s.status != "same" or s.only_new or s.only_old}
+    if not dry_run:
+        config.write_text(new_text)
+    registry.configure(tracking_uri or settings.tracking_uri)
+    mlflow.set_experiment("segflow-thresholds")
+    with mlflow.start_run(run_name=f"tune-{metric}-{goal:g}") as run:
+        mlflow.log_params({"target": target, "config": str(config), "events": str(events), "written": not dry_run,
+                           **{f"was.{k}": old.thresholds[k] for k in chosen}, **chosen})  # fmt: skip
+        mlflow.log_metrics({f"{name}.{k}": v for name, f in figures.items() for k, v in f.items()})
+        mlflow.log_text(new_text, "segments.yaml")
+        mlflow.set_tags({f"model.{k}": v for k, v in scorers.versions.items()})
+    shown: dict[str, Any] = {"target": {metric: goal}, "was": {k: old.thresholds[k] for k in chosen}, "chosen": chosen,
+                             "at_chosen": figures, "written": None if dry_run else str(config), "preview": changed,
+                             "evaluation_moments": len(evaluation.y), "models": scorers.versions,
+                             "run_id": run.info.run_id}  # fmt: skip
+    if as_json:
+        print(json.dumps(shown))
+        return
+    for name, value in chosen.items():
+        out.print(f"{name}: {old.thresholds[name]} -> {value}", highlight=False)
+    for name, seg in changed.items():
+        out.print(f"  {name}: size {seg['size_old']:,} -> {seg['size_new']:,}, would enter {seg['would_enter']:,}, "
+                  f"would leave {seg['would_leave']:,}", highlight=False)  # fmt: skip
+    console.print(f"{'dry run: nothing written' if dry_run else f'written to {config}'}; logged run {run.info.run_id}")
+
+
+def _show(name: str, rows: Any, value: float) -> None:
+    """The trade-off around the choice: ten thresholds spread over the range, and the chosen one."""
+    picks = sorted(
+        set(np.linspace(0, len(rows) - 1, 10).astype(int).tolist()) | set(rows.index[rows.threshold == value])
+    )
+    out.print(f"[bold]{name}[/bold]: threshold, precision, recall, share of moments flagged")
+    for i in picks:
+        r = rows.iloc[i]
+        mark = "  <- chosen" if r.threshold == value else ""
+        out.print(f"  {r.threshold:.4f}  {r.precision:.3f}  {r.recall:.3f}  {r.flagged:.3f}{mark}", highlight=False)

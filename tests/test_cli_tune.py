@@ -1,0 +1,88 @@
+"""``segflow tune --target precision=0.8`` rewrites the likely-buyer pair in a
+copy of the config, comments intact; checked independently on the evaluation
+set, the entry threshold reaches the precision and is the lowest that does;
+its preview, with the champion models, shows the membership change."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from typer.testing import CliRunner
+
+from cli.main import app
+from features.defaults import DEFAULT_SPECS
+from features.online import FeatureSet
+from models import registry
+from serving.regime import intent_feature_names
+from serving.scorers import load_scorers
+from training.datasets import build
+from training.pipelines import train_all
+from training.synthetic import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+DAY_MS = 86_400_000
+
+
+def test_tune_rewrites_the_likely_buyer_pair_for_a_precision_and_previews_it(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    registry.configure(uri)
+    history = generate(users=600, days=12, seed=17)
+    train_all(history.events, seed=0)
+    events = tmp_path / "events.parquet"
+    history.write(events)
+    config = tmp_path / "segments.yaml"
+    shutil.copy(ROOT / "config/segments.yaml", config)
+    before = config.read_text()
+
+    args = ["tune", "--target", "precision=0.8", "--events", str(events), "--config", str(config),
+            "--tracking-uri", uri, "--json"]  # fmt: skip
+    dry = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert config.read_text() == before  # a dry run writes nothing
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    shown = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    entry, exit_ = shown["chosen"]["likely_buyer"], shown["chosen"]["likely_buyer_exit"]
+    assert set(shown["chosen"]) == {"likely_buyer", "likely_buyer_exit"}
+    assert exit_ == round(entry - 0.05, 4)  # the exit keeps the config's margin below the entry
+
+    after = config.read_text()
+    changed = [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]  # fmt: skip
+    assert changed[:2] == [
+        "-  likely_buyer: 0.35       # intent score above which a user is a likely buyer",
+        "-  likely_buyer_exit: 0.30  # ... and below which a likely buyer stops being one (hysteresis)",
+    ]
+    assert len(changed) == 4  # those two lines and nothing else: other thresholds, rules, comments as they were
+    assert changed[2].startswith(f"+  likely_buyer: {entry} ") and changed[2].endswith(
+        " # intent score above which a user is a likely buyer"
+    )
+    assert changed[3].startswith(f"+  likely_buyer_exit: {exit_} ") and changed[3].endswith(
+        " # ... and below which a likely buyer stops being one (hysteresis)"
+    )
+
+    # independently, on the evaluation set: the later part, a horizon's gap before it, scored by the champions
+    data = build(history.events, FeatureSet(DEFAULT_SPECS), horizon_ms=DAY_MS)
+    _, evaluation = data.split_by_time(gap_ms=DAY_MS)
+    scorers = load_scorers(intent_feature_names(), tracking_uri=uri)
+    scores, _ = dataclasses.replace(scorers, clusters=None).score_columns(evaluation.X)
+    p, y = np.asarray(scores["intent"]), evaluation.y
+
+    def precision(t: float) -> float:
+        return float(y[p >= t].mean()) if (p >= t).any() else 0.0
+
+    assert precision(entry) >= 0.8
+    lower = np.unique(np.floor(p * 10_000) / 10_000)
+    assert all(precision(u) < 0.8 for u in lower[lower < entry])  # the lowest written value that reaches it
+    assert shown["at_chosen"]["likely_buyer"]["precision"] == precision(entry)
+
+    seg = shown["preview"]["likely_buyers"]  # the champions' scores, replayed under both configs
+    assert seg["would_enter"] + seg["would_leave"] > 0 and seg["status"] == "changed"
+    run = mlflow.tracking.MlflowClient(uri).get_run(shown["run_id"])
+    assert float(run.data.params["likely_buyer"]) == entry and run.data.params["target"] == "precision=0.8"
