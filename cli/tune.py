@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -70,12 +71,23 @@ def tune(
         raise data_error(str(exc)) from None
     pairs = score_thresholds(old)
     entries = [t for t in pairs if t.role == "entry"]
+    uses: dict[str, set[tuple[str, str, str]]] = {}
+    for t in pairs:
+        uses.setdefault(t.name, set()).add((t.segment, t.score, t.role))
+    shared = sorted(name for name, u in uses.items() if len(u) > 1)
+    if shared:
+        raise usage(f"{config}: thresholds {shared} are compared with scores in several places: tune them by hand")
     if not entries:
         raise usage(f"{config}: no rule compares a threshold with a score (intent, intent_batch, intent_online)")
 
     settings = Settings()
     scorers = load_scorers(intent_feature_names(), settings.model_alias, tracking_uri or settings.tracking_uri)
     scorers.use_intent(settings.intent)
+    needs = {"intent_batch": scorers.batch is not None, "intent_online": not scorers.fresh,
+             "intent": scorers.batch is not None or not scorers.fresh}  # fmt: skip
+    missing = sorted({e.score for e in entries if not needs.get(e.score, False)})
+    if missing:
+        raise data_error(f"no registered champion makes {missing}: run `segflow train` first")
     data = build(table, FeatureSet(DEFAULT_SPECS), horizon_ms=horizon_ms)
     _, evaluation = data.split_by_time(gap_ms=horizon_ms)
     if len(np.unique(evaluation.y)) < 2:
@@ -104,19 +116,24 @@ def tune(
                     if exit_margin is not None
                     else old.thresholds[entry.name] - old.thresholds[partner.name]
                 )
-                chosen[partner.name] = round(max(value - gap, 0.0), 4)
+                if value - gap <= 0:
+                    raise data_error(
+                        f"{partner.name}: {value} - {gap:g} leaves no exit above 0: a smaller --exit-margin"
+                    )
+                chosen[partner.name] = round(value - gap, 4)
         table_rows = trade_off(evaluation.y, p)
         figures[entry.name]["candidates"] = float(len(table_rows))
         if not as_json:
             _show(entry.name, table_rows, value)
 
-    new_text = with_thresholds(text, chosen)
+    try:
+        new_text = with_thresholds(text, chosen)
+    except ValueError as exc:
+        raise data_error(f"{config}: {exc}") from None
     new = loads_config(new_text, str(config))
     history = table.take(pc.sort_indices(table, [("received_at", "ascending")]))
     result = preview(old, new, history, scorers)
     changed = {s.name: s.as_dict(0) for s in result.segments if s.status != "same" or s.only_new or s.only_old}
-    if not dry_run:
-        config.write_text(new_text)
     registry.configure(tracking_uri or settings.tracking_uri)
     mlflow.set_experiment("segflow-thresholds")
     with mlflow.start_run(run_name=f"tune-{metric}-{goal:g}") as run:
@@ -125,6 +142,10 @@ def tune(
         mlflow.log_metrics({f"{name}.{k}": v for name, f in figures.items() for k, v in f.items()})
         mlflow.log_text(new_text, "segments.yaml")
         mlflow.set_tags({f"model.{k}": v for k, v in scorers.versions.items()})
+    if not dry_run:  # after the run is logged, and whole: a reloading service never reads half a file
+        staged = config.with_name(config.name + ".tuning")
+        staged.write_text(new_text)
+        os.replace(staged, config)
     shown: dict[str, Any] = {"target": {metric: goal}, "was": {k: old.thresholds[k] for k in chosen}, "chosen": chosen,
                              "at_chosen": figures, "written": None if dry_run else str(config), "preview": changed,
                              "evaluation_moments": len(evaluation.y), "models": scorers.versions,

@@ -73,7 +73,7 @@ class Sighting:
 
 
 def email_of(value: object) -> str | None:
-    """The email an identify call gives in its traits, normalized, or None."""
+    """The email an identify call gives in its traits (stripped), or None."""
     if not isinstance(value, str):
         return None
     text = value.strip()

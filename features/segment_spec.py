@@ -428,7 +428,7 @@ class Parsed:
     write_key: str | None = None  # a key given in the body (analytics.js puts it there)
 
     def raise_rejections(self) -> None:
-        """Raise the first rejection of a batch as an EventError, if there was one."""
+        """Raise every rejection's problems as one EventError, if there were any."""
         if self.rejected:
             raise EventError([p for r in self.rejected for p in r.problems])
 

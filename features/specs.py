@@ -455,7 +455,7 @@ class Trait(LastValue):
 
     @property
     def trait(self) -> str:
-        """The trait's name (the field without its ``trait.`` prefix)."""
+        """The trait's name (the field without its prefix)."""
         return self.field[len(TRAIT) :]
 
     @property

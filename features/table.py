@@ -157,7 +157,7 @@ def table_to_events(table: pa.Table) -> Iterator[Event]:
 
 
 def write_table(table: pa.Table, path: str | Path) -> Path:
-    """Write an event table as Parquet (checked against the schema first)."""
+    """Write an event table as Parquet, cast to the schema."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table.cast(SCHEMA), path, compression="zstd")

@@ -86,7 +86,7 @@ class BatchIntentModel(Params):
         return out
 
     def fit(self, X: pd.DataFrame, y: Sequence[int] | NDArray[Any]) -> BatchIntentModel:
-        """Fit on time-ordered rows: boost, stop early on the next tenth, calibrate on the last; returns self."""
+        """Fit on time-ordered rows: boost, stop early on half the holdout, calibrate on the rest; returns self."""
         if self.calibration not in ("isotonic", "sigmoid"):
             raise ValueError(f"calibration must be 'isotonic' or 'sigmoid', got {self.calibration!r}")
         y = np.asarray(y).astype(int)

@@ -380,7 +380,7 @@ _FLIP = {">=": "<=", ">": "<", "<=": ">=", "<": ">", "==": "==", "!=": "!="}
 
 
 def score_thresholds(config: SegmentConfig) -> list[ScoreThreshold]:
-    """Every threshold compared with a score, with its role, in config order.
+    """Every use of a threshold compared with a score, with its role, in config order.
 
     >>> text = '''
     ... thresholds: {likely: 0.4, likely_exit: 0.3, cart: 100}
@@ -404,7 +404,8 @@ def score_thresholds(config: SegmentConfig) -> list[ScoreThreshold]:
                     op, left, right = _FLIP[op], right, left
                 if left.source != FROM_SCORES or right.source != FROM_THRESHOLDS:
                     continue
-                role = "exit" if exiting and op in ("<", "<=") else "entry" if op in (">", ">=") else ""
-                if role and all(t.name != right.name for t in found):
+                # the entry comes from the rule only; an exit partner is a "<" in the exit rule
+                role = ("exit" if op in ("<", "<=") else "") if exiting else ("entry" if op in (">", ">=") else "")
+                if role:
                     found.append(ScoreThreshold(right.name, left.name, role, segment.name))
     return found

@@ -34,6 +34,10 @@ def with_thresholds(text: str, values: Mapping[str, float]) -> str:
     missing = sorted(set(values) - set(thresholds))
     if missing:
         raise KeyError(f"the config has no thresholds {missing} (it has {sorted(thresholds)})")
+    untouched = io.StringIO()
+    yaml.dump(data, untouched)
+    if untouched.getvalue() != text:  # another layout than the one kept: refuse rather than rewrite it
+        raise ValueError("this config's layout would not survive a rewrite (indents, ---, CRLF): set it by hand")
     for name, value in values.items():
         thresholds[name] = round(float(value), 4)
     out = io.StringIO()

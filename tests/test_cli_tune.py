@@ -86,3 +86,23 @@ def test_tune_rewrites_the_likely_buyer_pair_for_a_precision_and_previews_it(tmp
     assert seg["would_enter"] + seg["would_leave"] > 0 and seg["status"] == "changed"
     run = mlflow.tracking.MlflowClient(uri).get_run(shown["run_id"])
     assert float(run.data.params["likely_buyer"]) == entry and run.data.params["target"] == "precision=0.8"
+
+
+def test_tune_refuses_what_it_cannot_tune_honestly(tmp_path: Path) -> None:
+    """No champion to score with, a threshold used in several places: refused, the file untouched."""
+    events = tmp_path / "events.parquet"
+    generate(users=200, days=6, seed=3).write(events)
+    config = tmp_path / "segments.yaml"
+    shutil.copy(ROOT / "config/segments.yaml", config)
+    before = config.read_text()
+    args = ["tune", "--target", "precision=0.8", "--events", str(events), "--config", str(config),
+            "--tracking-uri", f"sqlite:///{tmp_path}/empty.db"]  # fmt: skip
+    empty = CliRunner().invoke(app, args)
+    assert empty.exit_code == 1 and "no registered champion" in empty.output and config.read_text() == before
+    shared = before.replace("    exit: intent < thresholds.likely_buyer_exit",
+                            "    exit: intent < thresholds.likely_buyer_exit\n\n  - name: keen_too\n"
+                            "    rule: intent >= thresholds.likely_buyer")  # fmt: skip
+    assert shared != before
+    config.write_text(shared)
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "several places" in refused.output and config.read_text() == shared

@@ -55,7 +55,7 @@ Progress = Callable[[str], None]
 
 @dataclass(slots=True)
 class TrainResult:
-    """What ``train_all`` did: metrics, registered versions, promotions with their reasons, seconds."""
+    """What ``train_all`` did: metrics, versions, promotions with their reasons, seconds, the models."""
 
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
