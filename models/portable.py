@@ -13,6 +13,7 @@ the third-party packages those modules import to the versions installed here.
 from __future__ import annotations
 
 import ast
+import functools
 import shutil
 import sys
 from collections.abc import Iterable
@@ -44,7 +45,8 @@ def _source(module: str) -> Path:
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
-def _imports(module: str) -> set[str]:
+@functools.cache  # the source does not change while a process logs models: read and parse each once
+def _imports(module: str) -> frozenset[str]:
     tree = ast.parse(_source(module).read_text())
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -53,7 +55,7 @@ def _imports(module: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
+    return frozenset(found)
 
 
 def _ours(name: str) -> str | None:
