@@ -4,16 +4,18 @@ target on an out-of-time evaluation set, written back into the config
 
 The evaluation set is the later part of an event table's training set (one
 cutoff per user per 30 minutes, a horizon's gap before it), scored by the
-registered champions as the service scores (``intent`` made as settings say).
-Each entry threshold (``intent >= likely_buyer``) is chosen among scores
-rounded down to 4 places, so the value written flags exactly the moments it
-was chosen on; its exit partner (``intent < likely_buyer_exit``) keeps a
-margin below it. Thresholds not compared with a score are left alone.
+registered champions as the service scores (``intent`` made as settings say),
+none on moments it learned (:mod:`training.tuning`: a champion fitted on them
+is scored as its settings refitted or replayed, and the output says so).
+Each entry threshold (``intent >= likely_buyer`` or ``>``) is chosen among
+the values a threshold written with 4 decimal places can take, so the value
+written flags exactly the moments it was chosen on; its exit partner
+(``intent < likely_buyer_exit``) keeps a margin below it. Thresholds not
+compared with a score are left alone.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from datetime import timedelta
@@ -27,7 +29,10 @@ from cli.output import console, data_error, out, usage
 
 
 def tune(
-    target: Annotated[str, typer.Option(help="precision=P (the lowest threshold reaching it) or recall=R")],
+    target: Annotated[
+        str,
+        typer.Option(help="precision=P (the lowest threshold reaching it), recall=R, or size=N (mean daily members)"),
+    ],
     events: Annotated[Path, typer.Option(help="event table (Parquet) to choose on: its later part")],
     config: Annotated[Path, typer.Option(help="segments.yaml to rewrite")] = Path("config/segments.yaml"),
     exit_margin: Annotated[
@@ -42,8 +47,7 @@ def tune(
     import mlflow
     import pyarrow.compute as pc
 
-    from features.defaults import DEFAULT_SPECS
-    from features.online import FeatureSet
+    from features.events import format_ms
     from features.specs import parse_duration
     from features.table import read_table
     from models import registry
@@ -53,8 +57,8 @@ def tune(
     from serving.regime import intent_feature_names, loads_config
     from serving.scorers import load_scorers
     from serving.settings import Settings
-    from training.datasets import build
-    from training.thresholds import choose, parse_target, trade_off
+    from training.thresholds import choose, choose_size, on_grid, parse_target, size_trade_off, trade_off
+    from training.tuning import evaluation_scores
 
     try:
         metric, goal = parse_target(target)
@@ -88,26 +92,38 @@ def tune(
     missing = sorted({e.score for e in entries if not needs.get(e.score, False)})
     if missing:
         raise data_error(f"no registered champion makes {missing}: run `segflow train` first")
-    data = build(table, FeatureSet(DEFAULT_SPECS), horizon_ms=horizon_ms)
-    _, evaluation = data.split_by_time(gap_ms=horizon_ms)
-    if len(np.unique(evaluation.y)) < 2:
-        raise data_error(f"{events}: the evaluation period needs buyers and non-buyers")
-    scores, _ = dataclasses.replace(scorers, clusters=None).score_columns(evaluation.X)
+    fitted_until: dict[str, int | None] = {}
+    for name, made in ((registry.INTENT_BATCH, "intent_batch"), (registry.INTENT_ONLINE, "intent_online")):
+        version = scorers.versions.get(name, "")
+        tag = registry.version_tags(name, version).get("fitted_until_ms") if version.isdigit() else None
+        fitted_until[made] = int(tag) if tag is not None else None
+    try:
+        evaluation = evaluation_scores(table, scorers.online, scorers.batch, fitted_until, horizon_ms)
+    except ValueError as exc:
+        raise data_error(f"{events}: {exc}") from None
+    scores = scorers.with_intent(evaluation.scores["intent_online"], evaluation.scores.get("intent_batch"))
+    y = evaluation.y
 
     chosen: dict[str, float] = {}
     figures: dict[str, dict[str, float]] = {}
     for entry in entries:
-        p = np.floor(np.asarray(scores[entry.score]) * 10_000) / 10_000  # as the value will be written
+        score = np.asarray(scores[entry.score])
+        p = on_grid(score, entry.op)  # as a written value sees each score
         try:
-            value = choose(evaluation.y, p, metric, goal)
+            if metric == "size":
+                value = choose_size(p, evaluation.users, evaluation.days, goal)
+            else:
+                value = choose(y, p, metric, goal)
         except ValueError as exc:
             raise data_error(f"{entry.name} ({entry.score}): {exc}") from None
         chosen[entry.name] = value
-        flagged = np.asarray(scores[entry.score]) >= value
+        flagged = score >= value if entry.op == ">=" else score > value
+        sizes = size_trade_off(p, evaluation.users, evaluation.days)
         figures[entry.name] = {
-            "precision": float(evaluation.y[flagged].mean()) if flagged.any() else 0.0,
-            "recall": float(evaluation.y[flagged].sum() / max(evaluation.y.sum(), 1)),
+            "precision": float(y[flagged].mean()) if flagged.any() else 0.0,
+            "recall": float(y[flagged].sum() / max(y.sum(), 1)),
             "flagged": float(flagged.mean()),
+            "daily_members": float(sizes.loc[sizes.threshold == value, "daily_members"].iloc[0]),
         }
         for partner in pairs:
             if partner.role == "exit" and partner.segment == entry.segment and partner.score == entry.score:
@@ -121,7 +137,7 @@ def tune(
                         f"{partner.name}: {value} - {gap:g} leaves no exit above 0: a smaller --exit-margin"
                     )
                 chosen[partner.name] = round(value - gap, 4)
-        table_rows = trade_off(evaluation.y, p)
+        table_rows = trade_off(y, p).merge(sizes, on="threshold")
         figures[entry.name]["candidates"] = float(len(table_rows))
         if not as_json:
             _show(entry.name, table_rows, value)
@@ -138,17 +154,21 @@ def tune(
     mlflow.set_experiment("segflow-thresholds")
     with mlflow.start_run(run_name=f"tune-{metric}-{goal:g}") as run:
         mlflow.log_params({"target": target, "config": str(config), "events": str(events), "written": not dry_run,
-                           **{f"was.{k}": old.thresholds[k] for k in chosen}, **chosen})  # fmt: skip
+                           **{f"was.{k}": old.thresholds[k] for k in chosen},
+                           **{f"threshold.{k}": v for k, v in chosen.items()}})  # fmt: skip
         mlflow.log_metrics({f"{name}.{k}": v for name, f in figures.items() for k, v in f.items()})
+        mlflow.log_metric("evaluation_moments", len(y))
         mlflow.log_text(new_text, "segments.yaml")
-        mlflow.set_tags({f"model.{k}": v for k, v in scorers.versions.items()})
+        mlflow.set_tags({**{f"model.{k}": v for k, v in scorers.versions.items()},
+                         **{f"scored.{k}": v for k, v in evaluation.how.items()}})  # fmt: skip
     if not dry_run:  # after the run is logged, and whole: a reloading service never reads half a file
         staged = config.with_name(config.name + ".tuning")
         staged.write_text(new_text)
         os.replace(staged, config)
     shown: dict[str, Any] = {"target": {metric: goal}, "was": {k: old.thresholds[k] for k in chosen}, "chosen": chosen,
                              "at_chosen": figures, "written": None if dry_run else str(config), "preview": changed,
-                             "evaluation_moments": len(evaluation.y), "models": scorers.versions,
+                             "evaluation_moments": len(y), "evaluation_from": format_ms(evaluation.start_ms),
+                             "scored": evaluation.how, "models": scorers.versions,
                              "run_id": run.info.run_id}  # fmt: skip
     if as_json:
         print(json.dumps(shown))
@@ -166,8 +186,9 @@ def _show(name: str, rows: Any, value: float) -> None:
     picks = sorted(
         set(np.linspace(0, len(rows) - 1, 10).astype(int).tolist()) | set(rows.index[rows.threshold == value])
     )
-    out.print(f"[bold]{name}[/bold]: threshold, precision, recall, share of moments flagged")
+    out.print(f"[bold]{name}[/bold]: threshold, precision, recall, share of moments flagged, mean daily members")
     for i in picks:
         r = rows.iloc[i]
         mark = "  <- chosen" if r.threshold == value else ""
-        out.print(f"  {r.threshold:.4f}  {r.precision:.3f}  {r.recall:.3f}  {r.flagged:.3f}{mark}", highlight=False)
+        out.print(f"  {r.threshold:.4f}  {r.precision:.3f}  {r.recall:.3f}  {r.flagged:.3f}  {r.daily_members:8.1f}"
+                  f"{mark}", highlight=False)  # fmt: skip

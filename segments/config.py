@@ -374,6 +374,7 @@ class ScoreThreshold:
     score: str
     role: str  # "entry" or "exit"
     segment: str
+    op: str = ">="  # as the score is compared with it: ">=" or ">" (an entry), "<" or "<=" (an exit)
 
 
 _FLIP = {">=": "<=", ">": "<", "<=": ">=", "<": ">", "==": "==", "!=": "!="}
@@ -407,5 +408,5 @@ def score_thresholds(config: SegmentConfig) -> list[ScoreThreshold]:
                 # the entry comes from the rule only; an exit partner is a "<" in the exit rule
                 role = ("exit" if op in ("<", "<=") else "") if exiting else ("entry" if op in (">", ">=") else "")
                 if role:
-                    found.append(ScoreThreshold(right.name, left.name, role, segment.name))
+                    found.append(ScoreThreshold(right.name, left.name, role, segment.name, op))
     return found

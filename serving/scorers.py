@@ -74,8 +74,9 @@ class Scorers:
         self.intent, self._blend = mode, blend
         self.versions[INTENT] = mode
 
-    def primary(self, batch: float | None, online: float) -> float:
-        """The ``intent`` score from the batch score (None: no batch model) and the online one."""
+    def primary(self, batch: Any, online: Any) -> Any:
+        """The ``intent`` score from the batch score (None: no batch model) and
+        the online one: numbers, or arrays of them."""
         if batch is None or self.intent == "online":
             return online
         if self._blend is not None:
@@ -99,23 +100,24 @@ class Scorers:
         model learns nothing."""
         n = len(vectors)
         online = self.online.predict_columns({name: vectors[name].to_numpy() for name in self.intent_features}, n)
-        scores = {"intent_online": online}
-        if self.batch is None:
-            scores["intent"] = online
-        else:
-            batch = self.batch.predict_proba(vectors) if n else np.zeros(0)
-            scores["intent_batch"] = batch
-            if self.intent == "online":
-                scores["intent"] = online
-            elif self._blend is not None:
-                scores["intent"] = self._blend * batch + (1.0 - self._blend) * online
-            else:
-                scores["intent"] = batch
+        batch = None if self.batch is None else (self.batch.predict_proba(vectors) if n else np.zeros(0))
+        scores = self.with_intent(online, batch)
         if self.clusters is None:
             return scores, None
         assigned = self.clusters.predict(vectors) if n else np.zeros(0, dtype=np.int64)
         names = np.array([cluster_name(i) for i in range(int(assigned.max(initial=-1)) + 1)], dtype=object)
         return scores, names[assigned]
+
+    def with_intent(
+        self, online: NDArray[np.float64], batch: NDArray[np.float64] | None = None
+    ) -> dict[str, NDArray[np.float64]]:
+        """The online and batch scores of many rows, and ``intent`` made from
+        them as this service makes it (the intent mode)."""
+        scores = {"intent_online": online}
+        if batch is not None:
+            scores["intent_batch"] = batch
+        scores["intent"] = self.primary(batch, online)
+        return scores
 
     def cluster(self, vector: Mapping[str, Any]) -> str | None:
         if self.clusters is None:

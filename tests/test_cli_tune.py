@@ -24,6 +24,7 @@ from serving.scorers import load_scorers
 from training.datasets import build
 from training.pipelines import train_all
 from training.synthetic import generate
+from training.tuning import AS_REGISTERED, REPLAYED
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY_MS = 86_400_000
@@ -85,7 +86,24 @@ def test_tune_rewrites_the_likely_buyer_pair_for_a_precision_and_previews_it(tmp
     seg = shown["preview"]["likely_buyers"]  # the champions' scores, replayed under both configs
     assert seg["would_enter"] + seg["would_leave"] > 0 and seg["status"] == "changed"
     run = mlflow.tracking.MlflowClient(uri).get_run(shown["run_id"])
-    assert float(run.data.params["likely_buyer"]) == entry and run.data.params["target"] == "precision=0.8"
+    assert float(run.data.params["threshold.likely_buyer"]) == entry and run.data.params["target"] == "precision=0.8"
+    # no model scored a moment it learned: the batch champion was fitted before the period, the online one
+    # learned it all, so its settings are replayed from scratch (intent is the batch score here)
+    assert shown["scored"] == {"intent_batch": AS_REGISTERED, "intent_online": REPLAYED}
+    assert run.data.tags["scored.intent_online"] == REPLAYED
+
+    # size=N: the lowest threshold whose mean number of daily members is at most N
+    sized = CliRunner().invoke(app, ["tune", "--target", "size=40", "--events", str(events), "--config", str(config),
+                                     "--tracking-uri", uri, "--json", "--dry-run"])  # fmt: skip
+    assert sized.exit_code == 0, sized.output
+    chosen = json.loads(sized.stdout.splitlines()[-1])["chosen"]["likely_buyer"]
+    users, days = evaluation.cutoffs["profile_id"].to_numpy(), evaluation.cutoffs["at"].to_numpy() // DAY_MS
+
+    def daily(t: float) -> float:
+        return float(np.mean([len(set(users[(days == d) & (p >= t)])) for d in np.unique(days)]))
+
+    assert daily(chosen) <= 40
+    assert all(daily(u) > 40 for u in lower[lower < chosen])
 
 
 def test_tune_refuses_what_it_cannot_tune_honestly(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.thresholds import choose, parse_target, trade_off
+from training.thresholds import choose, choose_size, on_grid, parse_target, trade_off
 
 rows = st.lists(st.tuples(st.integers(0, 1), st.sampled_from([i / 20 for i in range(21)])), min_size=1, max_size=80)
 
@@ -42,6 +42,49 @@ def test_the_chosen_threshold_meets_the_target_and_is_the_extreme_one(rows, targ
 
 def test_targets_are_read_with_clear_errors() -> None:
     assert parse_target("precision=0.8") == ("precision", 0.8)
-    for bad, said in (("size=3", "expected precision=P"), ("precision=x", "not a number"), ("recall=2", "at most 1")):
+    assert parse_target("size=250") == ("size", 250.0)
+    for bad, said in (("reach=3", "expected precision=P"), ("precision=x", "not a number"), ("recall=2", "at most 1"),
+                      ("size=0", "above 0"), ("size=inf", "above 0")):  # fmt: skip
         with pytest.raises(ValueError, match=said):
             parse_target(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    scores=st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=60),
+    op=st.sampled_from([">=", ">"]),
+    pick=st.integers(0, 59),
+)
+def test_a_threshold_chosen_on_the_grid_flags_exactly_what_it_was_chosen_on(scores, op, pick) -> None:  # type: ignore[no-untyped-def]
+    p = np.array(scores)
+    grid = on_grid(p, op)
+    written = float(repr(float(grid[pick % len(grid)])))  # as the config file will hold it
+    assert round(written, 4) == written
+    flagged = p >= written if op == ">=" else p > written
+    assert (flagged == (grid >= written)).all()
+    assert (grid <= p).all() and (grid > p - 2e-4).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from("abcde"), st.integers(0, 3), st.sampled_from([i / 10 for i in range(11)])),
+        min_size=1,
+        max_size=40,
+    ),
+    size=st.floats(0.1, 6.0),
+)
+def test_a_size_target_is_met_by_the_lowest_threshold_that_meets_it(rows, size) -> None:  # type: ignore[no-untyped-def]
+    users = np.array([r[0] for r in rows])
+    days = np.array([r[1] for r in rows])
+    p = np.array([r[2] for r in rows])
+
+    def daily(t: float) -> float:  # the mean over days of the distinct users with a flagged moment that day
+        return float(np.mean([len(set(users[(days == d) & (p >= t)])) for d in np.unique(days)]))
+
+    fitting = [u for u in np.unique(p) if daily(u) <= size]
+    if not fitting:
+        with pytest.raises(ValueError, match="no threshold keeps"):
+            choose_size(p, users, days, size)
+        return
+    assert choose_size(p, users, days, size) == min(fitting)

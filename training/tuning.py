@@ -1,0 +1,113 @@
+"""Honest scores to tune thresholds on: the later part of an event table,
+scored by the champion models as they would have scored it had they not
+learned it.
+
+The evaluation moments are the later 30% of an event table's training set
+(one cutoff per user per 30 minutes, a horizon's gap before them). A champion
+whose fitted rows reach into them (its ``fitted_until_ms`` tag is later than
+their start, or it has none) would be judged on what it learned, so it is
+scored as the promotion judges it: the batch model's settings refitted on the
+moments before the evaluation period, the online model's settings replayed
+from scratch with each moment scored before it is learned. A champion
+fitted on earlier data scores them as registered (the online one learning
+on as it would live). ``how`` says which, per model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import sklearn.base
+from numpy.typing import NDArray
+
+from features.defaults import DEFAULT_SPECS
+from features.online import FeatureSet
+from features.specs import DAY_MS
+from models.intent_batch import BatchIntentModel
+from models.intent_online import OnlineIntentModel
+from training.datasets import TrainingSet, build
+from training.pipelines import purchases_of, replay_online
+
+AS_REGISTERED = "as registered"
+REFITTED = "its settings refitted on the moments before the evaluation period"
+REPLAYED = "its settings replayed from scratch, each moment scored before it was learned"
+LEARNING_ON = "its state, learning on through the evaluation period"
+
+
+@dataclass(slots=True)
+class EvaluationScores:
+    """The evaluation moments: labels, users, days, and each model's scores."""
+
+    y: NDArray[np.int64]
+    users: NDArray
+    days: NDArray[np.int64]  # the UTC day of each moment
+    start_ms: int  # the first evaluation moment
+    scores: dict[str, NDArray[np.float64]] = field(default_factory=dict)  # intent_batch, intent_online
+    how: dict[str, str] = field(default_factory=dict)  # intent_batch / intent_online -> how it was scored
+
+    @property
+    def seen_in_training(self) -> bool:
+        """Whether a model's own fit reached into the period (so its settings, not it, scored it)."""
+        return any(h in (REFITTED, REPLAYED) for h in self.how.values())
+
+
+def _seen(fitted_until_ms: int | None, start_ms: int) -> bool:
+    return fitted_until_ms is None or fitted_until_ms > start_ms
+
+
+def evaluation_scores(
+    table: pa.Table,
+    online: OnlineIntentModel,
+    batch: BatchIntentModel | None = None,
+    fitted_until_ms: dict[str, int | None] | None = None,
+    horizon_ms: int = DAY_MS,
+    seed: int = 0,
+) -> EvaluationScores:
+    """Score the table's evaluation moments with each model, none on what it
+    learned (see the module). ``fitted_until_ms``: per model
+    (``intent_batch``, ``intent_online``) the latest moment its fit describes,
+    None when unknown (taken as seen). ValueError when the period lacks buyers
+    or non-buyers, or the earlier moments are too few to refit on."""
+    until = fitted_until_ms or {}
+    data = build(table, FeatureSet(DEFAULT_SPECS), horizon_ms=horizon_ms, seed=seed)
+    before, evaluation = data.split_by_time(gap_ms=horizon_ms)
+    if len(np.unique(evaluation.y)) < 2:
+        raise ValueError("the evaluation period (the later 30% of the moments) needs buyers and non-buyers")
+    start = int(evaluation.cutoffs["at"].min())
+    out = EvaluationScores(
+        y=evaluation.y.astype(np.int64),
+        users=evaluation.cutoffs["profile_id"].to_numpy(),
+        days=(evaluation.cutoffs["at"].to_numpy() // DAY_MS).astype(np.int64),
+        start_ms=start,
+    )
+    if batch is not None:
+        out.scores["intent_batch"], out.how["intent_batch"] = _batch_scores(
+            batch, before, evaluation, _seen(until.get("intent_batch"), start)
+        )
+    purchases = purchases_of(table)
+    if _seen(until.get("intent_online"), start):
+        learner = sklearn.base.clone(online)
+        out.scores["intent_online"] = replay_online(learner, data, purchases)[evaluation.cutoffs.index]
+        out.how["intent_online"] = REPLAYED
+    else:
+        state = OnlineIntentModel.from_state(online.to_state())
+        out.scores["intent_online"] = replay_online(state, evaluation, purchases)
+        out.how["intent_online"] = LEARNING_ON
+    return out
+
+
+def _batch_scores(
+    batch: BatchIntentModel, before: TrainingSet, evaluation: TrainingSet, seen: bool
+) -> tuple[NDArray[np.float64], str]:
+    if not seen:
+        return np.asarray(batch.predict_proba(evaluation.X), dtype=np.float64), AS_REGISTERED
+    if len(np.unique(before.y)) < 2:
+        raise ValueError(
+            "the batch champion was fitted on the evaluation period, and the moments before it are too few "
+            "to refit its settings on: tune on a longer table, or on events later than its training"
+        )
+    columns = list(getattr(batch, "features_in_", before.X.columns))
+    refit = sklearn.base.clone(batch).fit(before.X[columns], before.y)
+    return np.asarray(refit.predict_proba(evaluation.X), dtype=np.float64), REFITTED
