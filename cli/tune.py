@@ -58,7 +58,7 @@ def tune(
     from serving.scorers import load_scorers
     from serving.settings import Settings
     from training.thresholds import choose, choose_size, on_grid, parse_target, size_trade_off, trade_off
-    from training.tuning import evaluation_scores
+    from training.tuning import evaluation_scores, fitted_until_of
 
     try:
         metric, goal = parse_target(target)
@@ -92,12 +92,8 @@ def tune(
     missing = sorted({e.score for e in entries if not needs.get(e.score, False)})
     if missing:
         raise data_error(f"no registered champion makes {missing}: run `segflow train` first")
-    fitted_until: dict[str, int | None] = {}
-    for name, made in ((registry.INTENT_BATCH, "intent_batch"), (registry.INTENT_ONLINE, "intent_online")):
-        version = scorers.versions.get(name, "")
-        tag = registry.version_tags(name, version).get("fitted_until_ms") if version.isdigit() else None
-        fitted_until[made] = int(tag) if tag is not None else None
     try:
+        fitted_until = fitted_until_of(scorers.versions)
         evaluation = evaluation_scores(table, scorers.online, scorers.batch, fitted_until, horizon_ms)
     except ValueError as exc:
         raise data_error(f"{events}: {exc}") from None

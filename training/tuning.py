@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from features.defaults import DEFAULT_SPECS
 from features.online import FeatureSet
 from features.specs import DAY_MS
+from models import registry
 from models.intent_batch import BatchIntentModel
 from models.intent_online import OnlineIntentModel
 from training.datasets import TrainingSet, build
@@ -51,6 +52,18 @@ class EvaluationScores:
     def seen_in_training(self) -> bool:
         """Whether a model's own fit reached into the period (so its settings, not it, scored it)."""
         return any(h in (REFITTED, REPLAYED) for h in self.how.values())
+
+
+def fitted_until_of(versions: dict[str, str]) -> dict[str, int | None]:
+    """Per score (``intent_batch``, ``intent_online``), the ``fitted_until_ms``
+    tag of the registered version that makes it (``versions``: registered name
+    to version, as a service's scorers hold them); None when there is none."""
+    out: dict[str, int | None] = {}
+    for name, made in ((registry.INTENT_BATCH, "intent_batch"), (registry.INTENT_ONLINE, "intent_online")):
+        version = versions.get(name, "")
+        tag = registry.version_tags(name, version).get("fitted_until_ms") if version.isdigit() else None
+        out[made] = int(tag) if tag is not None else None
+    return out
 
 
 def _seen(fitted_until_ms: int | None, start_ms: int) -> bool:
