@@ -107,14 +107,14 @@ def tune(
         p = on_grid(score, entry.op)  # as a written value sees each score
         try:
             if metric == "size":
-                value = choose_size(p, evaluation.users, evaluation.days, goal)
+                value = choose_size(p, evaluation.users, evaluation.at_ms, goal)
             else:
                 value = choose(y, p, metric, goal)
         except ValueError as exc:
             raise data_error(f"{entry.name} ({entry.score}): {exc}") from None
         chosen[entry.name] = value
         flagged = score >= value if entry.op == ">=" else score > value
-        sizes = size_trade_off(p, evaluation.users, evaluation.days)
+        sizes = size_trade_off(p, evaluation.users, evaluation.at_ms)
         figures[entry.name] = {
             "precision": float(y[flagged].mean()) if flagged.any() else 0.0,
             "recall": float(y[flagged].sum() / max(y.sum(), 1)),
@@ -164,7 +164,8 @@ def tune(
     shown: dict[str, Any] = {"target": {metric: goal}, "was": {k: old.thresholds[k] for k in chosen}, "chosen": chosen,
                              "at_chosen": figures, "written": None if dry_run else str(config), "preview": changed,
                              "evaluation_moments": len(y), "evaluation_from": format_ms(evaluation.start_ms),
-                             "scored": evaluation.how, "models": scorers.versions,
+                             "scored": evaluation.how, "seen_in_training": evaluation.seen_in_training,
+                             "models": scorers.versions,
                              "run_id": run.info.run_id}  # fmt: skip
     if as_json:
         print(json.dumps(shown))

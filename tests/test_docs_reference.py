@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
+
 from features.defaults import RULE_SPECS
 from features.events import SEGMENT_NAMES
 from models.intent_online import OnlineIntentModel
@@ -63,3 +65,25 @@ def test_every_link_between_the_docs_leads_somewhere() -> None:
             elif anchor and linked.is_file() and anchor not in _anchors(linked.read_text()):
                 broken.append(f"{page.name}: {target} (no such heading)")
     assert not broken, broken
+
+
+def test_every_metric_a_running_service_exposes_is_in_the_operations_docs(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+    from pydantic import SecretStr
+
+    from serving.server import ServerThread
+
+    settings = Settings(state_dir=tmp_path / "state", clock="event", admin_keys=[SecretStr("ak-secret")],
+                        read_keys=[SecretStr("rk-secret")], keys_file=tmp_path / "keys.json")  # fmt: skip
+    app = create_app(settings, Scorers(OnlineIntentModel(), intent_feature_names()))
+    with ServerThread(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        sent = http.post("/v1/track", auth=("ak-secret", ""), json={"userId": "u1", "event": "Product Viewed",
+                                                                    "timestamp": "2026-01-01T00:00:00Z"})  # fmt: skip
+        assert sent.status_code == 200, sent.text
+        exposed = http.get("/metrics", headers={"Authorization": "Bearer rk-secret"}).text
+    text = (DOCS / "operations.md").read_text()
+    names = {f.name + ("_total" if f.type == "counter" else "") for f in text_string_to_metric_families(exposed)}
+    ours = {n for n in names if n.startswith("segflow_") and not n.endswith("_created")}  # the client's timestamps
+    assert {"segflow_events_total", "segflow_destination_delivered_total", "segflow_intent_score"} <= ours
+    missing = [n for n in ours if f"`{n}" not in text and f"`{n.removeprefix('segflow_destination')}`" not in text]
+    assert not missing, f"metrics not in docs/operations.md: {sorted(missing)}"

@@ -65,10 +65,18 @@ def test_a_threshold_chosen_on_the_grid_flags_exactly_what_it_was_chosen_on(scor
     assert (grid <= p).all() and (grid > p - 2e-4).all()
 
 
-@settings(max_examples=200, deadline=None)
+DAY = 86_400_000
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     rows=st.lists(
-        st.tuples(st.sampled_from("abcde"), st.integers(0, 3), st.sampled_from([i / 10 for i in range(11)])),
+        st.tuples(
+            st.sampled_from("abcde"),
+            st.integers(0, 4),
+            st.sampled_from([0, 1, DAY // 2, DAY - 1]),
+            st.sampled_from([i / 10 for i in range(11)]),
+        ),
         min_size=1,
         max_size=40,
     ),
@@ -76,15 +84,21 @@ def test_a_threshold_chosen_on_the_grid_flags_exactly_what_it_was_chosen_on(scor
 )
 def test_a_size_target_is_met_by_the_lowest_threshold_that_meets_it(rows, size) -> None:  # type: ignore[no-untyped-def]
     users = np.array([r[0] for r in rows])
-    days = np.array([r[1] for r in rows])
-    p = np.array([r[2] for r in rows])
+    at = np.array([r[1] * DAY + r[2] for r in rows])
+    p = np.array([r[3] for r in rows])
+    # the whole UTC days between the first moment and the last
+    whole = [d for d in range(6) if d * DAY >= at.min() and (d + 1) * DAY - 1 <= at.max()]
 
-    def daily(t: float) -> float:  # the mean over days of the distinct users with a flagged moment that day
-        return float(np.mean([len(set(users[(days == d) & (p >= t)])) for d in np.unique(days)]))
+    def daily(t: float) -> float:  # the mean over whole days of the distinct users with a flagged moment that day
+        return float(np.mean([len(set(users[(at // DAY == d) & (p >= t)])) for d in whole]))
 
+    if not whole:
+        with pytest.raises(ValueError, match="no whole day"):
+            choose_size(p, users, at, size)
+        return
     fitting = [u for u in np.unique(p) if daily(u) <= size]
     if not fitting:
         with pytest.raises(ValueError, match="no threshold keeps"):
-            choose_size(p, users, days, size)
+            choose_size(p, users, at, size)
         return
-    assert choose_size(p, users, days, size) == min(fitting)
+    assert choose_size(p, users, at, size) == min(fitting)

@@ -20,9 +20,13 @@ def test_training_untracked_touches_no_mlflow_and_returns_the_models(
     def forbidden(*_args: Any, **_kwargs: Any) -> None:
         raise AssertionError("MLflow was called")
 
-    for name in ("set_experiment", "start_run", "log_params", "log_metrics", "log_figure", "log_dict", "log_input"):
+    for name in ("set_experiment", "start_run", "log_param", "log_params", "log_metric", "log_metrics", "log_figure",
+                 "log_dict", "log_text", "log_input", "set_tag", "set_tags", "set_tracking_uri"):  # fmt: skip
         monkeypatch.setattr(mlflow, name, forbidden)
-    monkeypatch.setattr(registry, "load", forbidden)
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", forbidden)
+    monkeypatch.setattr(registry, "MlflowClient", forbidden)
+    for name in ("load", "log_model", "register", "promote", "configure", "champion_version", "version_tags"):
+        monkeypatch.setattr(registry, name, forbidden)
     monkeypatch.chdir(tmp_path)
     history = generate(users=300, days=10, seed=13)
     result = train_all(history.events, seed=0, register=False, track=False)

@@ -50,9 +50,11 @@ def purchase_within(
     end_ms: int,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """``(label, known)``: the label of each moment, and whether it is known
-    (not censored by the end of the data at ``end_ms``)."""
+    (its whole horizon lies before the end of the data at ``end_ms``; a
+    moment whose horizon runs past it is censored even when a purchase
+    already labels it, or the last horizon would hold buyers only)."""
     ts = np.asarray(ts_ms, dtype=np.int64)
     nxt = next_purchase_ms(users, ts, is_purchase)
     label = (nxt >= 0) & (nxt - ts <= horizon_ms)
-    known = label | (ts + horizon_ms <= end_ms)
+    known = ts + horizon_ms <= end_ms  # a buyer near the end is censored too: keeping only buyers there would bias
     return label, known

@@ -151,7 +151,7 @@ class _Context:
 
 def _seen_in(tags: dict[str, str], start_ms: int) -> bool:
     """Whether a champion's fitted rows reach into an evaluation period starting at ``start_ms``."""
-    return int(tags.get("fitted_until_ms", "0")) >= start_ms or "fitted_until_ms" not in tags
+    return provenance.fitted_into(provenance.fitted_until(tags), start_ms)
 
 
 def _same_settings(champion: Any, new: Any, tags: dict[str, str], fitted_until_ms: int) -> Champion | None:

@@ -43,6 +43,23 @@ def tags(data_digest: str) -> dict[str, str]:
     }
 
 
+def fitted_until(tags: dict[str, str]) -> int | None:
+    """A registered version's ``fitted_until_ms`` tag: the latest moment its
+    fit describes (a cutoff plus its label horizon); None when it has none."""
+    value = tags.get("fitted_until_ms")
+    return int(value) if value is not None else None
+
+
+def fitted_into(until_ms: int | None, start_ms: int) -> bool:
+    """Whether a model fitted until ``until_ms`` learned from a period starting
+    at ``start_ms``: its labels reached past the start, or nobody knows.
+
+    >>> fitted_into(100, 100), fitted_into(101, 100), fitted_into(None, 100)
+    (False, True, True)
+    """
+    return until_ms is None or until_ms > start_ms
+
+
 def log_dataset(source: str, data_digest: str, rows: int, context: str) -> None:
     """Log the data a run read as an MLflow dataset input: where it came from and its hash."""
     source_ = LocalArtifactDatasetSource(source)

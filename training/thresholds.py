@@ -10,8 +10,8 @@ table gives precision, recall and the share of moments flagged;
 - ``recall=R``: the highest threshold whose recall is at least R (the fewest
   members catching that share of buyers);
 - ``size=N``: the lowest threshold whose mean number of daily members is at
-  most N (:func:`choose_size`: a user is a member on a day when one of its
-  moments that day is flagged).
+  most N (:func:`choose_size`: a user is a member on a whole UTC day of the
+  period when one of its moments that day is flagged).
 
 A threshold is written with 4 decimal places; :func:`on_grid` turns scores
 into the values a written threshold sees, so that the value chosen flags
@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+
+from features.specs import DAY_MS
 
 TARGETS = ("precision", "recall", "size")
 PLACES = 4  # a threshold is written with this many decimal places
@@ -78,32 +80,61 @@ def on_grid(p: NDArray, op: str = ">=", places: int = PLACES) -> NDArray[np.floa
     return k / scale
 
 
-def daily_members(p: NDArray, users: NDArray, days: NDArray) -> NDArray[np.float64]:
-    """Each user's highest score on each day (a row per user and day): a
-    threshold at or below it makes the user a member that day."""
-    frame = pd.DataFrame({"p": np.asarray(p, dtype=np.float64), "user": users, "day": days})
-    return frame.groupby(["user", "day"], sort=False)["p"].max().to_numpy()
+def whole_days(at_ms: NDArray) -> tuple[NDArray[np.int64], int]:
+    """The UTC day (days since the epoch) of each moment, -1 for moments on a
+    day the period from the first moment to the last does not cover whole
+    (its first and last days are usually part-days); and how many whole days
+    the period covers (a day with no moment among them counts, as empty).
+
+    >>> days, n = whole_days(np.array([DAY_MS - 1, DAY_MS, 2 * DAY_MS - 1, 4 * DAY_MS]))
+    >>> days.tolist(), n
+    ([-1, 1, 1, -1], 3)
+    """
+    at = np.asarray(at_ms, dtype=np.int64)
+    if not len(at):
+        return at.copy(), 0
+    first, last = -(-int(at.min()) // DAY_MS), (int(at.max()) + 1) // DAY_MS  # whole days: [first, last)
+    day = at // DAY_MS
+    return np.where((day >= first) & (day < last), day, -1), max(last - first, 0)
 
 
-def size_trade_off(p: NDArray, users: NDArray, days: NDArray) -> pd.DataFrame:
-    """Per distinct score, as a threshold: the mean number of daily members
-    over the days the moments fall on."""
-    best = np.sort(daily_members(p, users, days))
+def daily_members(p: NDArray, users: NDArray, at_ms: NDArray) -> tuple[NDArray[np.float64], int]:
+    """Each user's highest score on each whole day of the period (a row per
+    user and day: a threshold at or below it makes the user a member that
+    day), and the number of whole days; ValueError when there is none."""
+    day, n_days = whole_days(at_ms)
+    if not n_days:
+        raise ValueError("the evaluation period covers no whole day: a size target needs a longer table")
+    kept = day >= 0
+    scores, users = np.asarray(p, dtype=np.float64)[kept], np.asarray(users)[kept]
+    frame = pd.DataFrame({"p": scores, "user": users, "day": day[kept]})
+    return frame.groupby(["user", "day"], sort=False)["p"].max().to_numpy(), n_days
+
+
+def size_trade_off(p: NDArray, users: NDArray, at_ms: NDArray) -> pd.DataFrame:
+    """Per distinct score, as a threshold: the mean number of daily members,
+    over the whole UTC days of the period, of the users with a moment at or
+    above it that day. Moments are samples (one per user per 30 minutes), and
+    a rule's exit and dwell keep members longer: the live segment is larger."""
+    best, n_days = daily_members(p, users, at_ms)
+    best = np.sort(best)
     candidates = np.unique(np.asarray(p, dtype=np.float64))
     members = len(best) - np.searchsorted(best, candidates, side="left")
-    n_days = max(len(np.unique(days)), 1)
     return pd.DataFrame({"threshold": candidates, "daily_members": members / n_days})
 
 
-def choose_size(p: NDArray, users: NDArray, days: NDArray, size: float) -> float:
-    """The lowest threshold whose mean number of daily members is at most
-    ``size``; ValueError when even the highest makes more.
+def choose_size(p: NDArray, users: NDArray, at_ms: NDArray, size: float) -> float:
+    """The lowest threshold whose mean number of daily members (see
+    :func:`size_trade_off`) is at most ``size``; ValueError when even the
+    highest makes more.
 
-    >>> p, users, days = np.array([0.9, 0.8, 0.2, 0.7]), np.array(["a", "b", "c", "a"]), np.array([0, 0, 0, 1])
-    >>> choose_size(p, users, days, 1.0), choose_size(p, users, days, 1.5)
+    >>> day = DAY_MS
+    >>> p, users = np.array([0.9, 0.8, 0.2, 0.7, 0.1]), np.array(["a", "b", "c", "a", "z"])
+    >>> at = np.array([day, day + 1, day + 2, 2 * day, 3 * day])  # whole days 1 and 2; day 3 is a part-day
+    >>> choose_size(p, users, at, 1.0), choose_size(p, users, at, 1.5)
     (0.8, 0.7)
     """
-    table = size_trade_off(p, users, days)
+    table = size_trade_off(p, users, at_ms)
     fits = table[table["daily_members"] <= size]
     if fits.empty:
         fewest = float(table["daily_members"].min()) if len(table) else 0.0

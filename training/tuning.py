@@ -30,6 +30,7 @@ from models.intent_batch import BatchIntentModel
 from models.intent_online import OnlineIntentModel
 from training.datasets import TrainingSet, build
 from training.pipelines import purchases_of, replay_online
+from training.provenance import fitted_into, fitted_until
 
 AS_REGISTERED = "as registered"
 REFITTED = "its settings refitted on the moments before the evaluation period"
@@ -39,11 +40,11 @@ LEARNING_ON = "its state, learning on through the evaluation period"
 
 @dataclass(slots=True)
 class EvaluationScores:
-    """The evaluation moments: labels, users, days, and each model's scores."""
+    """The evaluation moments: labels, users, times, and each model's scores."""
 
     y: NDArray[np.int64]
     users: NDArray
-    days: NDArray[np.int64]  # the UTC day of each moment
+    at_ms: NDArray[np.int64]  # each moment's time
     start_ms: int  # the first evaluation moment
     scores: dict[str, NDArray[np.float64]] = field(default_factory=dict)  # intent_batch, intent_online
     how: dict[str, str] = field(default_factory=dict)  # intent_batch / intent_online -> how it was scored
@@ -61,13 +62,8 @@ def fitted_until_of(versions: dict[str, str]) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for name, made in ((registry.INTENT_BATCH, "intent_batch"), (registry.INTENT_ONLINE, "intent_online")):
         version = versions.get(name, "")
-        tag = registry.version_tags(name, version).get("fitted_until_ms") if version.isdigit() else None
-        out[made] = int(tag) if tag is not None else None
+        out[made] = fitted_until(registry.version_tags(name, version)) if version.isdigit() else None
     return out
-
-
-def _seen(fitted_until_ms: int | None, start_ms: int) -> bool:
-    return fitted_until_ms is None or fitted_until_ms > start_ms
 
 
 def evaluation_scores(
@@ -92,15 +88,15 @@ def evaluation_scores(
     out = EvaluationScores(
         y=evaluation.y.astype(np.int64),
         users=evaluation.cutoffs["profile_id"].to_numpy(),
-        days=(evaluation.cutoffs["at"].to_numpy() // DAY_MS).astype(np.int64),
+        at_ms=evaluation.cutoffs["at"].to_numpy().astype(np.int64),
         start_ms=start,
     )
     if batch is not None:
         out.scores["intent_batch"], out.how["intent_batch"] = _batch_scores(
-            batch, before, evaluation, _seen(until.get("intent_batch"), start)
+            batch, before, evaluation, fitted_into(until.get("intent_batch"), start)
         )
     purchases = purchases_of(table)
-    if _seen(until.get("intent_online"), start):
+    if fitted_into(until.get("intent_online"), start):
         learner = sklearn.base.clone(online)
         out.scores["intent_online"] = replay_online(learner, data, purchases)[evaluation.cutoffs.index]
         out.how["intent_online"] = REPLAYED
