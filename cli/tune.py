@@ -83,6 +83,10 @@ def tune(
         raise usage(f"{config}: thresholds {shared} are compared with scores in several places: tune them by hand")
     if not entries:
         raise usage(f"{config}: no rule compares a threshold with a score (intent, intent_batch, intent_online)")
+    try:  # a layout the write-back would change is refused before the work, not after it
+        with_thresholds(text, {t.name: old.thresholds[t.name] for t in pairs})
+    except ValueError as exc:
+        raise data_error(f"{config}: {exc}") from None
 
     settings = Settings()
     scorers = load_scorers(intent_feature_names(), settings.model_alias, tracking_uri or settings.tracking_uri)
@@ -134,7 +138,6 @@ def tune(
                     )
                 chosen[partner.name] = round(value - gap, 4)
         table_rows = trade_off(y, p).merge(sizes, on="threshold")
-        figures[entry.name]["candidates"] = float(len(table_rows))
         if not as_json:
             _show(entry.name, table_rows, value)
 
@@ -145,7 +148,7 @@ def tune(
     new = loads_config(new_text, str(config))
     history = table.take(pc.sort_indices(table, [("received_at", "ascending")]))
     result = preview(old, new, history, scorers)
-    changed = {s.name: s.as_dict(0) for s in result.segments if s.status != "same" or s.only_new or s.only_old}
+    changed = {s.name: s.as_dict(10) for s in result.segments if s.status != "same" or s.only_new or s.only_old}
     registry.configure(tracking_uri or settings.tracking_uri)
     mlflow.set_experiment("segflow-thresholds")
     with mlflow.start_run(run_name=f"tune-{metric}-{goal:g}") as run:
@@ -172,9 +175,12 @@ def tune(
         return
     for name, value in chosen.items():
         out.print(f"{name}: {old.thresholds[name]} -> {value}", highlight=False)
+    for made, how in evaluation.how.items():
+        out.print(f"  {made} scored {how}", highlight=False)
     for name, seg in changed.items():
-        out.print(f"  {name}: size {seg['size_old']:,} -> {seg['size_new']:,}, would enter {seg['would_enter']:,}, "
-                  f"would leave {seg['would_leave']:,}", highlight=False)  # fmt: skip
+        out.print(f"  {name}: members at the end {seg['size_old']:,} -> {seg['size_new']:,}; over the table, "
+                  f"{seg['would_enter']:,} enters and {seg['would_leave']:,} exits only the new thresholds make",
+                  highlight=False)  # fmt: skip
     console.print(f"{'dry run: nothing written' if dry_run else f'written to {config}'}; logged run {run.info.run_id}")
 
 

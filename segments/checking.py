@@ -22,6 +22,7 @@ from features.specs import (
     ANY,
     Eq,
     In,
+    LastValue,
     Predicate,
     Recency,
     Spec,
@@ -210,7 +211,12 @@ class _Checker:
         if name == "cluster":
             return ClusterRead(text)
         if name in self.known_features:
-            return Read(FROM_FEATURES, name, spec=self.known_specs.get(name), text=text)
+            spec = self.known_specs.get(name)
+            if isinstance(spec, LastValue):
+                example = f'count(any, 24h, {spec.field} == "...") >= 1'
+                raise self.fail(node, f"{name} is a category, which rules do not compare: filter a window by the "
+                                      f"event's field instead, as in {example}")  # fmt: skip
+            return Read(FROM_FEATURES, name, spec=spec, text=text)
         known = [*self.known_features, *SCORES, "cluster", "thresholds"]
         raise self.fail(node, f"unknown name {name!r}{close_name(name, known)}")
 

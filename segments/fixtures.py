@@ -107,6 +107,11 @@ def run_timeline(config: SegmentConfig, spec: dict[str, Any], where: str) -> tup
         kind = "enter" if "enter" in item else "exit"
         expect.append((start + _ms(item["at"]), kind, str(item[kind])))
     watched = set(spec.get("only") or [seg for _, _, seg in expect])
+    unknown = sorted(watched - set(config.segments))
+    if unknown:
+        raise ValueError(f"{where}: no segment {unknown} in the config (it has {sorted(config.segments)})")
+    if not watched:
+        raise ValueError(f"{where}: the timeline checks no segment: name them in expect, or in only to expect none")
     actual = [(t.at_ms, t.kind, t.segment) for t in got if t.segment in watched]
     want = sorted(expect)
     have = sorted(actual)

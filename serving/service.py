@@ -560,7 +560,8 @@ class Service:
         assert self.engine is not None and self.log is not None
         old, scorers = self.engine, rebuild.scorers
         if rebuild.engine is None and scorers.versions == old.scorers.versions:
-            return {"config_id": old.config.config_id, "models": scorers.versions, "events_replayed": 0}
+            unchanged = {"config_id": old.config.config_id, "models": scorers.versions, "events_replayed": 0}
+            return unchanged | {"rebuilt": None}
         at = self._instant(old)
         engine, replayed = old, 0
         if rebuild.engine is not None:  # first what can fail without touching the live engine

@@ -38,15 +38,16 @@ def test_a_notebook_runs_on_a_clean_kernel_and_leaves_its_run_in_mlflow(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("SEGFLOW_NOTEBOOK_USERS", os.environ.get("SEGFLOW_NOTEBOOK_USERS", "300"))
     monkeypatch.setenv("SEGFLOW_NOTEBOOK_DAYS", os.environ.get("SEGFLOW_NOTEBOOK_DAYS", "10"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("SEGFLOW_SEGMENTS", str(NOTEBOOKS.parent / "config" / "segments.yaml"))
     book = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     client = nbclient.NotebookClient(
         book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
     client.execute()  # CellExecutionError, with the cell and its traceback, on any error
-    errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
+    outputs = [o for c in book.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    figures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert figures, f"{name} showed no figure"  # the kernel's inline backend draws them (none is forced on it)
 
     tracking = MlflowClient(uri)
     experiment = tracking.get_experiment_by_name("segflow-notebooks")

@@ -292,3 +292,10 @@ def test_a_yaml_mistake_is_named_where_it_starts_and_a_bare_segment_name_gets_a_
     with pytest.raises(ConfigError) as exc:  # a syntax error elsewhere, a quoted name: no hint
         loads('version: 1\nsegments:\n  - name: a\n    rule: count("Email Sent Twice" 1h) >= 1\n')
     assert "quotes" not in str(exc.value)
+
+
+def test_a_category_feature_in_a_rule_says_how_to_filter_by_it_instead() -> None:
+    from features.defaults import RULE_SPECS
+
+    with pytest.raises(RuleError, match=r'last_device is a category.*count\(any, 24h, device == "..."\) >= 1'):
+        compile_rule('last_device == "mobile"', RULE_SPECS)

@@ -44,7 +44,8 @@ def test_targets_are_read_with_clear_errors() -> None:
     assert parse_target("precision=0.8") == ("precision", 0.8)
     assert parse_target("size=250") == ("size", 250.0)
     for bad, said in (("reach=3", "expected precision=P"), ("precision=x", "not a number"), ("recall=2", "at most 1"),
-                      ("size=0", "above 0"), ("size=inf", "above 0")):  # fmt: skip
+                      ("size=0", "above 0"), ("size=inf", "above 0"),
+                      ("precision", "expected precision=P")):  # fmt: skip
         with pytest.raises(ValueError, match=said):
             parse_target(bad)
 
@@ -102,3 +103,11 @@ def test_a_size_target_is_met_by_the_lowest_threshold_that_meets_it(rows, size) 
             choose_size(p, users, at, size)
         return
     assert choose_size(p, users, at, size) == min(fitting)
+
+
+def test_choose_refuses_a_target_it_does_not_choose_for() -> None:
+    y, p = np.array([0, 1]), np.array([0.2, 0.8])
+    with pytest.raises(ValueError, match="use choose_size"):
+        choose(y, p, "size", 3)
+    with pytest.raises(ValueError, match="above 0"):
+        choose_size(p, np.array(["a", "b"]), np.array([0, 2 * DAY]), 0)

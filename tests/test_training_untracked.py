@@ -29,11 +29,13 @@ def test_training_untracked_touches_no_mlflow_and_returns_the_models(
         monkeypatch.setattr(registry, name, forbidden)
     monkeypatch.chdir(tmp_path)
     history = generate(users=300, days=10, seed=13)
-    result = train_all(history.events, seed=0, register=False, track=False)
+    result = train_all(history.events, seed=0, track=False)  # registers nothing either
     assert set(result.models) == {registry.INTENT_BATCH, registry.INTENT_ONLINE, registry.CLUSTERS}
     assert result.versions == {} and result.metrics["intent_batch"]["roc_auc"] > 0.6
     assert list(tmp_path.iterdir()) == []  # no store, no artifacts
     clusters = result.models[registry.CLUSTERS]
     assert all(d and "high" not in d.split(",")[0] for d in clusters.descriptions_)  # described in words
     with pytest.raises(ValueError, match="register"):
-        train_all(history.events, track=False)
+        train_all(history.events, track=False, register=True)
+    with pytest.raises(TypeError, match="read_table"):
+        train_all(history.events.to_pandas(), track=False)  # type: ignore[arg-type]

@@ -6,10 +6,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # no backend forced: headless, matplotlib falls back to Agg; a notebook keeps its own
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure

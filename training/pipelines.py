@@ -204,7 +204,7 @@ def train_all(
     intent_truth: pd.DataFrame | None = None,
     horizon_ms: int = DAY_MS,
     seed: int = 0,
-    register: bool = True,
+    register: bool | None = None,
     progress: Progress | None = None,
     source: str = "events",
     margins: dict[str, float] | None = None,
@@ -222,9 +222,18 @@ def train_all(
     is judged on the same rows; one whose fitted rows reach into them is judged
     as its settings refitted here. ``source`` names the table in the runs.
 
-    ``track=False``: no MLflow at all (nothing logged, registered or read),
-    for a notebook; the models are in the result's ``models`` either way.
+    ``table`` is an event table as :func:`features.table.read_table` reads
+    it (a ``pyarrow.Table``). ``register`` (default: as ``track``) registers
+    the models and moves the champion alias; ``track=False``: no MLflow at
+    all (nothing logged, registered or read), for a notebook. The models are
+    in the result's ``models`` either way.
     """
+    if not isinstance(table, pa.Table):
+        raise TypeError(
+            f"train_all takes an event table (a pyarrow.Table: features.table.read_table(path)), "
+            f"not a {type(table).__name__}"
+        )
+    register = track if register is None else register
     if register and not track:
         raise ValueError("registering a model means tracking it: register=False, or track=True")
     say = progress or (lambda _msg: None)

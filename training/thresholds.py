@@ -43,8 +43,8 @@ def parse_target(text: str) -> tuple[str, float]:
     >>> parse_target("recall=0.5")
     ('recall', 0.5)
     """
-    name, _, value = text.partition("=")
-    if name not in TARGETS:
+    name, equals, value = text.partition("=")
+    if name not in TARGETS or not equals:
         raise ValueError(f"target {text!r}: expected precision=P, recall=R or size=N")
     try:
         number = float(value)
@@ -134,6 +134,8 @@ def choose_size(p: NDArray, users: NDArray, at_ms: NDArray, size: float) -> floa
     >>> choose_size(p, users, at, 1.0), choose_size(p, users, at, 1.5)
     (0.8, 0.7)
     """
+    if not size > 0:
+        raise ValueError(f"a size is a number of members above 0, got {size!r}")
     table = size_trade_off(p, users, at_ms)
     fits = table[table["daily_members"] <= size]
     if fits.empty:
@@ -162,7 +164,13 @@ def trade_off(y: NDArray, p: NDArray) -> pd.DataFrame:
 
 
 def choose(y: NDArray, p: NDArray, target: str, value: float) -> float:
-    """The threshold meeting ``target`` (see the module); ValueError when none does."""
+    """The threshold meeting ``target``, ``"precision"`` or ``"recall"`` (see
+    the module; a size is :func:`choose_size`'s), among the scores given;
+    ValueError when none does. Give it ``on_grid(p, op)`` to get a value that
+    can be written into a config and flag exactly those moments."""
+    if target not in ("precision", "recall"):
+        hint = ": use choose_size" if target == "size" else ""
+        raise ValueError(f"target {target!r}: choose takes precision or recall{hint}")
     table = trade_off(y, p)
     meets = table[table[target] >= value]
     if meets.empty:
