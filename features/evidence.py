@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from features.events import ADD_TO_CART, PURCHASE, REMOVE_FROM_CART, Event
-from features.online import field_value, matches
+from features.fields import field_value, matches
 from features.specs import ANY, CartValue, LastValue, Ratio, Recency, Relative, Spec, duration_ms
 
 

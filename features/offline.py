@@ -16,7 +16,6 @@ events later than the allowed lateness are left out of windows, as online.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
 from typing import cast
 
 import numpy as np
@@ -25,11 +24,14 @@ import pandas as pd
 import pyarrow as pa
 from numpy.typing import NDArray as Array
 
+from features.acceptance import accepted as accepted
+from features.acceptance import accepted_with_users, column_ms, string_codes
 from features.events import ADD_TO_CART, NUMERIC_PROPERTIES, PURCHASE, REMOVE_FROM_CART, STRING_PROPERTIES
-from features.online import CART, FeatureSet, _same, zone
+from features.fields import same
+from features.local_time import utc_offsets_ms
+from features.online import CART, FeatureSet
 from features.specs import (
     ANY,
-    DAY_MS,
     DISTINCT_CAP,
     EVENT_FIELDS,
     TRAIT,
@@ -57,7 +59,6 @@ from features.stitching import Stitching
 from features.table import SESSION
 from features.values import number
 
-DEDUP_MS = DAY_MS
 USER_SHIFT = np.int64(1) << np.int64(42)  # an event's key: its user's code * USER_SHIFT + its time (ms)
 _SHIFT = USER_SHIFT
 _TYPED = {*EVENT_FIELDS, *STRING_PROPERTIES, *NUMERIC_PROPERTIES, SESSION}
@@ -69,67 +70,20 @@ def _ms(series: pd.Series) -> Array[np.int64]:
     return series.to_numpy(dtype=np.int64)
 
 
-def _column_ms(column: pa.ChunkedArray) -> Array[np.int64]:
-    return column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_numpy()
-
-
-def _codes(column: pa.ChunkedArray) -> tuple[Array[np.int64], list[str]]:
-    """Integer codes of a string column, in order of first appearance, and the values."""
-    encoded = column.dictionary_encode().combine_chunks()
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
-
-
-def accepted(
-    events: pa.Table | pd.DataFrame, lateness_ms: int, dedup_ms: int = DEDUP_MS
-) -> tuple[Array[np.bool_], Array[np.bool_]]:
-    """``(duplicate, late)`` masks over events in arrival order, as online
-    ingestion decides them."""
-    duplicate, late, _ = _accepted(events, lateness_ms, dedup_ms)
-    return duplicate, late
-
-
-def _accepted(
-    events: pa.Table | pd.DataFrame, lateness_ms: int, dedup_ms: int = DEDUP_MS
-) -> tuple[Array[np.bool_], Array[np.bool_], tuple[Array[np.int64], list[str]]]:
-    table = events if isinstance(events, pa.Table) else pa.Table.from_pandas(events, preserve_index=False)
-    n = table.num_rows
-    ids = table.column("message_id")
-    received = _column_ms(table.column("received_at"))
-    duplicate = np.zeros(n, dtype=bool)
-    id_codes, _ = _codes(ids)
-    counts = np.bincount(id_codes, minlength=1)
-    repeated = np.flatnonzero(counts[id_codes] > 1)
-    first_seen: dict[int, int] = {}
-    for i in repeated.tolist():  # only rows whose id occurs more than once
-        code = int(id_codes[i])
-        seen = first_seen.get(code)
-        if seen is not None and received[i] - seen < dedup_ms:
-            duplicate[i] = True
-        else:
-            first_seen[code] = int(received[i])
-    ts = _column_ms(table.column("ts")).astype(np.float64)
-    ts[duplicate] = -np.inf  # a dropped duplicate moves no one's newest time
-    users, names = _codes(table.column("profile_id"))
-    prev_max = pd.Series(ts).groupby(users).cummax().groupby(users).shift().to_numpy()
-    with np.errstate(invalid="ignore"):
-        late = (ts < prev_max - lateness_ms) & ~duplicate
-    return duplicate, late, (users, names)
-
-
 class OfflineFeatures:
     """Point-in-time features of one event table."""
 
     def __init__(self, features: FeatureSet, events: pa.Table | pd.DataFrame) -> None:
         self.features = features
         table = events if isinstance(events, pa.Table) else pa.Table.from_pandas(events, preserve_index=False)
-        duplicate, late, (user_codes, user_names) = _accepted(table, features.lateness_ms)
+        duplicate, late, (user_codes, user_names) = accepted_with_users(table, features.lateness_ms)
         self.stitching = Stitching.of(table, duplicate)
         if self.stitching is not None:  # linked ids: late as the engine decides it, one profile per version
             profiles = table.column("profile_id").to_numpy(zero_copy_only=False)
-            times = _column_ms(table.column("ts"))
+            times = column_ms(table.column("ts"))
             late = self.stitching.late(profiles, times, duplicate, late, features.lateness_ms)
             keep, virtual = self.stitching.expand(np.flatnonzero(~duplicate & ~late), profiles)
-            codes, user_names = _codes(pa.chunked_array([pa.array(virtual, pa.string())]))
+            codes, user_names = string_codes(pa.chunked_array([pa.array(virtual, pa.string())]))
         else:
             keep = np.flatnonzero(~duplicate & ~late)
             codes = user_codes[keep]
@@ -139,7 +93,7 @@ class OfflineFeatures:
         self.late = int(late.sum())
         self._user_codes = {u: i for i, u in enumerate(user_names)}
         self._user_names = np.array(user_names, dtype=object)
-        ts = _column_ms(table.column("ts"))[keep]
+        ts = column_ms(table.column("ts"))[keep]
         if len(ts) and (ts.min() < 0 or ts.max() >= _SHIFT - 1):
             raise ValueError("event times must lie between 1970 and 2109")
         if len(user_names) >= 1 << 21:  # a (user, time) key is user * 2^42 + time, in 64 bits
@@ -272,7 +226,7 @@ class OfflineFeatures:
         wanted = (where.value,) if isinstance(where, Eq) else where.values
         if all(isinstance(w, str) for w in wanted):
             return np.isin(values, np.array(wanted, dtype=object))
-        return np.array([v is not None and any(_same(v, w) for w in wanted) for v in values], dtype=bool)
+        return np.array([v is not None and any(same(v, w) for w in wanted) for v in values], dtype=bool)
 
     # -- computation ----------------------------------------------------------
 
@@ -489,7 +443,7 @@ class OfflineFeatures:
         inverse, names = pd.factorize(tz, use_na_sentinel=False)
         for k, name in enumerate(names):
             rows = inverse == k
-            offset = _utc_offsets_ms(q.at[rows], name if isinstance(name, str) else None)
+            offset = utc_offsets_ms(q.at[rows], name if isinstance(name, str) else None)
             local = q.at[rows] + offset
             minutes = (local // 60_000) % (24 * 60)
             hour[rows] = (minutes // 60) + (minutes % 60) / 60.0
@@ -522,34 +476,6 @@ def _as_text(values: Array) -> Array:
     if all(type(v) is str for v in values[:64]) and pd.api.types.infer_dtype(values, skipna=False) == "string":
         return values
     return np.array([v if isinstance(v, str) else str(v) for v in values], dtype=object)
-
-
-def _at_seconds(seconds: float, zoneinfo: tzinfo) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=UTC).astimezone(zoneinfo)
-
-
-def _offset_ms(moment: datetime) -> int:
-    offset = moment.utcoffset()
-    return 0 if offset is None else int(offset.total_seconds() * 1000)
-
-
-def _utc_offsets_ms(at: Array[np.int64], tz: str | None) -> Array[np.int64]:
-    """The timezone's UTC offset at each instant, from its transitions."""
-    zoneinfo = zone(tz)
-    if zoneinfo.key == "UTC" or not len(at):
-        return np.zeros(len(at), dtype=np.int64)
-    # offsets only change at transitions: evaluate once per distinct hour
-    hours = at // 3_600_000
-    unique, inverse = np.unique(hours, return_inverse=True)
-    offsets = np.array([_offset_ms(_at_seconds(h * 3600, zoneinfo)) for h in unique.tolist()], dtype=np.int64)
-    # a transition inside an hour: fall back to exact per instant for those
-    exact = offsets[inverse]
-    ends = np.array([_offset_ms(_at_seconds(h * 3600 + 3599, zoneinfo)) for h in unique.tolist()], dtype=np.int64)
-    changing = np.flatnonzero((ends != offsets)[inverse])
-    for i in changing.tolist():
-        moment = datetime.fromtimestamp(at[i] / 1000.0, tz=UTC).astimezone(zoneinfo)
-        exact[i] = _offset_ms(moment)
-    return exact
 
 
 @dataclass(slots=True)

@@ -26,27 +26,25 @@ from __future__ import annotations
 
 import hashlib
 import math
-import operator
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from datetime import timedelta
 from typing import Any, cast
-from zoneinfo import ZoneInfo
 
 from features.buckets import Buckets
 from features.events import ADD_TO_CART, PURCHASE, REMOVE_FROM_CART, Event
+from features.fields import cart_delta, field_reader, field_value, matches
+from features.local_time import local, local_hour
+from features.profile import CART as CART
+from features.profile import CART_VALUE as CART_VALUE
+from features.profile import Profile as Profile
+from features.profile import Stream, Tracker, Value
 from features.reading import Plan, ratio
 from features.specs import (
     ANY,
     DEFAULT_LATENESS,
     DISTINCT_CAP,
-    EVENT_FIELDS,
-    TRAIT,
-    TRAIT_KINDS,
     CartValue,
-    Eq,
     HourOfDay,
     LastValue,
     Predicate,
@@ -62,110 +60,8 @@ from features.specs import (
     WindowSum,
     duration_ms,
     prop_key,
-    trait_text,
 )
 from features.values import number
-
-CART = "__cart__"  # the stream of signed cart values (adds minus removals)
-CART_VALUE = "__cart_value__"
-Value = float | int | str | None
-
-
-def field_value(event: Event, name: str) -> Any:
-    """A filterable field of an event: device/country/city/timezone, a trait
-    (``trait:NAME``, of identify and group calls, as text), else a property."""
-    if name in EVENT_FIELDS:
-        return getattr(event, name)
-    if name.startswith(TRAIT):
-        return trait_text(event.traits.get(name[len(TRAIT) :])) if event.kind in TRAIT_KINDS else None
-    return event.properties.get(name)
-
-
-def field_reader(name: str) -> Callable[[Event], Any]:
-    """How to read one field of an event, decided once (the update loop reads fields of every event)."""
-    if name in EVENT_FIELDS:
-        return operator.attrgetter(name)
-    if name.startswith(TRAIT):
-        trait = name[len(TRAIT) :]
-        return lambda e: trait_text(e.traits.get(trait)) if e.kind in TRAIT_KINDS else None
-    return lambda e: e.properties.get(name)
-
-
-def matches(where: Predicate | None, event: Event) -> bool:
-    """Whether an event meets a feature's ``where`` predicate (None: every event does)."""
-    if where is None:
-        return True
-    value = field_value(event, where.field)
-    if isinstance(where, Eq):
-        return value is not None and _same(value, where.value)
-    return value is not None and any(_same(value, v) for v in where.values)
-
-
-def _same(value: Any, wanted: Any) -> bool:
-    if isinstance(wanted, bool) or isinstance(value, bool):
-        return value is wanted
-    if isinstance(wanted, int | float):
-        return isinstance(value, int | float) and float(value) == float(wanted)
-    return isinstance(value, str) and value == wanted
-
-
-def cart_delta(event: Event) -> float:
-    """Signed value of a cart change: +price × quantity for an add, − for a removal."""
-    price = number(event.properties.get("price")) or 0.0
-    qty = number(event.properties.get("quantity"))
-    value = price * (1.0 if qty is None else qty)
-    return value if event.type == ADD_TO_CART else -value
-
-
-@dataclass(frozen=True, slots=True)
-class Stream:
-    """Buckets of one event type and filter at one resolution, with the
-    properties whose (count, sum) each bucket keeps."""
-
-    event: str
-    where: Predicate | None
-    resolution_ms: int
-    props: tuple[Prop, ...]
-    keep_ms: int  # the longest window over this stream
-
-    @property
-    def key(self) -> str:
-        """The stream's identity: event type, predicate, resolution and properties summed."""
-        return f"{self.event}|{self.where!r}|{self.resolution_ms}|{','.join(prop_key(p) for p in self.props)}"
-
-
-@dataclass(frozen=True, slots=True)
-class Tracker:
-    """Last-seen time per distinct value (``prop``), or of the stream itself."""
-
-    event: str
-    where: Predicate | None
-    prop: str | None
-    keep_ms: int
-
-    @property
-    def key(self) -> str:
-        """The tracker's identity: event type, predicate and property."""
-        return f"{self.event}|{self.where!r}|{self.prop}"
-
-
-class Profile:
-    """One user's online feature state."""
-
-    __slots__ = ("buckets", "distinct", "last_ts", "last_values", "late", "newest")
-
-    def __init__(self, widths: Sequence[int], n_distinct: int, n_recency: int, n_fields: int) -> None:
-        self.newest = -1
-        self.late = 0
-        self.buckets: list[Buckets] = [Buckets(w) for w in widths]
-        self.distinct: list[dict[str, int]] = [{} for _ in range(n_distinct)]
-        self.last_ts: list[int] = [-1] * n_recency
-        self.last_values: list[tuple[int, str] | None] = [None] * n_fields
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Profile) and all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def _flatten(specs: Iterable[Spec]) -> list[Spec]:
@@ -457,9 +353,9 @@ class FeatureSet:
         if isinstance(spec, HourOfDay | Weekend):
             j = self.fields.index("timezone")
             if isinstance(spec, Weekend):
-                return lambda p, t: 1.0 if _local(t, p.last_values[j]).weekday() >= 5 else 0.0
+                return lambda p, t: 1.0 if local(t, p.last_values[j]).weekday() >= 5 else 0.0
             trig = math.sin if spec.part == "sin" else math.cos
-            return lambda p, t: trig(2 * math.pi * _local_hour(_local(t, p.last_values[j])) / 24.0)
+            return lambda p, t: trig(2 * math.pi * local_hour(local(t, p.last_values[j])) / 24.0)
         raise TypeError(f"not a feature spec: {spec!r}")
 
     def next_change(self, profile: Profile, spec: Spec, at_ms: int) -> int | None:
@@ -571,22 +467,3 @@ def _cart_value(buckets: Buckets, kmin: int, purchase_ms: int, r: int) -> float:
     if purchase_ms >= 0:
         kmin = max(kmin, -(-purchase_ms // r) + 1)
     return max(0.0, buckets.total(kmin, 2))
-
-
-@lru_cache(maxsize=1024)
-def zone(name: str | None) -> ZoneInfo:
-    """A timezone by name; UTC for None or an unknown name."""
-    if not name:
-        return ZoneInfo("UTC")
-    try:
-        return ZoneInfo(name)
-    except (KeyError, ValueError, OSError):
-        return ZoneInfo("UTC")
-
-
-def _local(t: int, tz: tuple[int, str] | None) -> datetime:
-    return datetime.fromtimestamp(t / 1000.0, tz=UTC).astimezone(zone(None if tz is None else tz[1]))
-
-
-def _local_hour(dt: datetime) -> float:
-    return dt.hour + dt.minute / 60.0

@@ -44,21 +44,18 @@ import heapq
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import orjson
-
-from features import codec
 from features.events import PURCHASE, Event
 from features.identity import IdentityGraph, Merge, event_link
 from features.online import FeatureSet, Profile
-from features.values import exact_json, from_exact_json
-from models.intent_online import OnlineIntentModel
 from segments.config import SegmentConfig
 from segments.membership import Memberships, Reason, Transition, evaluate, next_due
+from serving import engine_state
+from serving.engine_state import Stats, UserState
 from serving.log import EventLog
 from serving.outbox import Cause, Change
 from serving.scorers import Scorers
@@ -81,29 +78,6 @@ class Outcome:
     changes: list[Change] = field(default_factory=list)
     merges: list[Merge] = field(default_factory=list)  # profiles joined into others (identity)
     merged_by: list[str] = field(default_factory=list)  # the message id of each merge's linking call
-
-
-@dataclass(slots=True)
-class Stats:
-    events: int = 0
-    duplicates: int = 0
-    suppressed: int = 0
-    late: int = 0
-    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
-    scores: Counter[int] = field(default_factory=Counter)  # intent score, tenths
-    score_sum: float = 0.0
-
-
-@dataclass(slots=True)
-class UserState:
-    """What the engine keeps per user beside the feature profile."""
-
-    members: Memberships = field(default_factory=Memberships)
-    last: dict[str, Transition] = field(default_factory=dict)  # segment -> last transition
-    scores: dict[str, float] = field(default_factory=dict)
-    cluster: str | None = None
-    evaluated_ms: int = -1
-    nth: dict[str, int] = field(default_factory=dict)  # segment -> how many transitions before the last at its instant
 
 
 class Engine:
@@ -458,65 +432,12 @@ class Engine:
     # -- state ---------------------------------------------------------------
 
     def export_state(self, profiles: dict[str, Profile] | None = None) -> dict[str, Any]:
-        """Everything recovery needs, as of log sequence ``seq``, as explicit
-        values (profiles as their codec's JSON, embedded as it is): what a
-        snapshot holds, and what :meth:`restore_state` takes back. ``profiles``:
-        the store's, read beforehand (an external store changes under a fork)."""
-        s = self.stats
-        return {
-            "seq": self.seq,
-            "watermark": self.watermark,
-            "fired_to": self.fired_to,
-            "epoch": self.epoch,
-            "through": self.through,
-            "config_id": self.config.config_id,
-            "features": self.features.digest,
-            "profiles": {
-                pid: orjson.Fragment(codec.body(self.features, p))
-                for pid, p in (self.store.items() if profiles is None else profiles.items())
-            },
-            "users": {pid: _user_out(u) for pid, u in self.users.items()},
-            "identity": self.identity.to_state(),
-            "seen": [[mid, t, pid] for mid, (t, pid) in self._seen.items()],
-            "seen_order": [[t, mid] for t, mid in self._seen_order],
-            "online": self.scorers.online.to_state(),
-            "stats": {
-                "events": s.events, "duplicates": s.duplicates, "suppressed": s.suppressed, "late": s.late,
-                "transitions": [[seg, kind, n] for (seg, kind), n in s.transitions.items()],
-                "scores": [[tenth, n] for tenth, n in s.scores.items()], "score_sum": s.score_sum,
-            },
-        }  # fmt: skip
+        """Everything recovery needs, as explicit values: :func:`serving.engine_state.export_state`."""
+        return engine_state.export_state(self, profiles)
 
     def restore_state(self, state: dict[str, Any]) -> None:
-        """Load an exported state, as a snapshot gives it back (parsed JSON),
-        into this fresh engine of the same config and features."""
-        if state["config_id"] != self.config.config_id or state["features"] != self.features.digest:
-            raise ValueError("this state was saved under another config or feature set; rebuild from the log")
-        self.store.put_many({pid: codec.from_body(body, self.features) for pid, body in state["profiles"].items()})
-        self.users = {pid: _user_in(u) for pid, u in state["users"].items()}
-        self.identity = IdentityGraph.from_state(state.get("identity"))  # absent before identity
-        self._seen = {mid: (t, pid) for mid, t, pid in state["seen"]}
-        self._seen_order = deque((t, mid) for t, mid in state["seen_order"])
-        self._received_mark = max((t for t, _ in self._seen_order), default=-1)
-        self.scorers.online = OnlineIntentModel.from_state(state["online"])
-        st = state["stats"]
-        self.stats = Stats(
-            st["events"], st["duplicates"], st["suppressed"], st["late"],
-            Counter({(seg, kind): n for seg, kind, n in st["transitions"]}),
-            Counter({int(tenth): n for tenth, n in st["scores"]}), st["score_sum"],
-        )  # fmt: skip
-        self.watermark, self.seq = state["watermark"], state["seq"]
-        self.fired_to = state.get("fired_to", -1)  # absent before the outbox
-        self.epoch = state.get("epoch", 0)
-        self.through = state.get("through", self.epoch)
-        self.members_of = {name: set() for name in self.config.segments}
-        for pid, user in self.users.items():
-            for name in user.members.entered:
-                self.members_of[name].add(pid)
-        erased = {p for p in (*self.users, *self.identity.ids()) if self._tombstone(p) in self.suppressed}
-        for pid in erased:
-            self.erase(pid)  # erased after this state was saved: the log's tombstone holds
-        self.reschedule()
+        """Load an exported state into this fresh engine: :func:`serving.engine_state.restore_state`."""
+        engine_state.restore_state(self, state)
 
     def reschedule(self) -> None:
         """Set every profile's timer afresh (after a restore)."""
@@ -552,23 +473,6 @@ class Engine:
             known = self.log.erase(pid, tombstone) > 0 or known
         self.suppressed.add(tombstone)
         return known
-
-
-def _user_out(u: UserState) -> list[Any]:
-    last = {
-        seg: [t.kind, t.at_ms, t.reason.config_id, t.reason.rule, [[c, exact_json(v)] for c, v in t.reason.clauses]]
-        for seg, t in u.last.items()
-    }
-    return [u.members.entered, last, u.scores, u.cluster, u.evaluated_ms, u.nth]
-
-
-def _user_in(saved: list[Any]) -> UserState:
-    entered, last, scores, cluster, evaluated_ms, *nth = saved  # no nth before the outbox
-    transitions = {
-        seg: Transition(seg, kind, at, Reason(config_id, rule, tuple((c, from_exact_json(v)) for c, v in clauses)))
-        for seg, (kind, at, config_id, rule, clauses) in last.items()
-    }
-    return UserState(Memberships(dict(entered)), transitions, dict(scores), cluster, evaluated_ms, dict(*nth))
 
 
 def _unkeyed_tombstone(pid: str) -> str:

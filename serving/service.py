@@ -4,57 +4,44 @@ Start opens the log, restores the latest snapshot and replays the log after
 it, honouring the reloads and model swaps the log records (see
 :mod:`serving.recovery`), so the state is exactly what was acknowledged;
 then, if the config file or the registered models changed meanwhile, it
-reloads. A reload builds a new engine under the new config and models from
-the log, which backfills any feature the new rules derive, then swaps it in
-at an instant of its own: the record of it and the net membership changes
-are written to the log together.
+reloads (:mod:`serving.reloading`).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import gc
 import logging
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from features.contacts import Sighting
 from features.events import Event
-from features.identity import IdentityGraph
 from features.online import FeatureSet
 from features.pseudonyms import Pseudonymizer, load_key
 from features.segment_spec import SegmentParser
 from segments.config import SegmentConfig
-from segments.vocabulary import unknown_properties
-from serving import snapshot
+from serving import reloading, snapshot
 from serving.destinations.config import PLATFORMS, Destinations
 from serving.destinations.fields import Fields
 from serving.destinations.ledger import Ledger
-from serving.engine import DAY_MS, Engine, Outcome, retire
-from serving.log import EventLog, Logged, Record
+from serving.engine import DAY_MS, Engine, Outcome
+from serving.log import EventLog, Record
 from serving.outbox import Change
 from serving.people import People
 from serving.quarantine import Quarantine
-from serving.recovery import ADVANCE, SWAP, Replay, net_changes, replay_into
+from serving.recovery import ADVANCE, Replay
 from serving.regime import build_features, intent_feature_names, load_config, loads_config, longest_window_ms
+from serving.reloading import Readiness, Rebuild
 from serving.scorers import INTENT, Scorers, load_scorers
 from serving.settings import Settings
 from serving.store import MemoryStore, StateStore, open_store
 from serving.vault import VaultKeys
 
 log = logging.getLogger("segflow.service")
-
-
-@dataclass
-class Readiness:
-    ready: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 class Service:
@@ -495,128 +482,13 @@ class Service:
 
     def prepare_reload(self, reread: bool = True) -> Rebuild:
         """Load the config and models again and, under another config, build
-        the new engine from the log as it stands. Safe in a worker thread while
-        the service goes on serving: it reads the log through a connection of
-        its own and touches nothing the live engine uses."""
-        assert self.engine is not None and self.log is not None
-        text = self.settings.segments.read_text()
-        config = loads_config(text, str(self.settings.segments))
-        if reread:
-            self._registered = None  # the registry again: a model may have been promoted
-        scorers = self.fresh_scorers()
-        old = self.engine
-        digest = build_features(config, scorers).digest
-        if config.config_id == old.config.config_id and digest == old.features.digest:
-            return Rebuild(config, text, scorers, None, 0)  # models alone: swapped in, nothing replayed
-        why = "the config changed" if config.config_id != old.config.config_id else "the models read other features"
-        self._erased_meanwhile = []
-        # the rebuild allocates millions of objects that live on: collecting them as they come would stop
-        # the service for whole seconds (a full collection walks them all); finish_reload freezes them instead
-        gc.disable()
-        # and the live service would wait up to the interpreter's switch interval (5 ms) each time it
-        # needs the GIL back from this thread, a dozen times a request: it gets it back sooner meanwhile
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, 0.0005))
-        try:
-            engine = self._new_engine(config, scorers, self.generation + 1)
-            # the whole log, and the last position, in one read transaction of its own
-            engine.suppressed = self.log.suppressed_apart()  # this thread must not use the live connection
-            engine.identity = IdentityGraph.of(self.log.links_beyond(apart=True))  # links older than the log
-            carried: set[str] = set()  # the property names the stored events carry, seen on the way
-            upto = replay_into(engine, _noting(self.log.read_apart_all(), carried), 0)[1]
-        except BaseException:
-            gc.enable()
-            self._erased_meanwhile = None
-            raise
-        finally:
-            sys.setswitchinterval(switch)
-        own = set(config.specs)  # what the rules read is not declared by their reading it
-        warnings = unknown_properties(config, carried, [spec for spec in engine.features.specs if spec not in own])
-        for warning in warnings:
-            log.warning("%s: %s", self.settings.segments, warning)
-        return Rebuild(config, text, scorers, engine, upto, warnings, why)
+        the new engine from the log (:func:`serving.reloading.prepare`; safe in
+        a worker thread while the service goes on)."""
+        return reloading.prepare(self, reread)
 
     def finish_reload(self, rebuild: Rebuild) -> dict[str, Any]:
-        """Swap the new config and models in (on the event loop): under the same
-        config the live engine takes the new models and keeps its state (the
-        online model's learning included); else the rebuilt engine catches up
-        with what arrived while it was built, drops who was erased meanwhile,
-        and replaces the live one."""
-        assert self.engine is not None
-        try:
-            return self._swap(rebuild)
-        finally:
-            self._erased_meanwhile = None
-            if not gc.isenabled():
-                gc.freeze()  # the new state lives as long as the process, as at start
-                gc.enable()
-
-    def _swap(self, rebuild: Rebuild) -> dict[str, Any]:
-        """At one instant: the live engine's timers due before it fire, then
-        the swap; the log records both, with the net membership changes the
-        swap makes, in one transaction, as a replay will do it again. If that
-        write fails, the live state is rebuilt as the log has it (nothing was
-        swapped) and the error goes on."""
-        assert self.engine is not None and self.log is not None
-        old, scorers = self.engine, rebuild.scorers
-        if rebuild.engine is None and scorers.versions == old.scorers.versions:
-            unchanged = {"config_id": old.config.config_id, "models": scorers.versions, "events_replayed": 0}
-            return unchanged | {"rebuilt": None}
-        at = self._instant(old)
-        engine, replayed = old, 0
-        if rebuild.engine is not None:  # first what can fail without touching the live engine
-            engine = rebuild.engine
-            replayed = rebuild.upto + replay_into(engine, self.log.read(rebuild.upto), rebuild.upto)[0]
-            engine.suppressed = set(old.suppressed)
-            for pid in self._erased_meanwhile or ():
-                engine.erase(pid)
-            self._erased_meanwhile = None
-            engine.advance(at - 1)  # its history: lived under the config before
-        fired = old.advance(at - 1)
-        try:
-            if rebuild.engine is None:
-                old.scorers = dataclasses.replace(scorers, online=old.scorers.online)
-                self._record(old, SWAP, rebuild.text, fired + old.rescore(at), at)
-            else:
-                self._record(engine, "rebuild", rebuild.text, fired + net_changes(old, engine, at), at)
-        except Exception:
-            log.error("the reload could not be recorded: the live state is rebuilt from the snapshot and the log")
-            self.engine = self._recover()
-            raise
-        if engine is not old:
-            self.engine = engine
-            self._set_generation(self.generation + 1)
-            retire(old)
-        if engine.scorers.drift is not None:
-            engine.scorers.drift.reset()  # live events from the swap on, not the log a rebuild replayed
-        self.changed()
-        self.parser = self._parser(engine)
-        self.readiness = Readiness(True, self._notes(scorers))
-        self.save_snapshot(background=True)
-        done = {"config_id": rebuild.config.config_id, "models": scorers.versions, "events_replayed": replayed,
-                "rebuilt": rebuild.why or None}  # fmt: skip
-        return done | ({"warnings": rebuild.warnings} if rebuild.warnings else {})
-
-
-def _noting(rows: Iterable[Logged], names: set[str]) -> Iterator[Logged]:
-    """The rows as they are, noting their events' property names."""
-    for row in rows:
-        names.update(row[1].properties)
-        yield row
-
-
-@dataclass
-class Rebuild:
-    """A reload prepared: the config and models, and the engine rebuilt under
-    them up to log position ``upto`` (None: same config, nothing to rebuild)."""
-
-    config: SegmentConfig
-    text: str  # the config as written
-    scorers: Scorers
-    engine: Engine | None
-    upto: int
-    warnings: list[str] = field(default_factory=list)  # properties the rules read that nothing declares or carries
-    why: str = ""  # why the engine was rebuilt from the log (nothing: the models were swapped in)
+        """Swap the new config and models in, on the event loop (:func:`serving.reloading.finish`)."""
+        return reloading.finish(self, rebuild)
 
 
 def _models(versions: Mapping[str, str]) -> dict[str, str]:
