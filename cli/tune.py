@@ -17,6 +17,7 @@ compared with a score are left alone.
 from __future__ import annotations
 
 import json
+import operator
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,8 @@ import numpy as np
 import typer
 
 from cli.output import console, data_error, out, usage
+
+OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
 def tune(
@@ -42,16 +45,22 @@ def tune(
     dry_run: Annotated[bool, typer.Option(help="show the choice and its preview, write nothing")] = False,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(help="tune only this threshold (repeat); one compared with a feature is tuned only when named"),
+    ] = None,
 ) -> None:
     """Choose the score thresholds of a segment config for a target, write them back and preview the change."""
     import mlflow
     import pyarrow.compute as pc
 
     from features.events import format_ms
+    from features.offline import OfflineFeatures
+    from features.online import FeatureSet
     from features.specs import parse_duration
     from features.table import read_table
     from models import registry
-    from segments.config import ConfigError, score_thresholds
+    from segments.config import ConfigError, rule_thresholds
     from segments.writing import with_thresholds
     from serving.preview import preview
     from serving.regime import intent_feature_names, loads_config
@@ -73,16 +82,26 @@ def tune(
         table = read_table(events)
     except (ConfigError, ValueError) as exc:
         raise data_error(str(exc)) from None
-    pairs = score_thresholds(old)
-    entries = [t for t in pairs if t.role == "entry"]
+    named = list(dict.fromkeys(threshold or []))
+    unknown = [n for n in named if n not in old.thresholds]
+    if unknown:
+        raise usage(f"{config}: no threshold {unknown} (it has {sorted(old.thresholds)})")
+    pairs = [t for t in rule_thresholds(old) if t.spec is None or t.name in named]  # features only when named
+    entries = [t for t in pairs if t.role == "entry" and (t.name in named if named else True)]
+    compared = [n for n in named if n not in {e.name for e in entries}]
+    if compared:
+        raise usage(f"{config}: {compared} compared with no score or feature in a segment's rule: nothing to tune on")
+    partners = {t.name for t in pairs if t.role == "exit" and any(t.segment == e.segment and t.score == e.score
+                                                                  for e in entries)}  # fmt: skip
     uses: dict[str, set[tuple[str, str, str]]] = {}
     for t in pairs:
         uses.setdefault(t.name, set()).add((t.segment, t.score, t.role))
-    shared = sorted(name for name, u in uses.items() if len(u) > 1)
+    shared = sorted(n for n, u in uses.items() if len(u) > 1 and n in {e.name for e in entries} | partners)
     if shared:
-        raise usage(f"{config}: thresholds {shared} are compared with scores in several places: tune them by hand")
+        raise usage(f"{config}: thresholds {shared} are compared in several places: tune them by hand")
     if not entries:
-        raise usage(f"{config}: no rule compares a threshold with a score (intent, intent_batch, intent_online)")
+        raise usage(f"{config}: no rule compares a threshold with a score (intent, intent_batch, intent_online); "
+                    "name one compared with a feature with --threshold")  # fmt: skip
     try:  # a layout the write-back would change is refused before the work, not after it
         with_thresholds(text, {t.name: old.thresholds[t.name] for t in pairs})
     except ValueError as exc:
@@ -93,7 +112,7 @@ def tune(
     scorers.use_intent(settings.intent)
     needs = {"intent_batch": scorers.batch is not None, "intent_online": not scorers.fresh,
              "intent": scorers.batch is not None or not scorers.fresh}  # fmt: skip
-    missing = sorted({e.score for e in entries if not needs.get(e.score, False)})
+    missing = sorted({e.score for e in entries if e.spec is None and not needs.get(e.score, False)})
     if missing:
         raise data_error(f"no registered champion makes {missing}: run `segflow train` first")
     try:
@@ -103,12 +122,18 @@ def tune(
         raise data_error(f"{events}: {exc}") from None
     scores = scorers.with_intent(evaluation.scores["intent_online"], evaluation.scores.get("intent_batch"))
     y = evaluation.y
+    specs = list(dict.fromkeys(e.spec for e in entries if e.spec is not None))
+    if specs:  # the features named thresholds are compared with, at the same moments
+        values = OfflineFeatures(FeatureSet(specs), table).at(evaluation.cutoffs)
+        scores |= {spec.name: values[spec.name].to_numpy(dtype=np.float64) for spec in specs}
 
     chosen: dict[str, float] = {}
     figures: dict[str, dict[str, float]] = {}
     for entry in entries:
-        score = np.asarray(scores[entry.score])
-        p = on_grid(score, entry.op)  # as a written value sees each score
+        score = np.asarray(scores[entry.score], dtype=np.float64)
+        below = entry.op in ("<", "<=")  # flagged below the threshold: chosen on the values negated
+        seen = np.nan_to_num(-score if below else score, nan=-np.inf)  # a missing value is never flagged
+        p = on_grid(seen, {"<": ">", "<=": ">="}.get(entry.op, entry.op))  # as a written value sees each
         try:
             if metric == "size":
                 value = choose_size(p, evaluation.users, evaluation.at_ms, goal)
@@ -116,8 +141,11 @@ def tune(
                 value = choose(y, p, metric, goal)
         except ValueError as exc:
             raise data_error(f"{entry.name} ({entry.score}): {exc}") from None
-        chosen[entry.name] = value
-        flagged = score >= value if entry.op == ">=" else score > value
+        written = -value if below else value
+        if not np.isfinite(written):
+            raise data_error(f"{entry.name} ({entry.score}): the target is met only by flagging every moment")
+        chosen[entry.name] = written + 0.0  # never -0.0
+        flagged = OPS[entry.op](score, written)
         sizes = size_trade_off(p, evaluation.users, evaluation.at_ms)
         figures[entry.name] = {
             "precision": float(y[flagged].mean()) if flagged.any() else 0.0,
@@ -138,8 +166,10 @@ def tune(
                     )
                 chosen[partner.name] = round(value - gap, 4)
         table_rows = trade_off(y, p).merge(sizes, on="threshold")
+        if below:  # shown as written, in ascending order like the rest
+            table_rows = table_rows.assign(threshold=-table_rows["threshold"]).iloc[::-1].reset_index(drop=True)
         if not as_json:
-            _show(entry.name, table_rows, value)
+            _show(entry.name, table_rows, written)
 
     try:
         new_text = with_thresholds(text, chosen)

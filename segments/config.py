@@ -24,7 +24,7 @@ from features.events import CANONICAL_TYPES
 from features.specs import Spec, parse_duration
 from segments.closures import Fn
 from segments.grammar import RuleError
-from segments.ir import FROM_SCORES, FROM_THRESHOLDS, Compare, Read, walk
+from segments.ir import FROM_FEATURES, FROM_SCORES, FROM_THRESHOLDS, Compare, Read, walk
 from segments.rules import Rule, compile_rule
 
 
@@ -368,20 +368,23 @@ def diff(old: SegmentConfig, new: SegmentConfig) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class ScoreThreshold:
     """A threshold a rule compares with a score: the entry (``intent >= t``) or
-    the exit (``intent < t`` in an exit rule) of a segment."""
+    the exit (``intent < t`` in an exit rule) of a segment; or, in an entry
+    rule, with a feature (``cart_value_7d >= t``, ``since(purchase) <= t``)."""
 
     name: str
-    score: str
+    score: str  # the score, or the feature, compared with it
     role: str  # "entry" or "exit"
     segment: str
     op: str = ">="  # as the score is compared with it: ">=" or ">" (an entry), "<" or "<=" (an exit)
+    spec: Spec | None = None  # the feature compared with it (None: a score)
 
 
 _FLIP = {">=": "<=", ">": "<", "<=": ">=", "<": ">", "==": "==", "!=": "!="}
 
 
 def score_thresholds(config: SegmentConfig) -> list[ScoreThreshold]:
-    """Every use of a threshold compared with a score, with its role, in config order.
+    """Every use of a threshold compared with a score, with its role, in config order
+    (:func:`rule_thresholds` without the features).
 
     >>> text = '''
     ... thresholds: {likely: 0.4, likely_exit: 0.3, cart: 100}
@@ -393,6 +396,13 @@ def score_thresholds(config: SegmentConfig) -> list[ScoreThreshold]:
     >>> [(t.name, t.score, t.role) for t in score_thresholds(loads(text, known_features=["cart_value_7d"]))]
     [('likely', 'intent', 'entry'), ('likely_exit', 'intent', 'exit')]
     """
+    return [t for t in rule_thresholds(config) if t.spec is None]
+
+
+def rule_thresholds(config: SegmentConfig) -> list[ScoreThreshold]:
+    """Every use of a threshold compared with a score (entries and exits, as
+    :func:`score_thresholds`) or, in an entry rule, with a feature (any of
+    ``>=``, ``>``, ``<=``, ``<``), in config order."""
     found: list[ScoreThreshold] = []
     for segment in config.segments.values():
         for rule, exiting in ((segment.rule, False), (segment.exit, True)):
@@ -403,7 +413,11 @@ def score_thresholds(config: SegmentConfig) -> list[ScoreThreshold]:
                 op, left, right = node.op, node.left, node.right
                 if left.source == FROM_THRESHOLDS:  # t <= intent: as intent >= t
                     op, left, right = _FLIP[op], right, left
-                if left.source != FROM_SCORES or right.source != FROM_THRESHOLDS:
+                if right.source != FROM_THRESHOLDS or left.source not in (FROM_SCORES, FROM_FEATURES):
+                    continue
+                if left.source == FROM_FEATURES:  # a feature: an entry rule's, either way round
+                    if not exiting and op in (">", ">=", "<", "<=") and left.spec is not None:
+                        found.append(ScoreThreshold(right.name, left.name, "entry", segment.name, op, left.spec))
                     continue
                 # the entry comes from the rule only; an exit partner is a "<" in the exit rule
                 role = ("exit" if op in ("<", "<=") else "") if exiting else ("entry" if op in (">", ">=") else "")

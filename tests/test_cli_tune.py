@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from features.defaults import DEFAULT_SPECS
+from features.offline import OfflineFeatures
 from features.online import FeatureSet
 from models import registry
 from serving.regime import intent_feature_names
@@ -107,6 +108,31 @@ def test_tune_rewrites_the_likely_buyer_pair_for_a_precision_and_previews_it(tmp
 
     assert daily(chosen) <= 40
     assert all(daily(u) > 40 for u in lower[lower < chosen])
+
+    # a threshold compared with a feature is tuned only when named: the highest cart value catching 30% of buyers
+    where = ["--events", str(events), "--config", str(config), "--tracking-uri", uri]
+    named = CliRunner().invoke(
+        app,
+        ["tune", "--target", "recall=0.3", "--threshold", "high_value_cart", *where, "--json"],
+    )
+    assert named.exit_code == 0, named.output
+    cart = json.loads(named.stdout.splitlines()[-1])["chosen"]
+    assert set(cart) == {"high_value_cart"}
+    tuned = config.read_text()
+    assert [line for line in difflib.unified_diff(after.splitlines(), tuned.splitlines(), lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))][1].startswith(
+        f"+  high_value_cart: {cart['high_value_cart']} ")  # fmt: skip
+    value = OfflineFeatures(FeatureSet(DEFAULT_SPECS), history.events).at(evaluation.cutoffs)["cart_value_7d"]
+    v = value.to_numpy(dtype=float)
+
+    def recall(t: float) -> float:
+        return float(y[v >= t].sum() / y.sum())
+
+    assert recall(cart["high_value_cart"]) >= 0.3
+    grid = np.unique(np.floor(v[np.isfinite(v)] * 10_000) / 10_000)
+    assert all(recall(u) < 0.3 for u in grid[grid > cart["high_value_cart"]])  # the highest that catches them
+    bad = CliRunner().invoke(app, ["tune", "--target", "recall=0.3", "--threshold", "repeated_checkouts_x", *where])
+    assert bad.exit_code == 2 and "no threshold ['repeated_checkouts_x']" in bad.output
 
 
 def test_tune_refuses_what_it_cannot_tune_honestly(tmp_path: Path) -> None:

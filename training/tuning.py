@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import sklearn.base
 from numpy.typing import NDArray
@@ -45,6 +46,7 @@ class EvaluationScores:
     y: NDArray[np.int64]
     users: NDArray
     at_ms: NDArray[np.int64]  # each moment's time
+    cutoffs: pd.DataFrame  # the moments: profile_id, at (ms), message_id
     start_ms: int  # the first evaluation moment
     scores: dict[str, NDArray[np.float64]] = field(default_factory=dict)  # intent_batch, intent_online
     how: dict[str, str] = field(default_factory=dict)  # intent_batch / intent_online -> how it was scored
@@ -89,6 +91,7 @@ def evaluation_scores(
         y=evaluation.y.astype(np.int64),
         users=evaluation.cutoffs["profile_id"].to_numpy(),
         at_ms=evaluation.cutoffs["at"].to_numpy().astype(np.int64),
+        cutoffs=evaluation.cutoffs.reset_index(drop=True),
         start_ms=start,
     )
     if batch is not None:
