@@ -4,7 +4,9 @@ MLflow. They run here on a smaller history than their default
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,9 +41,15 @@ def test_a_notebook_runs_on_a_clean_kernel_and_leaves_its_run_in_mlflow(
     monkeypatch.setenv("SEGFLOW_NOTEBOOK_USERS", os.environ.get("SEGFLOW_NOTEBOOK_USERS", "300"))
     monkeypatch.setenv("SEGFLOW_NOTEBOOK_DAYS", os.environ.get("SEGFLOW_NOTEBOOK_DAYS", "10"))
     monkeypatch.setenv("SEGFLOW_SEGMENTS", str(NOTEBOOKS.parent / "config" / "segments.yaml"))
+    # a kernel of this interpreter (where segflow is installed), whatever other python3 kernels the machine has
+    spec = tmp_path / "jupyter" / "kernels" / "segflow-test"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "segflow", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     book = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     client = nbclient.NotebookClient(
-        book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        book, timeout=600, kernel_name="segflow-test", resources={"metadata": {"path": str(tmp_path)}}
     )
     client.execute()  # CellExecutionError, with the cell and its traceback, on any error
     outputs = [o for c in book.cells if c.cell_type == "code" for o in c.outputs]
