@@ -10,14 +10,16 @@ is scored as its settings refitted or replayed, and the output says so).
 Each entry threshold (``intent >= likely_buyer`` or ``>``) is chosen among
 the values a threshold written with 4 decimal places can take, so the value
 written flags exactly the moments it was chosen on; its exit partner
-(``intent < likely_buyer_exit``) keeps a margin below it. Thresholds not
-compared with a score are left alone.
+(``intent < likely_buyer_exit``) keeps a margin below it. A threshold an
+entry rule compares with a feature is tuned only when named
+(``--threshold``), on that feature's values at the same moments
+(:func:`training.tuning.choose_threshold`); one used in several places, or
+under a ``not``, is refused.
 """
 
 from __future__ import annotations
 
 import json
-import operator
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -28,13 +30,11 @@ import typer
 
 from cli.output import console, data_error, out, usage
 
-OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
-
 
 def tune(
     target: Annotated[
         str,
-        typer.Option(help="precision=P (the lowest threshold reaching it), recall=R, or size=N (mean daily members)"),
+        typer.Option(help="precision=P (most members reaching it), recall=R (fewest), or size=N (daily members)"),
     ],
     events: Annotated[Path, typer.Option(help="event table (Parquet) to choose on: its later part")],
     config: Annotated[Path, typer.Option(help="segments.yaml to rewrite")] = Path("config/segments.yaml"),
@@ -50,7 +50,7 @@ def tune(
         typer.Option(help="tune only this threshold (repeat); one compared with a feature is tuned only when named"),
     ] = None,
 ) -> None:
-    """Choose the score thresholds of a segment config for a target, write them back and preview the change."""
+    """Choose a segment config's thresholds for a target, write them back and preview the change."""
     import mlflow
     import pyarrow.compute as pc
 
@@ -60,14 +60,14 @@ def tune(
     from features.specs import parse_duration
     from features.table import read_table
     from models import registry
-    from segments.config import ConfigError, rule_thresholds
+    from segments.config import ConfigError, rule_thresholds, threshold_reads
     from segments.writing import with_thresholds
     from serving.preview import preview
     from serving.regime import intent_feature_names, loads_config
     from serving.scorers import load_scorers
     from serving.settings import Settings
-    from training.thresholds import choose, choose_size, on_grid, parse_target, size_trade_off, trade_off
-    from training.tuning import evaluation_scores, fitted_until_of
+    from training.thresholds import parse_target, size_trade_off, trade_off
+    from training.tuning import choose_threshold, evaluation_scores, fitted_until_of
 
     try:
         metric, goal = parse_target(target)
@@ -86,19 +86,30 @@ def tune(
     unknown = [n for n in named if n not in old.thresholds]
     if unknown:
         raise usage(f"{config}: no threshold {unknown} (it has {sorted(old.thresholds)})")
-    pairs = [t for t in rule_thresholds(old) if t.spec is None or t.name in named]  # features only when named
-    entries = [t for t in pairs if t.role == "entry" and (t.name in named if named else True)]
+    every = rule_thresholds(old)
+    pairs = [t for t in every if t.spec is None or t.name in named]  # features only when named
+    entries = list(
+        {(t.name, t.segment): t for t in pairs if t.role == "entry" and (not named or t.name in named)}.values()
+    )
+    exits = {t.name for t in pairs if t.role == "exit"}
     compared = [n for n in named if n not in {e.name for e in entries}]
     if compared:
-        raise usage(f"{config}: {compared} compared with no score or feature in a segment's rule: nothing to tune on")
+        if set(compared) <= exits:
+            raise usage(f"{config}: {compared} is an exit: name its entry threshold, the exit keeps its margin below")
+        if any(threshold_reads(old).get(n, 0) for n in compared):
+            raise usage(f"{config}: {compared} is read where tune cannot follow it (under not, in an exit rule "
+                        "against a feature, or against another value): tune it by hand")  # fmt: skip
+        raise usage(f"{config}: {compared} compared with no score or feature in a segment's rule")
     partners = {t.name for t in pairs if t.role == "exit" and any(t.segment == e.segment and t.score == e.score
                                                                   for e in entries)}  # fmt: skip
     uses: dict[str, set[tuple[str, str, str]]] = {}
-    for t in pairs:
+    for t in every:
         uses.setdefault(t.name, set()).add((t.segment, t.score, t.role))
-    shared = sorted(n for n, u in uses.items() if len(u) > 1 and n in {e.name for e in entries} | partners)
+    reads = threshold_reads(old)
+    tuned = {e.name for e in entries} | partners
+    shared = sorted(n for n in tuned if len(uses[n]) > 1 or reads.get(n, 0) != sum(t.name == n for t in every))
     if shared:
-        raise usage(f"{config}: thresholds {shared} are compared in several places: tune them by hand")
+        raise usage(f"{config}: thresholds {shared} are used in several places or under not: tune them by hand")
     if not entries:
         raise usage(f"{config}: no rule compares a threshold with a score (intent, intent_batch, intent_online); "
                     "name one compared with a feature with --threshold")  # fmt: skip
@@ -130,22 +141,14 @@ def tune(
     chosen: dict[str, float] = {}
     figures: dict[str, dict[str, float]] = {}
     for entry in entries:
-        score = np.asarray(scores[entry.score], dtype=np.float64)
-        below = entry.op in ("<", "<=")  # flagged below the threshold: chosen on the values negated
-        seen = np.nan_to_num(-score if below else score, nan=-np.inf)  # a missing value is never flagged
-        p = on_grid(seen, {"<": ">", "<=": ">="}.get(entry.op, entry.op))  # as a written value sees each
         try:
-            if metric == "size":
-                value = choose_size(p, evaluation.users, evaluation.at_ms, goal)
-            else:
-                value = choose(y, p, metric, goal)
+            choice = choose_threshold(scores[entry.score], entry.op, y, metric, goal, evaluation.users,
+                                      evaluation.at_ms, entry.recency)  # fmt: skip
         except ValueError as exc:
             raise data_error(f"{entry.name} ({entry.score}): {exc}") from None
-        written = -value if below else value
-        if not np.isfinite(written):
-            raise data_error(f"{entry.name} ({entry.score}): the target is met only by flagging every moment")
-        chosen[entry.name] = written + 0.0  # never -0.0
-        flagged = OPS[entry.op](score, written)
+        p, value, written, flagged = choice.grid, choice.on_grid, choice.written, choice.flagged
+        below = entry.op in ("<", "<=")  # chosen on the values negated
+        chosen[entry.name] = written
         sizes = size_trade_off(p, evaluation.users, evaluation.at_ms)
         figures[entry.name] = {
             "precision": float(y[flagged].mean()) if flagged.any() else 0.0,

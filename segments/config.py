@@ -24,7 +24,7 @@ from features.events import CANONICAL_TYPES
 from features.specs import Spec, parse_duration
 from segments.closures import Fn
 from segments.grammar import RuleError
-from segments.ir import FROM_FEATURES, FROM_SCORES, FROM_THRESHOLDS, Compare, Read, walk
+from segments.ir import FROM_FEATURES, FROM_SCORES, FROM_THRESHOLDS, Compare, Not, Read, walk
 from segments.rules import Rule, compile_rule
 
 
@@ -377,9 +377,21 @@ class ScoreThreshold:
     segment: str
     op: str = ">="  # as the score is compared with it: ">=" or ">" (an entry), "<" or "<=" (an exit)
     spec: Spec | None = None  # the feature compared with it (None: a score)
+    recency: bool = False  # the feature is a since(...): never is infinitely long ago
 
 
 _FLIP = {">=": "<=", ">": "<", "<=": ">=", "<": ">", "==": "==", "!=": "!="}
+
+
+def threshold_reads(config: SegmentConfig) -> dict[str, int]:
+    """How many times the rules read each threshold, however they use it."""
+    counts: dict[str, int] = {}
+    for segment in config.segments.values():
+        for rule in (segment.rule, segment.exit):
+            for node in walk(rule.tree) if rule is not None and rule.tree is not None else ():
+                if isinstance(node, Read) and node.source == FROM_THRESHOLDS:
+                    counts[node.name] = counts.get(node.name, 0) + 1
+    return counts
 
 
 def score_thresholds(config: SegmentConfig) -> list[ScoreThreshold]:
@@ -407,8 +419,11 @@ def rule_thresholds(config: SegmentConfig) -> list[ScoreThreshold]:
     for segment in config.segments.values():
         for rule, exiting in ((segment.rule, False), (segment.exit, True)):
             tree = rule.tree if rule is not None else None
+            negated = {id(n) for top in walk(tree) if isinstance(top, Not) for n in walk(top.part)} if tree else set()
             for node in walk(tree) if tree is not None else ():
                 if not isinstance(node, Compare) or not isinstance(node.left, Read) or not isinstance(node.right, Read):
+                    continue
+                if id(node) in negated:  # under a not: it flags the other way; not followed
                     continue
                 op, left, right = node.op, node.left, node.right
                 if left.source == FROM_THRESHOLDS:  # t <= intent: as intent >= t
@@ -417,7 +432,9 @@ def rule_thresholds(config: SegmentConfig) -> list[ScoreThreshold]:
                     continue
                 if left.source == FROM_FEATURES:  # a feature: an entry rule's, either way round
                     if not exiting and op in (">", ">=", "<", "<=") and left.spec is not None:
-                        found.append(ScoreThreshold(right.name, left.name, "entry", segment.name, op, left.spec))
+                        found.append(
+                            ScoreThreshold(right.name, left.name, "entry", segment.name, op, left.spec, left.recency)
+                        )
                     continue
                 # the entry comes from the rule only; an exit partner is a "<" in the exit rule
                 role = ("exit" if op in ("<", "<=") else "") if exiting else ("entry" if op in (">", ">=") else "")

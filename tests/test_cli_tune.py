@@ -153,3 +153,12 @@ def test_tune_refuses_what_it_cannot_tune_honestly(tmp_path: Path) -> None:
     config.write_text(shared)
     refused = CliRunner().invoke(app, args)
     assert refused.exit_code == 2 and "several places" in refused.output and config.read_text() == shared
+    # a threshold read where tune cannot follow it (under a not) is refused; an exit partner is tuned by its entry
+    config.write_text(before.replace("cart_value_7d >= thresholds.high_value_cart and",
+                                     "not (cart_value_7d < thresholds.high_value_cart) and"))  # fmt: skip
+    assert config.read_text() != before
+    negated = CliRunner().invoke(app, [*args, "--threshold", "high_value_cart"])
+    assert negated.exit_code == 2 and "under not" in negated.output
+    config.write_text(before)
+    partner = CliRunner().invoke(app, [*args, "--threshold", "likely_buyer_exit"])
+    assert partner.exit_code == 2 and "name its entry threshold" in partner.output

@@ -40,6 +40,7 @@ def test_a_notebook_runs_on_a_clean_kernel_and_leaves_its_run_in_mlflow(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("SEGFLOW_NOTEBOOK_USERS", os.environ.get("SEGFLOW_NOTEBOOK_USERS", "300"))
     monkeypatch.setenv("SEGFLOW_NOTEBOOK_DAYS", os.environ.get("SEGFLOW_NOTEBOOK_DAYS", "10"))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, as in JupyterLab
     monkeypatch.setenv("SEGFLOW_SEGMENTS", str(NOTEBOOKS.parent / "config" / "segments.yaml"))
     # a kernel of this interpreter (where segflow is installed), whatever other python3 kernels the machine has
     spec = tmp_path / "jupyter" / "kernels" / "segflow-test"

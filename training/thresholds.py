@@ -119,6 +119,7 @@ def size_trade_off(p: NDArray, users: NDArray, at_ms: NDArray) -> pd.DataFrame:
     best, n_days = daily_members(p, users, at_ms)
     best = np.sort(best)
     candidates = np.unique(np.asarray(p, dtype=np.float64))
+    candidates = candidates[np.isfinite(candidates)]  # a threshold is a finite number
     members = len(best) - np.searchsorted(best, candidates, side="left")
     return pd.DataFrame({"threshold": candidates, "daily_members": members / n_days})
 
@@ -172,6 +173,7 @@ def choose(y: NDArray, p: NDArray, target: str, value: float) -> float:
         hint = ": use choose_size" if target == "size" else ""
         raise ValueError(f"target {target!r}: choose takes precision or recall{hint}")
     table = trade_off(y, p)
+    table = table[np.isfinite(table["threshold"])]  # a threshold is a finite number: ±inf scores only count
     meets = table[table[target] >= value]
     if meets.empty:
         best = float(table[target].max()) if len(table) else 0.0

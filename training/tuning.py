@@ -32,6 +32,7 @@ from models.intent_online import OnlineIntentModel
 from training.datasets import TrainingSet, build
 from training.pipelines import purchases_of, replay_online
 from training.provenance import fitted_into, fitted_until
+from training.thresholds import choose, choose_size, on_grid
 
 AS_REGISTERED = "as registered"
 REFITTED = "its settings refitted on the moments before the evaluation period"
@@ -123,3 +124,60 @@ def _batch_scores(
     columns = list(getattr(batch, "features_in_", before.X.columns))
     refit = sklearn.base.clone(batch).fit(before.X[columns], before.y)
     return np.asarray(refit.predict_proba(evaluation.X), dtype=np.float64), REFITTED
+
+
+@dataclass(slots=True)
+class Choice:
+    """A threshold chosen for one comparison: the value to write, the values
+    a written threshold sees (``grid``, negated for ``<``/``<=``), the
+    chosen value on that grid, and the moments it flags as the rule would."""
+
+    written: float
+    grid: NDArray[np.float64]
+    on_grid: float
+    flagged: NDArray[np.bool_]
+
+
+_FLAGS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less}
+
+
+def choose_threshold(
+    values: NDArray,
+    op: str,
+    y: NDArray,
+    metric: str,
+    goal: float,
+    users: NDArray,
+    at_ms: NDArray,
+    recency: bool = False,
+) -> Choice:
+    """The threshold for ``values OP threshold`` meeting a target (``precision``,
+    ``recall`` or ``size``), among the values one written with 4 decimals can
+    take, flagging exactly the moments the rule flags: a missing value never
+    (``recency``: it is infinitely long ago, as ``since()`` reads it). For
+    ``<``/``<=`` the values are negated, so precision still takes the threshold
+    with the most members. ValueError when no (finite) threshold meets it.
+
+    >>> y, users, at = np.array([0, 1, 1]), np.array(["a", "b", "c"]), np.zeros(3)
+    >>> choose_threshold(np.array([5.0, 1.0, 2.0]), "<=", y, "precision", 1.0, users, at).written
+    2.0
+    >>> never = choose_threshold(np.array([np.nan, 9.0, np.nan]), ">=", np.array([1, 0, 1]), "precision", 1.0,
+    ...                          users, at, recency=True)  # never seen: long ago, above any finite threshold
+    >>> never.written, never.flagged.tolist()
+    (9.0001, [True, False, True])
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if recency:
+        values = np.where(np.isnan(values), np.inf, values)
+    below = op in ("<", "<=")
+    seen = -values if below else values
+    seen = np.where(np.isnan(seen), -np.inf, seen)  # a missing value is never flagged
+    grid = on_grid(seen, {"<": ">", "<=": ">="}.get(op, op))
+    # a value above every finite one (a recency never seen, for >=) is flagged by any threshold above those:
+    # the lowest such written value stands in for it (infinity is no value to write)
+    finite = grid[np.isfinite(grid)]
+    grid = np.where(grid == np.inf, (np.round(finite.max() * 1e4) + 1) / 1e4 if len(finite) else 0.0, grid)
+    value = choose_size(grid, users, at_ms, goal) if metric == "size" else choose(y, grid, metric, goal)
+    written = -value if below else value
+    written += 0.0  # never -0.0 (and finite: choose takes finite thresholds only)
+    return Choice(written, grid, value, _FLAGS[op](values, written))
