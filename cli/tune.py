@@ -55,8 +55,6 @@ def tune(
     import pyarrow.compute as pc
 
     from features.events import format_ms
-    from features.offline import OfflineFeatures
-    from features.online import FeatureSet
     from features.specs import parse_duration
     from features.table import read_table
     from models import registry
@@ -92,11 +90,12 @@ def tune(
         {(t.name, t.segment): t for t in pairs if t.role == "entry" and (not named or t.name in named)}.values()
     )
     exits = {t.name for t in pairs if t.role == "exit"}
+    reads = threshold_reads(old)
     compared = [n for n in named if n not in {e.name for e in entries}]
     if compared:
         if set(compared) <= exits:
             raise usage(f"{config}: {compared} is an exit: name its entry threshold, the exit keeps its margin below")
-        if any(threshold_reads(old).get(n, 0) for n in compared):
+        if any(reads.get(n, 0) for n in compared):
             raise usage(f"{config}: {compared} is read where tune cannot follow it (under not, in an exit rule "
                         "against a feature, or against another value): tune it by hand")  # fmt: skip
         raise usage(f"{config}: {compared} compared with no score or feature in a segment's rule")
@@ -105,7 +104,6 @@ def tune(
     uses: dict[str, set[tuple[str, str, str]]] = {}
     for t in every:
         uses.setdefault(t.name, set()).add((t.segment, t.score, t.role))
-    reads = threshold_reads(old)
     tuned = {e.name for e in entries} | partners
     shared = sorted(n for n in tuned if len(uses[n]) > 1 or reads.get(n, 0) != sum(t.name == n for t in every))
     if shared:
@@ -135,7 +133,7 @@ def tune(
     y = evaluation.y
     specs = list(dict.fromkeys(e.spec for e in entries if e.spec is not None))
     if specs:  # the features named thresholds are compared with, at the same moments
-        values = OfflineFeatures(FeatureSet(specs), table).at(evaluation.cutoffs)
+        values = evaluation.features(specs)
         scores |= {spec.name: values[spec.name].to_numpy(dtype=np.float64) for spec in specs}
 
     chosen: dict[str, float] = {}

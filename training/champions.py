@@ -18,7 +18,6 @@ from models import registry
 from training import provenance
 from training.datasets import build, habits_of, user_vectors
 from training.evaluation import cluster_silhouette, intent_metrics, persona_ari
-from training.provenance import fitted_into, fitted_until
 from training.synthetic import truth_paths
 
 EXPERIMENT = "segflow-evaluations"
@@ -61,7 +60,7 @@ def evaluate_champions(events: pa.Table, horizon_ms: int, source: str) -> Evalua
             metrics = intent_metrics(test.y, p, 0.5)
             report.metrics[key] = {k: metrics[k] for k in SHOWN}
             report.versions[key] = version
-            report.seen[key] = fitted_into(fitted_until(registry.version_tags(name, version)), start)
+            report.seen[key] = provenance.seen_in(registry.version_tags(name, version), start)
         clusters, version = registry.load(registry.CLUSTERS), registry.champion_version(registry.CLUSTERS)
         if clusters is not None and version is not None:
             vectors = user_vectors(events, habits_of(clusters))

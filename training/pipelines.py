@@ -149,11 +149,6 @@ class _Context:
     tags: dict[str, str] = field(default_factory=dict)  # more, on the version
 
 
-def _seen_in(tags: dict[str, str], start_ms: int) -> bool:
-    """Whether a champion's fitted rows reach into an evaluation period starting at ``start_ms``."""
-    return provenance.fitted_into(provenance.fitted_until(tags), start_ms)
-
-
 def _same_settings(champion: Any, new: Any, tags: dict[str, str], fitted_until_ms: int) -> Champion | None:
     """A champion with the new model's settings, fitted on rows of this test
     period, would score as the new one does when refitted here: only the data
@@ -291,7 +286,7 @@ def train_all(
             how = ""
             if set(getattr(champion, "features_in_", ())) != set(fit.X.columns):
                 return Champion("", None, why_not="reads other features than these rows hold")
-            if _seen_in(tags, test_start):
+            if provenance.seen_in(tags, test_start):
                 same = _same_settings(champion, model, tags, fitted_until)
                 if same is not None:
                     return same
@@ -328,7 +323,7 @@ def train_all(
         def judge_online(champion: OnlineIntentModel, tags: dict[str, str]) -> Champion:
             """A learned state is judged on what it has not learned; one that
             learned these rows is judged as a learner, replayed from scratch."""
-            if not _seen_in(tags, test_start):
+            if not provenance.seen_in(tags, test_start):
                 state = OnlineIntentModel.from_state(champion.to_state())
                 theirs = replay_online(state, data.take(data.cutoffs["at"].to_numpy() >= test_start), purchases)
                 return Champion("", float(roc_auc_score(test.y, theirs)), "its state, learning on")

@@ -60,6 +60,11 @@ def fitted_into(until_ms: int | None, start_ms: int) -> bool:
     return until_ms is None or until_ms > start_ms
 
 
+def seen_in(tags: dict[str, str], start_ms: int) -> bool:
+    """Whether the registered version with these tags learned from a period starting at ``start_ms``."""
+    return fitted_into(fitted_until(tags), start_ms)
+
+
 def log_dataset(source: str, data_digest: str, rows: int, context: str) -> None:
     """Log the data a run read as an MLflow dataset input: where it came from and its hash."""
     source_ = LocalArtifactDatasetSource(source)

@@ -24,8 +24,9 @@ import sklearn.base
 from numpy.typing import NDArray
 
 from features.defaults import DEFAULT_SPECS
+from features.offline import OfflineFeatures
 from features.online import FeatureSet
-from features.specs import DAY_MS
+from features.specs import DAY_MS, Spec
 from models import registry
 from models.intent_batch import BatchIntentModel
 from models.intent_online import OnlineIntentModel
@@ -51,6 +52,12 @@ class EvaluationScores:
     start_ms: int  # the first evaluation moment
     scores: dict[str, NDArray[np.float64]] = field(default_factory=dict)  # intent_batch, intent_online
     how: dict[str, str] = field(default_factory=dict)  # intent_batch / intent_online -> how it was scored
+    offline: OfflineFeatures | None = field(default=None, repr=False)  # the table, indexed once
+
+    def features(self, specs: list[Spec]) -> pd.DataFrame:
+        """Other features at the same moments (a row each), from the table as already indexed."""
+        assert self.offline is not None
+        return self.offline.at(self.cutoffs, FeatureSet(specs))  # the same (default) lateness
 
     @property
     def seen_in_training(self) -> bool:
@@ -83,7 +90,8 @@ def evaluation_scores(
     None when unknown (taken as seen). ValueError when the period lacks buyers
     or non-buyers, or the earlier moments are too few to refit on."""
     until = fitted_until_ms or {}
-    data = build(table, FeatureSet(DEFAULT_SPECS), horizon_ms=horizon_ms, seed=seed)
+    offline = OfflineFeatures(FeatureSet(DEFAULT_SPECS), table)
+    data = build(table, offline.features, horizon_ms=horizon_ms, seed=seed, offline=offline)
     before, evaluation = data.split_by_time(gap_ms=horizon_ms)
     if len(np.unique(evaluation.y)) < 2:
         raise ValueError("the evaluation period (the later 30% of the moments) needs buyers and non-buyers")
@@ -93,6 +101,7 @@ def evaluation_scores(
         users=evaluation.cutoffs["profile_id"].to_numpy(),
         at_ms=evaluation.cutoffs["at"].to_numpy().astype(np.int64),
         cutoffs=evaluation.cutoffs.reset_index(drop=True),
+        offline=offline,
         start_ms=start,
     )
     if batch is not None:
